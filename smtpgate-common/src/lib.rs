@@ -1,0 +1,126 @@
+//! Types the smtpgate kernel program and its agent exchange through BPF maps.
+//!
+//! Everything here is `#[repr(C)]` plain data so that both sides agree on the
+//! byte layout of map keys and values. The `user` feature adds the `Pod`
+//! markers aya and bytemuck need on the agent side.
+#![no_std]
+
+/// Map of source address -> grant expiry.
+///
+/// Key: [`AddrKey`]. Value: expiry in nanoseconds on `CLOCK_MONOTONIC`, the
+/// clock `bpf_ktime_get_ns` reads.
+pub const GRANTS_MAP: &str = "GRANTS";
+/// Per-CPU `u64` counters, indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Single-slot array holding the [`GateConfig`].
+pub const CONFIG_MAP: &str = "CONFIG";
+
+/// Default capacity of the grant map.
+pub const DEFAULT_MAX_GRANTS: u32 = 1 << 20;
+
+/// A source address as the grant map stores it: IPv6, with IPv4 addresses in
+/// their IPv4-mapped form (`::ffff:a.b.c.d`), so one lookup path serves both.
+pub type AddrKey = [u8; 16];
+
+/// The IPv4-mapped IPv6 prefix, `::ffff:0:0/96`.
+pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// Builds the key of an IPv4 address.
+#[inline(always)]
+pub const fn v4_key(octets: [u8; 4]) -> AddrKey {
+    let p = V4_MAPPED_PREFIX;
+    [
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], octets[0],
+        octets[1], octets[2], octets[3],
+    ]
+}
+
+/// `GateConfig::flags` bit: count what would be dropped, drop nothing.
+pub const FLAG_MONITOR: u32 = 1 << 0;
+
+/// Number of 64-bit words in the gated-port bitmap (one bit per TCP port).
+pub const PORT_WORDS: usize = 65536 / 64;
+
+/// The gate's settings, written by the agent before the program is attached.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GateConfig {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Keeps the layout free of implicit padding.
+    pub reserved: u32,
+    /// Bitmap of gated destination ports: bit `p % 64` of word `p / 64`.
+    pub ports: [u64; PORT_WORDS],
+}
+
+impl GateConfig {
+    /// Whether a SYN to `port` is subject to the gate.
+    #[inline(always)]
+    pub fn gates_port(&self, port: u16) -> bool {
+        let word = self.ports[(port as usize >> 6) & (PORT_WORDS - 1)];
+        word & (1u64 << (port & 63)) != 0
+    }
+
+    /// Adds `port` to the gated set.
+    pub fn gate_port(&mut self, port: u16) {
+        self.ports[port as usize >> 6] |= 1u64 << (port & 63);
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `GateConfig` is `repr(C)` plain data without padding (bytemuck's
+// derive above checks this at compile time).
+unsafe impl aya::Pod for GateConfig {}
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)+) => {
+        /// Index of each per-CPU counter in the counters map.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)+];
+
+            /// The counter's stable, machine-readable name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Every frame the program saw.
+    Frames = "frames",
+    /// TCP SYNs (SYN set, ACK clear) addressed to a gated destination.
+    GatedSyns = "gated_syns",
+    /// Gated SYNs passed because their source holds a live grant.
+    AllowedGrant = "allowed_grant",
+    /// Gated SYNs dropped: the source has no grant.
+    DroppedNoGrant = "dropped_no_grant",
+    /// Gated SYNs dropped: the source's grant has expired.
+    DroppedExpired = "dropped_expired",
+    /// Gated SYNs without a live grant passed because the gate is in monitor mode.
+    MonitorWouldDrop = "monitor_would_drop",
+    /// Later IPv4/IPv6 fragments, passed: they carry no TCP header.
+    PassedFragment = "passed_fragment",
+    /// Frames passed unjudged: a header was cut short.
+    UnparsedTruncated = "unparsed_truncated",
+    /// Frames passed unjudged: a header field was invalid.
+    UnparsedMalformed = "unparsed_malformed",
+    /// Frames passed unjudged: more IPv6 extension headers than the walk allows.
+    UnparsedExtDepth = "unparsed_ext_depth",
+}
+
+/// Slots in the counters map. Larger than the number of counters so that a
+/// newer agent can add counters without changing the pinned map's layout.
+pub const COUNTER_SLOTS: u32 = 32;
+
+const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS as usize);

@@ -1,0 +1,106 @@
+//! The decision both attach points share: drop a SYN to a gated port unless
+//! its source holds a live grant; pass everything else.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray},
+    EbpfContext,
+};
+use aya_log_ebpf::debug;
+use smtpgate_common::{
+    AddrKey, Counter, GateConfig, COUNTER_SLOTS, DEFAULT_MAX_GRANTS, FLAG_MONITOR,
+};
+
+use crate::frame::{self, Frame, Network, Transport, Unparsed, ETH_P_IP, ETH_P_IPV6};
+
+/// Source address -> grant expiry (ns, CLOCK_MONOTONIC).
+///
+/// An LRU hash, not a plain hash: when the map is full, a plain hash rejects
+/// the insert (E2BIG) and a customer who just logged in would be refused.
+/// The LRU map instead evicts the entry used least recently, which after the
+/// agent's periodic sweep of expired grants is the idlest grant. The kernel
+/// only reads this map; the agent writes it and warns as it nears capacity.
+/// The agent may resize it at load time (`--max-grants`).
+#[map]
+static GRANTS: LruHashMap<AddrKey, u64> = LruHashMap::pinned(DEFAULT_MAX_GRANTS, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+#[map]
+static CONFIG: Array<GateConfig> = Array::pinned(1, 0);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot; no other CPU writes it.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A SYN that asks to open a connection to a gated destination.
+struct GatedSyn {
+    src: AddrKey,
+}
+
+/// Finds a connection-opening TCP segment and checks whether its destination
+/// is gated. `Ok(None)` means "not ours, pass".
+#[inline(always)]
+fn gated_syn(frame: &Frame, config: &GateConfig) -> Result<Option<GatedSyn>, Unparsed> {
+    let (ethertype, offset) = frame::ethernet(frame)?;
+    let network = match ethertype {
+        ETH_P_IP => frame::ipv4(frame, offset)?,
+        ETH_P_IPV6 => frame::ipv6(frame, offset)?,
+        _ => return Ok(None),
+    };
+    let transport: Transport = match network {
+        Network::Transport(t) if frame::is_tcp(&t) => t,
+        Network::Transport(_) => return Ok(None),
+        Network::LaterFragment => return Err(Counter::PassedFragment),
+    };
+    match frame::tcp_syn_port(frame, transport.offset)? {
+        Some(port) if config.gates_port(port) => Ok(Some(GatedSyn { src: transport.src })),
+        _ => Ok(None),
+    }
+}
+
+/// Judges one frame. Anything the gate is unsure about passes.
+#[inline(always)]
+pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame) -> Verdict {
+    count(Counter::Frames);
+    let Some(config) = CONFIG.get(0) else {
+        return Verdict::Pass;
+    };
+    let syn = match gated_syn(&frame, config) {
+        Ok(Some(syn)) => syn,
+        Ok(None) => return Verdict::Pass,
+        Err(reason) => {
+            count(reason);
+            return Verdict::Pass;
+        }
+    };
+    count(Counter::GatedSyns);
+    // SAFETY: the value is a plain u64 the agent replaces whole.
+    let refusal = match unsafe { GRANTS.get(&syn.src) } {
+        Some(&expiry) if expiry > unsafe { bpf_ktime_get_ns() } => {
+            count(Counter::AllowedGrant);
+            return Verdict::Pass;
+        }
+        Some(_) => Counter::DroppedExpired,
+        None => Counter::DroppedNoGrant,
+    };
+    if config.flags & FLAG_MONITOR != 0 {
+        count(Counter::MonitorWouldDrop);
+        return Verdict::Pass;
+    }
+    count(refusal);
+    debug!(ctx, "smtpgate: dropped SYN from {:i}", syn.src);
+    Verdict::Drop
+}

@@ -1,0 +1,56 @@
+//! smtpgate's kernel program: drops TCP SYNs to gated SMTP ports from
+//! sources without a live POP-before-SMTP grant. One decision, two attach
+//! points: XDP (preferred) and TC clsact ingress (fallback).
+#![no_std]
+#![no_main]
+
+mod frame;
+mod gate;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+use crate::{
+    frame::Frame,
+    gate::{judge, Verdict},
+};
+
+/// Bytes TC makes linear before parsing: Ethernet, two VLAN tags, IPv6 with a
+/// few extension headers and TCP fit in this.
+const TC_LINEAR_BYTES: u32 = 256;
+
+#[xdp]
+pub fn smtpgate_xdp(ctx: XdpContext) -> u32 {
+    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[classifier]
+pub fn smtpgate_tc(ctx: TcContext) -> i32 {
+    // An skb's headers may sit partly in paged data, which direct packet
+    // access cannot see; pulling them in costs nothing when they are linear.
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let wanted = ctx.len().min(TC_LINEAR_BYTES);
+    if linear < wanted {
+        let _ = ctx.pull_data(wanted);
+    }
+    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,235 @@
+//! Loading the kernel program and attaching it to interfaces.
+//!
+//! Every attachment is a bpf_link pinned in the pin directory (or, for TC on
+//! kernels before 6.6, a netlink filter recorded there). A second `run`
+//! finds the pin and swaps its freshly loaded program into the existing link
+//! with BPF_LINK_UPDATE: the gate never opens while the agent restarts or is
+//! upgraded.
+
+use std::{fs, io};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachType, TcHandle},
+        SchedClassifier, Xdp, XdpMode,
+    },
+    util::KernelVersion,
+    Ebpf, EbpfLoader,
+};
+
+use crate::{
+    errno::errno,
+    pins::{Hook, PinDir},
+};
+
+/// The kernel program, compiled by build.rs.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smtpgate"));
+
+const XDP_PROGRAM: &str = "smtpgate_xdp";
+const TC_PROGRAM: &str = "smtpgate_tc";
+
+/// Loads the object, creating the pinned maps or reusing those already there,
+/// and has the verifier check both programs. Programs refer to maps by fd at
+/// load time, so this happens before any map is taken out of the object.
+pub fn load(pins: &PinDir, max_grants: u32, kernel_log_level: aya_log::Level) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.path())
+        .map_max_entries(smtpgate_common::GRANTS_MAP, max_grants)
+        .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
+        .load(PROGRAM)
+        .context("loading the smtpgate BPF object")?;
+    let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
+    xdp.load().context("the kernel rejected the XDP program")?;
+    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
+    tc.load().context("the kernel rejected the TC program")?;
+    Ok(ebpf)
+}
+
+/// Fails unless `iface` exists in this network namespace.
+pub fn require_interface(iface: &str) -> Result<()> {
+    let name = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name '{iface}'"))?;
+    // SAFETY: valid C string.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+        bail!("no network interface named '{iface}'");
+    }
+    Ok(())
+}
+
+/// Whether `run` created a new attachment or took over an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    New,
+    Replaced,
+}
+
+/// Attaches (or re-attaches) the gate to `iface` through `hook`, then removes
+/// an attachment of the other hook on the same interface, if any.
+pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, hook: Hook, mode: XdpMode) -> Result<Attached> {
+    let attached = match hook {
+        Hook::Xdp => attach_xdp(ebpf, pins, iface, mode),
+        Hook::Tc if tcx_supported() => attach_tcx(ebpf, pins, iface),
+        Hook::Tc => attach_tc_netlink(ebpf, pins, iface),
+    }
+    .with_context(|| format!("attaching to {iface} ({})", hook.name()))?;
+    let other = match hook {
+        Hook::Xdp => Hook::Tc,
+        Hook::Tc => Hook::Xdp,
+    };
+    detach_one(pins, other, iface)?;
+    Ok(attached)
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Result<Attached> {
+    let program: &mut Xdp = program(ebpf, XDP_PROGRAM)?.try_into()?;
+    let pin = pins.link(Hook::Xdp, iface);
+    if let Some(link) = pinned_link(&pin)? {
+        match program.attach_to_link(link.try_into()?) {
+            Ok(id) => {
+                drop(program.take_link(id)?);
+                return Ok(Attached::Replaced);
+            }
+            Err(e) => stale_link(&pin, e.into())?,
+        }
+    }
+    let id = program.attach(iface, mode).map_err(|e| explain_attach_error(iface, e.into()))?;
+    let link = FdLink::try_from(program.take_link(id)?)
+        .map_err(|_| anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later"))?;
+    link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(Attached::New)
+}
+
+fn attach_tcx(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Attached> {
+    let program: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?.try_into()?;
+    let pin = pins.link(Hook::Tc, iface);
+    if let Some(link) = pinned_link(&pin)? {
+        match program.attach_to_link(link.try_into()?) {
+            Ok(id) => {
+                drop(program.take_link(id)?);
+                return Ok(Attached::Replaced);
+            }
+            Err(e) => stale_link(&pin, e.into())?,
+        }
+    }
+    let id = program.attach(iface, TcAttachType::Ingress)?;
+    let link = FdLink::try_from(program.take_link(id)?)
+        .map_err(|_| anyhow!("expected a TCX link on a kernel of 6.6 or later"))?;
+    link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(Attached::New)
+}
+
+/// TC before Linux 6.6: a filter under the clsact qdisc, added through
+/// netlink. It stays in place when the agent exits because its link is never
+/// dropped; its priority and handle are recorded so the next run can replace
+/// it and `detach` can remove it.
+fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Attached> {
+    let program: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?.try_into()?;
+    let record = pins.tc_netlink_record(iface);
+    let (id, attached) = match read_netlink_record(&record)? {
+        Some((priority, handle)) => {
+            let link = SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None)?;
+            (program.attach_to_link(link)?, Attached::Replaced)
+        }
+        None => {
+            if let Err(e) = tc::qdisc_add_clsact(iface) {
+                let e = anyhow::Error::from(e);
+                if errno(&e) != Some(libc::EEXIST) {
+                    return Err(e.context("adding the clsact qdisc"));
+                }
+            }
+            (program.attach(iface, TcAttachType::Ingress)?, Attached::New)
+        }
+    };
+    let link = program.take_link(id)?;
+    let (priority, handle) = (link.priority()?, u32::from(link.handle()?));
+    fs::write(&record, format!("{priority} {handle}\n"))
+        .with_context(|| format!("recording {}", record.display()))?;
+    // Dropping the link would remove the filter; it must outlive the agent.
+    std::mem::forget(link);
+    Ok(attached)
+}
+
+fn read_netlink_record(record: &std::path::Path) -> Result<Option<(u16, TcHandle)>> {
+    let text = match fs::read_to_string(record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
+    };
+    let mut fields = text.split_whitespace().map(str::parse::<u32>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(priority)), Some(Ok(handle))) if priority <= u16::MAX as u32 => {
+            Ok(Some((priority as u16, TcHandle::from(handle))))
+        }
+        _ => bail!("{} is corrupt; remove it and run again", record.display()),
+    }
+}
+
+/// Removes the attachment of `iface` through `hook`; false if there was none.
+pub fn detach_one(pins: &PinDir, hook: Hook, iface: &str) -> Result<bool> {
+    let pin = pins.link(hook, iface);
+    // Removing the pin drops the last reference to the link (the agent holds
+    // none), and the kernel detaches the program.
+    let unpinned = remove_if_present(&pin)?;
+    let record = pins.tc_netlink_record(iface);
+    let mut removed_filter = false;
+    if hook == Hook::Tc {
+        if let Some((priority, handle)) = read_netlink_record(&record)? {
+            // A vanished interface took its filter with it.
+            if let Ok(link) = SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None) {
+                drop(link);
+            }
+            removed_filter = remove_if_present(&record)?;
+        }
+    }
+    Ok(unpinned || removed_filter)
+}
+
+fn remove_if_present(path: &std::path::Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
+}
+
+fn pinned_link(pin: &std::path::Path) -> Result<Option<FdLink>> {
+    match PinnedLink::from_pin(pin) {
+        Ok(link) => Ok(Some(link.into())),
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening {}", pin.display())),
+    }
+}
+
+/// A pinned link whose interface disappeared (ENOLINK) is dropped so that a
+/// fresh attachment can take its place; any other failure is reported.
+fn stale_link(pin: &std::path::Path, err: anyhow::Error) -> Result<()> {
+    if errno(&err) != Some(libc::ENOLINK) {
+        return Err(err.context(format!("replacing the program in {}", pin.display())));
+    }
+    tracing::info!("{} belonged to a vanished interface; attaching afresh", pin.display());
+    remove_if_present(pin)?;
+    Ok(())
+}
+
+fn explain_attach_error(iface: &str, err: anyhow::Error) -> anyhow::Error {
+    match errno(&err) {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => anyhow!(
+            "{iface} already has an XDP program that smtpgate does not own; remove it \
+             (ip link set dev {iface} xdp off) or use --attach tc"
+        ),
+        Some(libc::EOPNOTSUPP) => anyhow!(
+            "{iface}'s driver does not support native XDP; use --xdp-mode skb or --attach tc"
+        ),
+        _ => err,
+    }
+}
+
+/// TCX (bpf_link-based TC) arrived in Linux 6.6, as aya's own choice assumes.
+fn tcx_supported() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}

@@ -1,0 +1,62 @@
+//! smtpgate: POP-before-SMTP enforced in the Linux kernel.
+//!
+//! The kernel program (smtpgate-ebpf) drops SYNs to the gated SMTP ports from
+//! addresses without a live grant. This agent attaches it, manages grants and
+//! shows what the gate does.
+
+mod addr;
+mod attach;
+mod cli;
+mod clock;
+mod commands;
+mod errno;
+mod maps;
+mod pins;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("smtpgate: error: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(cli.verbose);
+    match commands::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            match errno::hint(&err) {
+                Some(hint) => eprintln!("smtpgate: error: {err:#} ({hint})"),
+                None => eprintln!("smtpgate: error: {err:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMTPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,135 @@
+//! `smtpgate run`: attach the gate, then keep its grant map tidy until told
+//! to stop. Stopping leaves the gate and every grant in place.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::{programs::XdpMode, Ebpf};
+use smtpgate_common::{GateConfig, CONFIG_MAP, GRANTS_MAP};
+use tokio::{
+    io::unix::{AsyncFd, AsyncFdReadyMutGuard},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    attach::{self, Attached},
+    cli::{RunArgs, XdpModeArg},
+    maps::{Config, Grants},
+    pins::{Hook, PinDir},
+};
+
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// Share of the grant map's capacity above which each sweep warns.
+const CAPACITY_WARNING: f64 = 0.9;
+
+pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
+    for iface in &args.iface {
+        attach::require_interface(iface)?;
+    }
+    pins.prepare()?;
+    let kernel_log_level = if verbose > 0 { aya_log::Level::Debug } else { aya_log::Level::Info };
+    let mut ebpf = attach::load(pins, args.max_grants, kernel_log_level)?;
+
+    // The configuration goes in before any attachment so the program never
+    // runs with an empty port set.
+    let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; smtpgate_common::PORT_WORDS] };
+    for &port in &args.ports {
+        config.gate_port(port);
+    }
+    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&config)?;
+
+    let mode = match args.xdp_mode {
+        XdpModeArg::Native => XdpMode::Driver,
+        XdpModeArg::Skb => XdpMode::Skb,
+    };
+    for iface in &args.iface {
+        let how = match attach::attach(&mut ebpf, pins, iface, args.attach, mode)? {
+            Attached::New => "attached",
+            Attached::Replaced => "took over the pinned attachment on",
+        };
+        let detail = match (args.attach, args.xdp_mode) {
+            (Hook::Tc, _) => "tc ingress",
+            (Hook::Xdp, XdpModeArg::Native) => "xdp native",
+            (Hook::Xdp, XdpModeArg::Skb) => "xdp skb",
+        };
+        tracing::info!(ports = ?args.ports, "{how} {iface} ({detail})");
+    }
+
+    let grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?)?;
+    if grants.capacity() != args.max_grants {
+        tracing::warn!(
+            "the pinned grant map holds {} entries, not --max-grants {}; run `smtpgate detach` to resize it",
+            grants.capacity(),
+            args.max_grants
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(pins, ebpf, grants, args.sweep_interval))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).with_context(|| format!("map {name} missing from the BPF object"))
+}
+
+async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, sweep_every: Duration) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        // SAFETY: the logger owns its ring buffer's fd and keeps it open, and
+        // unchanged, for as long as it lives inside the AsyncFd.
+        Ok(logger) => Some(unsafe { AsyncFd::register(logger) }.map_err(|e| e.into_parts().1)?),
+        Err(e) => {
+            tracing::warn!("kernel log unavailable: {e}");
+            None
+        }
+    };
+    let mut sweep = tokio::time::interval(sweep_every);
+    tracing::info!("gate running; grants are kept in {}", pins.path().display());
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sweep.tick() => {
+                if pins.require_gate().is_err() {
+                    tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
+                    return Ok(());
+                }
+                sweep_grants(&mut grants);
+            }
+            guard = readable(&mut kernel_log) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+    }
+    tracing::info!("stopping; the gate stays attached and grants stay in place");
+    Ok(())
+}
+
+/// Waits until the kernel log ring buffer has records; forever if there is none.
+async fn readable(fd: &mut Option<AsyncFd<KernelLogger>>) -> std::io::Result<AsyncFdReadyMutGuard<'_, KernelLogger>> {
+    match fd {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sweep_grants(grants: &mut Grants) {
+    let sweep = grants.sweep();
+    if sweep.removed > 0 {
+        tracing::debug!(removed = sweep.removed, live = sweep.live, "removed expired grants");
+    }
+    let capacity = grants.capacity() as f64;
+    if sweep.live as f64 >= capacity * CAPACITY_WARNING {
+        tracing::warn!(
+            live = sweep.live,
+            capacity = grants.capacity(),
+            "the grant map is nearly full; the least recently used grants are being evicted (raise --max-grants)"
+        );
+    }
+}
