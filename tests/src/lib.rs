@@ -1,0 +1,314 @@
+//! Test harness: real network namespaces joined by veth pairs, a private
+//! bpffs per test, the real `smtpgate` binary, and real TCP connections.
+//!
+//! Every resource gets a name unique to the test and is removed by `Drop`,
+//! also when the test fails, so tests run in parallel and leave nothing
+//! behind. Tests need root.
+
+use std::{
+    fs,
+    io::{self, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The agent under test: `SMTPGATE_BIN` (set by `cargo xtask test`), else
+/// the workspace's debug build.
+pub fn smtpgate_bin() -> PathBuf {
+    std::env::var_os("SMTPGATE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/smtpgate")
+    })
+}
+
+/// A short name no other test (or test run) uses at the same time. Kept
+/// short because interface names are limited to 15 bytes.
+pub fn unique_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("sg{:x}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a command and fails with its stderr unless it succeeds.
+pub fn sh(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("starting {program}"))?;
+    if !out.status.success() {
+        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace, deleted (with its interfaces) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Result<Self> {
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// `ip -n NS ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    /// A command that runs inside this namespace. `nsenter --net` (unlike
+    /// `ip netns exec`) leaves /sys alone, so bpffs mounts stay visible.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path())).arg("--").arg(program);
+        cmd
+    }
+
+    /// Runs `f` on a thread that lives in this namespace. Sockets created
+    /// there belong to the namespace for their whole life.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = self.path();
+        thread::spawn(move || -> Result<T> {
+            let ns = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            // SAFETY: a valid namespace fd; affects only this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error()).context("setns");
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A private bpffs mount for one test's pins; unmounting it frees every pin.
+pub struct BpfFs {
+    pub mount: PathBuf,
+}
+
+impl BpfFs {
+    pub fn new(name: &str) -> Result<Self> {
+        let mount = std::env::temp_dir().join(format!("smtpgate-test-{name}"));
+        fs::create_dir_all(&mount)?;
+        sh("mount", &["-t", "bpf", "bpf", mount.to_str().unwrap()])?;
+        Ok(Self { mount })
+    }
+
+    /// The `--bpffs-dir` the agent uses inside this mount.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.mount.join("smtpgate")
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = sh("umount", &[self.mount.to_str().unwrap()]);
+        let _ = fs::remove_dir(&self.mount);
+    }
+}
+
+/// Address family of a lab's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// A server host and a client host joined by a veth pair, with a private
+/// bpffs for the gate. Fields drop in declaration order: the agent stops
+/// before the namespaces and the bpffs go.
+pub struct Lab {
+    agent: Option<Child>,
+    pub server: Netns,
+    pub client: Netns,
+    pub server_iface: String,
+    pub bpffs: BpfFs,
+}
+
+pub const SERVER_V4: &str = "192.0.2.1";
+pub const CLIENT_V4: &str = "192.0.2.2";
+pub const SERVER_V6: &str = "2001:db8::1";
+pub const CLIENT_V6: &str = "2001:db8::2";
+
+impl Lab {
+    pub fn new() -> Result<Self> {
+        let name = unique_name();
+        let bpffs = BpfFs::new(&name)?;
+        let server = Netns::new(format!("{name}-srv"))?;
+        let client = Netns::new(format!("{name}-cli"))?;
+        let (server_iface, client_iface) = (format!("{name}s"), format!("{name}c"));
+        sh("ip", &["link", "add", &server_iface, "netns", &server.name, "type", "veth", "peer", "name", &client_iface, "netns", &client.name])?;
+        for (ns, iface, v4, v6) in [(&server, &server_iface, SERVER_V4, SERVER_V6), (&client, &client_iface, CLIENT_V4, CLIENT_V6)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
+            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
+            ns.ip(&["link", "set", iface, "up"])?;
+        }
+        Ok(Self { agent: None, server, client, server_iface, bpffs })
+    }
+
+    pub fn server_addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => SERVER_V4.parse().unwrap(),
+            Family::V6 => SERVER_V6.parse().unwrap(),
+        }
+    }
+
+    pub fn client_addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => CLIENT_V4.parse().unwrap(),
+            Family::V6 => CLIENT_V6.parse().unwrap(),
+        }
+    }
+
+    /// `smtpgate ARGS --bpffs-dir <this lab's>`, run in the server namespace.
+    pub fn smtpgate(&self, args: &[&str]) -> Output {
+        self.server
+            .command(smtpgate_bin())
+            .args(args)
+            .arg("--bpffs-dir")
+            .arg(self.bpffs.pin_dir())
+            .output()
+            .expect("running smtpgate")
+    }
+
+    /// Like [`Lab::smtpgate`] but fails unless it succeeds; returns stdout.
+    pub fn smtpgate_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.smtpgate(args);
+        if !out.status.success() {
+            bail!("smtpgate {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `smtpgate run` on the server interface with `extra` flags and
+    /// waits until the gate is attached.
+    pub fn start_agent(&mut self, extra: &[&str]) -> Result<()> {
+        assert!(self.agent.is_none(), "agent already running");
+        let mut child = self
+            .server
+            .command(smtpgate_bin())
+            .args(["run", "--iface", &self.server_iface, "--bpffs-dir"])
+            .arg(self.bpffs.pin_dir())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting smtpgate run")?;
+        let stderr = child.stderr.take().unwrap();
+        self.agent = Some(child);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = io::BufReader::new(stderr);
+            let mut line = String::new();
+            let mut sent = false;
+            while io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                eprint!("[agent] {line}");
+                if !sent && line.contains("gate running") {
+                    let _ = ready_tx.send(());
+                    sent = true;
+                }
+                line.clear();
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let status = self.agent.as_mut().unwrap().try_wait()?;
+            bail!("smtpgate run did not come up (exit status {status:?})");
+        }
+        Ok(())
+    }
+
+    /// Stops the agent with SIGTERM and waits for it; returns its exit code.
+    pub fn stop_agent(&mut self) -> Result<i32> {
+        let mut child = self.agent.take().context("no agent running")?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                bail!("smtpgate run ignored SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Listens on `port` (all addresses) in the server namespace and echoes
+    /// what each connection sends, until the lab goes.
+    pub fn echo_server(&self, port: u16) -> Result<()> {
+        let listener = self.server.run(move || TcpListener::bind(("::", port)))??;
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || echo(stream));
+            }
+        });
+        Ok(())
+    }
+
+    /// Opens a TCP connection from the client namespace.
+    pub fn connect(&self, family: Family, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+        let addr = SocketAddr::new(self.server_addr(family), port);
+        self.client.run(move || TcpStream::connect_timeout(&addr, timeout)).map_err(io::Error::other)?
+    }
+
+    /// The gate's counters (`smtpgate stats --json`).
+    pub fn counters(&self) -> Result<serde_json::Value> {
+        let stats: serde_json::Value = serde_json::from_str(&self.smtpgate_ok(&["stats", "--json"])?)?;
+        Ok(stats["counters"].clone())
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.counters()?[name].as_u64().with_context(|| format!("no counter {name}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.agent.is_some() {
+            let _ = self.stop_agent();
+        }
+        // Detaching explicitly frees the program even if the interface
+        // somehow outlived its namespace.
+        let _ = self.smtpgate(&["detach"]);
+    }
+}
+
+fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends a message on an open connection and checks it comes back.
+pub fn assert_echoes(stream: &mut TcpStream, message: &[u8]) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(message)?;
+    let mut back = vec![0u8; message.len()];
+    stream.read_exact(&mut back).context("reading the echo")?;
+    if back != message {
+        bail!("echo mismatch");
+    }
+    Ok(())
+}

@@ -1,1 +1,84 @@
-fn main() {}
+//! `cargo xtask`: the project's build, setup, run and test entry points.
+//!
+//! Every command first makes sure the machine has what it needs and installs
+//! what is missing, printing each step, so that a fresh Debian or Ubuntu
+//! machine goes from clone to running gate (or passing suite) in one command.
+
+mod setup;
+mod shell;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::shell::{cargo, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every prerequisite and install what is missing (idempotent).
+    Setup,
+    /// Build the agent (which embeds the kernel program).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the agent: `cargo xtask run -- run --iface eth0`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for smtpgate.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the unit tests and the privileged integration tests.
+    Test {
+        /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::everything(),
+        Command::Build { release } => build(release).map(drop),
+        Command::Run { release, args } => {
+            let agent = build(release)?;
+            shell::exec(std::process::Command::new(agent).args(args))
+        }
+        Command::Test { args } => test(&args),
+    }
+}
+
+/// Builds the agent and returns the path of its binary.
+fn build(release: bool) -> Result<PathBuf> {
+    setup::build_prerequisites()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "smtpgate"]);
+    if release {
+        cmd.arg("--release");
+    }
+    shell::run(&mut cmd)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root().join("target").join(profile).join("smtpgate"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::everything()?;
+    let agent = build(false)?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--exclude", "smtpgate-ebpf", "--no-fail-fast", "--"])
+        .args(args)
+        .env("SMTPGATE_BIN", agent)
+        // The namespace tests mostly wait on timers, not on the CPU.
+        .env("RUST_TEST_THREADS", "6");
+    shell::run(&mut cmd)
+}

@@ -1,0 +1,89 @@
+//! Bad input and missing preconditions: one clear line, non-zero exit.
+
+use std::{path::PathBuf, process::Output};
+
+use anyhow::{ensure, Result};
+use smtpgate_tests::{smtpgate_bin, BpfFs, Lab};
+
+fn error_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+fn assert_clear_error(out: &Output, needle: &str) -> Result<()> {
+    let err = error_line(out);
+    ensure!(!out.status.success(), "expected failure, got success: {err}");
+    ensure!(err.lines().count() == 1, "expected one line, got: {err}");
+    ensure!(err.starts_with("smtpgate: error: "), "unexpected format: {err}");
+    ensure!(err.contains(needle), "expected '{needle}' in: {err}");
+    ensure!(!err.contains("panicked"), "panic: {err}");
+    Ok(())
+}
+
+#[test]
+fn malformed_address_and_duration() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_agent(&[])?;
+    assert_clear_error(&lab.smtpgate(&["allow", "192.0.2.300"]), "'192.0.2.300' is not an IPv4 or IPv6 address")?;
+    assert_clear_error(&lab.smtpgate(&["revoke", "mail.example"]), "is not an IPv4 or IPv6 address")?;
+    assert_clear_error(&lab.smtpgate(&["allow", "192.0.2.2", "--ttl", "ten"]), "is not a duration")?;
+    assert_clear_error(&lab.smtpgate(&["run", "--iface", "lo", "--port", "0"]), "--port")?;
+    Ok(())
+}
+
+#[test]
+fn unknown_interface() -> Result<()> {
+    let lab = Lab::new()?;
+    assert_clear_error(&lab.smtpgate(&["run", "--iface", "nosuch0"]), "no network interface named 'nosuch0'")
+}
+
+#[test]
+fn nothing_attached_yet() -> Result<()> {
+    let lab = Lab::new()?;
+    for args in [&["allow", "192.0.2.2"][..], &["revoke", "192.0.2.2"], &["list"], &["stats"], &["detach"]] {
+        assert_clear_error(&lab.smtpgate(args), "nothing is attached yet")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn not_root() -> Result<()> {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(smtpgate_bin())
+        .args(["list"])
+        .output()?;
+    assert_clear_error(&out, "must run as root")
+}
+
+#[test]
+fn bpf_not_permitted() -> Result<()> {
+    let bpffs = BpfFs::new(&smtpgate_tests::unique_name())?;
+    // Root, but without the capabilities BPF needs.
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-bpf,-sys_admin,-net_admin,-perfmon"])
+        .arg(smtpgate_bin())
+        .args(["run", "--iface", "lo", "--bpffs-dir"])
+        .arg(bpffs.pin_dir())
+        .output()?;
+    assert_clear_error(&out, "BPF not permitted")
+}
+
+/// An XDP object shipped by libxdp (a dependency of xdp-tools), used as the
+/// "foreign" program: any program smtpgate did not attach will do.
+fn foreign_xdp_object() -> Result<PathBuf> {
+    for dir in std::fs::read_dir("/usr/lib")? {
+        let candidate = dir?.path().join("bpf/xdpdump_xdp.o");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("xdpdump_xdp.o not found under /usr/lib/*/bpf (is xdp-tools installed?)")
+}
+
+#[test]
+fn foreign_xdp_program() -> Result<()> {
+    let lab = Lab::new()?;
+    let object = foreign_xdp_object()?;
+    lab.server.ip(&["link", "set", "dev", &lab.server_iface, "xdpdrv", "obj", object.to_str().unwrap(), "sec", "xdp"])?;
+    assert_clear_error(&lab.smtpgate(&["run", "--iface", &lab.server_iface]), "already has an XDP program that smtpgate does not own")
+}

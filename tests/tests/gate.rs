@@ -1,0 +1,160 @@
+//! The gate with real packets: a client namespace connects to a server
+//! namespace whose veth carries the smtpgate program.
+
+use std::{io, thread, time::Duration};
+
+use anyhow::{ensure, Context, Result};
+use smtpgate_tests::{assert_echoes, Family, Lab};
+
+const SMTP: u16 = 25;
+const UNGATED: u16 = 2525;
+/// A dropped SYN is retransmitted after 1 s; a connect that has not
+/// completed by then got no answer.
+const DROPPED: Duration = Duration::from_millis(1200);
+const ANSWERED: Duration = Duration::from_secs(5);
+
+fn lab(hook: &str, extra: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    lab.echo_server(UNGATED)?;
+    let mut flags = vec!["--attach", hook];
+    flags.extend_from_slice(extra);
+    lab.start_agent(&flags)?;
+    Ok(lab)
+}
+
+fn assert_dropped(lab: &Lab, family: Family) -> Result<()> {
+    match lab.connect(family, SMTP, DROPPED) {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(()),
+        Err(e) => anyhow::bail!("expected the SYN to be dropped silently, got {e}"),
+        Ok(_) => anyhow::bail!("port {SMTP} connected without a grant"),
+    }
+}
+
+/// The whole life of a grant, for one family and hook.
+fn grant_lifecycle(family: Family, hook: &str) -> Result<()> {
+    let lab = lab(hook, &[])?;
+    let client = lab.client_addr(family).to_string();
+
+    // No grant: port 25 gets no answer and the drop is counted; the ungated
+    // port is untouched.
+    let before = lab.counter("dropped_no_grant")?;
+    assert_dropped(&lab, family)?;
+    ensure!(lab.counter("dropped_no_grant")? > before, "drop counter did not move");
+    let mut other = lab.connect(family, UNGATED, ANSWERED).context("ungated port")?;
+    assert_echoes(&mut other, b"ungated")?;
+
+    // A short grant opens port 25.
+    lab.smtpgate_ok(&["allow", &client, "--ttl", "3s"])?;
+    let listed = lab.smtpgate_ok(&["list"])?;
+    ensure!(listed.contains(&client), "list does not show {client}: {listed}");
+    let mut session = lab.connect(family, SMTP, ANSWERED).context("connect with a grant")?;
+    assert_echoes(&mut session, b"EHLO customer\r\n")?;
+    ensure!(lab.counter("allowed_grant")? >= 1);
+
+    // After expiry, new connections fail, the open session still works.
+    thread::sleep(Duration::from_millis(3300));
+    assert_dropped(&lab, family)?;
+    ensure!(lab.counter("dropped_expired")? >= 1, "expired drop not counted");
+    assert_echoes(&mut session, b"MAIL FROM:<customer@example.org>\r\n")?;
+
+    // Revoke closes the gate at once, again sparing the open session.
+    lab.smtpgate_ok(&["allow", &client, "--ttl", "10m"])?;
+    let mut second = lab.connect(family, SMTP, ANSWERED).context("connect after re-grant")?;
+    lab.smtpgate_ok(&["revoke", &client])?;
+    assert_dropped(&lab, family)?;
+    assert_echoes(&mut second, b"QUIT\r\n")?;
+    assert_echoes(&mut other, b"still ungated")?;
+    Ok(())
+}
+
+#[test]
+fn ipv4_xdp_grant_lifecycle() -> Result<()> {
+    grant_lifecycle(Family::V4, "xdp")
+}
+
+#[test]
+fn ipv6_xdp_grant_lifecycle() -> Result<()> {
+    grant_lifecycle(Family::V6, "xdp")
+}
+
+#[test]
+fn ipv4_tc_grant_lifecycle() -> Result<()> {
+    grant_lifecycle(Family::V4, "tc")
+}
+
+#[test]
+fn ipv6_tc_grant_lifecycle() -> Result<()> {
+    grant_lifecycle(Family::V6, "tc")
+}
+
+#[test]
+fn skb_mode_gates_too() -> Result<()> {
+    let lab = lab("xdp", &["--xdp-mode", "skb"])?;
+    assert_dropped(&lab, Family::V4)?;
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4])?;
+    lab.connect(Family::V4, SMTP, ANSWERED)?;
+    Ok(())
+}
+
+#[test]
+fn restart_keeps_gate_and_grants() -> Result<()> {
+    let mut lab = lab("xdp", &[])?;
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V6, "--ttl", "10m"])?;
+    let dropped_before = lab.counter("dropped_no_grant")?;
+    assert_dropped(&lab, Family::V4)?;
+
+    // With the agent gone, the gate keeps enforcing and the grant holds.
+    ensure!(lab.stop_agent()? == 0, "agent did not exit cleanly");
+    assert_dropped(&lab, Family::V4)?;
+    lab.connect(Family::V6, SMTP, ANSWERED).context("granted client while agent is down")?;
+    ensure!(lab.counter("dropped_no_grant")? >= dropped_before + 2, "counters stopped while agent was down");
+
+    // The CLI still works on the pins, and a restarted agent reuses them.
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4, "--ttl", "10m"])?;
+    lab.start_agent(&["--attach", "xdp"])?;
+    let listed = lab.smtpgate_ok(&["list", "--json"])?;
+    let grants: serde_json::Value = serde_json::from_str(&listed)?;
+    let addresses: Vec<&str> = grants.as_array().unwrap().iter().filter_map(|g| g["address"].as_str()).collect();
+    ensure!(addresses.contains(&smtpgate_tests::CLIENT_V6), "IPv6 grant lost: {listed}");
+    ensure!(addresses.contains(&smtpgate_tests::CLIENT_V4), "IPv4 grant lost: {listed}");
+    lab.connect(Family::V4, SMTP, ANSWERED)?;
+    ensure!(lab.counter("dropped_no_grant")? >= dropped_before + 2, "counters were reset by the restart");
+    Ok(())
+}
+
+#[test]
+fn switching_hook_replaces_the_attachment() -> Result<()> {
+    let mut lab = lab("xdp", &[])?;
+    lab.stop_agent()?;
+    lab.start_agent(&["--attach", "tc"])?;
+    let stats: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json"])?)?;
+    let hooks: Vec<&str> = stats["attached"].as_array().unwrap().iter().filter_map(|a| a["hook"].as_str()).collect();
+    ensure!(hooks == ["tc"], "expected only tc attached, got {hooks:?}");
+    assert_dropped(&lab, Family::V4)?;
+    Ok(())
+}
+
+#[test]
+fn detach_removes_program_and_pins() -> Result<()> {
+    let mut lab = lab("xdp", &[])?;
+    assert_dropped(&lab, Family::V4)?;
+    lab.stop_agent()?;
+    lab.smtpgate_ok(&["detach"])?;
+    ensure!(!lab.bpffs.pin_dir().exists(), "pins left behind");
+    lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 still gated after detach")?;
+    let out = lab.smtpgate(&["list"]);
+    ensure!(!out.status.success(), "list succeeded with nothing attached");
+    Ok(())
+}
+
+#[test]
+fn custom_port_set_gates_only_those_ports() -> Result<()> {
+    let lab = lab("xdp", &["--port", "2525"])?;
+    match lab.connect(Family::V4, UNGATED, DROPPED) {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+        other => anyhow::bail!("port 2525 should be gated: {other:?}"),
+    }
+    lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 is not in the gated set")?;
+    Ok(())
+}
