@@ -14,6 +14,22 @@ pub const GRANTS_MAP: &str = "GRANTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Single-slot array holding the [`GateConfig`].
 pub const CONFIG_MAP: &str = "CONFIG";
+/// LPM trie of source prefixes that always pass (loopback, the ISP's own
+/// networks, partner relays). Key: prefix length + [`AddrKey`]; IPv4
+/// prefixes are stored under `::ffff:0:0/96`, so `a.b.c.d/n` has length
+/// `96 + n`. Value: unused (1).
+pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
+/// Hash set of gated destination addresses, consulted only when
+/// [`FLAG_DEST_FILTER`] is set. Value: unused (1).
+pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
+
+/// Every map smtpgate pins, by name.
+pub const PINNED_MAPS: [&str; 5] = [GRANTS_MAP, COUNTERS_MAP, CONFIG_MAP, ALLOWLIST_MAP, GATED_DESTS_MAP];
+
+/// Capacity of the allowlist.
+pub const MAX_ALLOWLIST: u32 = 65536;
+/// Capacity of the gated destination set.
+pub const MAX_GATED_DESTS: u32 = 1024;
 
 /// Default capacity of the grant map.
 pub const DEFAULT_MAX_GRANTS: u32 = 1 << 20;
@@ -37,6 +53,11 @@ pub const fn v4_key(octets: [u8; 4]) -> AddrKey {
 
 /// `GateConfig::flags` bit: count what would be dropped, drop nothing.
 pub const FLAG_MONITOR: u32 = 1 << 0;
+/// `GateConfig::flags` bit: answer a refused SYN with a TCP RST (XDP only).
+pub const FLAG_RESET: u32 = 1 << 1;
+/// `GateConfig::flags` bit: gate only SYNs to addresses in the gated
+/// destination set; without it every local address is gated.
+pub const FLAG_DEST_FILTER: u32 = 1 << 2;
 
 /// Number of 64-bit words in the gated-port bitmap (one bit per TCP port).
 pub const PORT_WORDS: usize = 65536 / 64;
@@ -103,12 +124,16 @@ counters! {
     GatedSyns = "gated_syns",
     /// Gated SYNs passed because their source holds a live grant.
     AllowedGrant = "allowed_grant",
+    /// Gated SYNs passed because their source is on the static allowlist.
+    AllowedAllowlist = "allowed_allowlist",
     /// Gated SYNs dropped: the source has no grant.
     DroppedNoGrant = "dropped_no_grant",
     /// Gated SYNs dropped: the source's grant has expired.
     DroppedExpired = "dropped_expired",
     /// Gated SYNs without a live grant passed because the gate is in monitor mode.
     MonitorWouldDrop = "monitor_would_drop",
+    /// Refused SYNs answered with a TCP RST (included in the drop counters).
+    ResetsSent = "resets_sent",
     /// Later IPv4/IPv6 fragments, passed: they carry no TCP header.
     PassedFragment = "passed_fragment",
     /// Frames passed unjudged: a header was cut short.

@@ -36,15 +36,29 @@ impl Frame {
         // every header type is made of byte arrays (alignment 1).
         Ok(unsafe { &*((self.start + offset) as *const T) })
     }
+
+    /// Like [`Frame::header`], for rewriting the packet in place.
+    #[inline(always)]
+    pub fn header_mut<T>(&self, offset: usize) -> Result<&mut T, Unparsed> {
+        if self.start + offset + size_of::<T>() > self.end {
+            return Err(Counter::UnparsedTruncated);
+        }
+        // SAFETY: as in `header`; the program owns the packet while it runs.
+        Ok(unsafe { &mut *((self.start + offset) as *mut T) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
 }
 
 // Unused fields stay named: they document the wire layout.
 #[allow(dead_code)]
 #[repr(C)]
-struct EthHdr {
-    dst: [u8; 6],
-    src: [u8; 6],
-    ethertype: [u8; 2],
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ethertype: [u8; 2],
 }
 
 // Unused fields stay named: they document the wire layout.
@@ -58,29 +72,29 @@ struct VlanTag {
 // Unused fields stay named: they document the wire layout.
 #[allow(dead_code)]
 #[repr(C)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    total_len: [u8; 2],
-    id: [u8; 2],
-    flags_frag_off: [u8; 2],
-    ttl: u8,
-    protocol: u8,
-    checksum: [u8; 2],
-    src: [u8; 4],
-    dst: [u8; 4],
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_len: [u8; 2],
+    pub id: [u8; 2],
+    pub flags_frag_off: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub checksum: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
 }
 
 // Unused fields stay named: they document the wire layout.
 #[allow(dead_code)]
 #[repr(C)]
-struct Ipv6Hdr {
-    version_class_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
 /// The first two bytes of every IPv6 extension header except the fragment
@@ -106,16 +120,16 @@ struct Ipv6FragHdr {
 // Unused fields stay named: they document the wire layout.
 #[allow(dead_code)]
 #[repr(C)]
-struct TcpHdr {
-    src_port: [u8; 2],
-    dst_port: [u8; 2],
-    seq: [u8; 4],
-    ack: [u8; 4],
-    offset_reserved: u8,
-    flags: u8,
-    window: [u8; 2],
-    checksum: [u8; 2],
-    urgent: [u8; 2],
+pub struct TcpHdr {
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub offset_reserved: u8,
+    pub flags: u8,
+    pub window: [u8; 2],
+    pub checksum: [u8; 2],
+    pub urgent: [u8; 2],
 }
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -124,13 +138,14 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
 const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_TCP: u8 = 6;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 
 const TCP_FLAG_SYN: u8 = 0x02;
-const TCP_FLAG_ACK: u8 = 0x10;
+pub const TCP_FLAG_RST: u8 = 0x04;
+pub const TCP_FLAG_ACK: u8 = 0x10;
 
 /// How many VLAN tags are peeled: one 802.1Q, or an 802.1ad outer plus an
 /// 802.1Q inner tag (QinQ).
@@ -164,8 +179,15 @@ fn vlan(frame: &Frame, offset: usize) -> Result<(u16, usize), Unparsed> {
 /// Where a transport header sits and whom it is between.
 pub struct Transport {
     pub protocol: u8,
+    /// Where the network header starts, and which one it is.
+    pub network_offset: usize,
+    pub ipv6: bool,
     pub offset: usize,
     pub src: AddrKey,
+    pub dst: AddrKey,
+    /// The network header has no IPv4 options or IPv6 extension headers,
+    /// so a reply can reuse it in place.
+    pub plain: bool,
 }
 
 /// What the network layer tells the gate.
@@ -191,8 +213,12 @@ pub fn ipv4(frame: &Frame, offset: usize) -> Result<Network, Unparsed> {
     }
     Ok(Network::Transport(Transport {
         protocol: ip.protocol,
+        network_offset: offset,
+        ipv6: false,
         offset: offset + header_len,
         src: v4_key(ip.src),
+        dst: v4_key(ip.dst),
+        plain: header_len == size_of::<Ipv4Hdr>(),
     }))
 }
 
@@ -203,9 +229,11 @@ pub fn ipv6(frame: &Frame, offset: usize) -> Result<Network, Unparsed> {
     if ip.version_class_flow[0] >> 4 != 6 {
         return Err(Counter::UnparsedMalformed);
     }
-    let src = ip.src;
+    let (src, dst) = (ip.src, ip.dst);
     let mut next = ip.next_header;
-    let mut offset = offset + size_of::<Ipv6Hdr>();
+    let network_offset = offset;
+    let first_after = offset + size_of::<Ipv6Hdr>();
+    let mut offset = first_after;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -216,7 +244,8 @@ pub fn ipv6(frame: &Frame, offset: usize) -> Result<Network, Unparsed> {
                 None => return Ok(Network::LaterFragment),
             },
             protocol => {
-                return Ok(Network::Transport(Transport { protocol, offset, src }));
+                let plain = offset == first_after;
+                return Ok(Network::Transport(Transport { protocol, network_offset, ipv6: true, offset, src, dst, plain }));
             }
         }
     }
@@ -224,7 +253,7 @@ pub fn ipv6(frame: &Frame, offset: usize) -> Result<Network, Unparsed> {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
             Err(Counter::UnparsedExtDepth)
         }
-        protocol => Ok(Network::Transport(Transport { protocol, offset, src })),
+        protocol => Ok(Network::Transport(Transport { protocol, network_offset, ipv6: true, offset, src, dst, plain: false })),
     }
 }
 

@@ -4,15 +4,19 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     EbpfContext,
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    AddrKey, Counter, GateConfig, COUNTER_SLOTS, DEFAULT_MAX_GRANTS, FLAG_MONITOR,
+    AddrKey, Counter, GateConfig, COUNTER_SLOTS, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
+    FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
-use crate::frame::{self, Frame, Network, Transport, Unparsed, ETH_P_IP, ETH_P_IPV6};
+use crate::{
+    frame::{self, Frame, Network, Transport, Unparsed, ETH_P_IP, ETH_P_IPV6},
+    reset::Reply,
+};
 
 /// Source address -> grant expiry (ns, CLOCK_MONOTONIC).
 ///
@@ -31,14 +35,24 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 #[map]
 static CONFIG: Array<GateConfig> = Array::pinned(1, 0);
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[map]
+static ALLOWLIST: LpmTrie<AddrKey, u8> = LpmTrie::pinned(MAX_ALLOWLIST, 0);
+
+#[map]
+static GATED_DESTS: HashMap<AddrKey, u8> = HashMap::pinned(MAX_GATED_DESTS, 0);
+
+/// Full-length prefix of an [`AddrKey`], for allowlist lookups.
+const ADDR_BITS: u32 = 128;
+
 pub enum Verdict {
     Pass,
     Drop,
+    /// Drop, and answer with a RST if the hook can (XDP).
+    Reset(Reply),
 }
 
 #[inline(always)]
-fn count(counter: Counter) {
+pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot; no other CPU writes it.
         unsafe { *slot += 1 };
@@ -48,6 +62,7 @@ fn count(counter: Counter) {
 /// A SYN that asks to open a connection to a gated destination.
 struct GatedSyn {
     src: AddrKey,
+    reply: Option<Reply>,
 }
 
 /// Finds a connection-opening TCP segment and checks whether its destination
@@ -66,9 +81,18 @@ fn gated_syn(frame: &Frame, config: &GateConfig) -> Result<Option<GatedSyn>, Unp
         Network::LaterFragment => return Err(Counter::PassedFragment),
     };
     match frame::tcp_syn_port(frame, transport.offset)? {
-        Some(port) if config.gates_port(port) => Ok(Some(GatedSyn { src: transport.src })),
+        Some(port) if config.gates_port(port) && gates_destination(config, &transport.dst) => {
+            Ok(Some(GatedSyn { src: transport.src, reply: Reply::plan(&transport) }))
+        }
         _ => Ok(None),
     }
+}
+
+/// With a destination filter, only the listed local addresses are gated
+/// (say, the customers' relay address but not the public MX address).
+#[inline(always)]
+fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
+    config.flags & FLAG_DEST_FILTER == 0 || GATED_DESTS.get_ptr(dst).is_some()
 }
 
 /// Judges one frame. Anything the gate is unsure about passes.
@@ -96,11 +120,18 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame) -> Verdict {
         Some(_) => Counter::DroppedExpired,
         None => Counter::DroppedNoGrant,
     };
+    if ALLOWLIST.get(Key::new(ADDR_BITS, syn.src)).is_some() {
+        count(Counter::AllowedAllowlist);
+        return Verdict::Pass;
+    }
     if config.flags & FLAG_MONITOR != 0 {
         count(Counter::MonitorWouldDrop);
         return Verdict::Pass;
     }
     count(refusal);
-    debug!(ctx, "smtpgate: dropped SYN from {:i}", syn.src);
-    Verdict::Drop
+    debug!(ctx, "smtpgate: refused SYN from {:i}", syn.src);
+    match syn.reply {
+        Some(reply) if config.flags & FLAG_RESET != 0 => Verdict::Reset(reply),
+        _ => Verdict::Drop,
+    }
 }

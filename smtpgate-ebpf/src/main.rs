@@ -6,6 +6,7 @@
 
 mod frame;
 mod gate;
+mod reset;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
@@ -13,9 +14,11 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+use smtpgate_common::Counter;
+
 use crate::{
     frame::Frame,
-    gate::{judge, Verdict},
+    gate::{count, judge, Verdict},
 };
 
 /// Bytes TC makes linear before parsing: Ethernet, two VLAN tags, IPv6 with a
@@ -27,6 +30,14 @@ pub fn smtpgate_xdp(ctx: XdpContext) -> u32 {
     match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reset(reply) => {
+            if reset::rewrite(&ctx, reply) {
+                count(Counter::ResetsSent);
+                xdp_action::XDP_TX
+            } else {
+                xdp_action::XDP_DROP
+            }
+        }
     }
 }
 
@@ -39,9 +50,10 @@ pub fn smtpgate_tc(ctx: TcContext) -> i32 {
     if linear < wanted {
         let _ = ctx.pull_data(wanted);
     }
+    // The agent allows --action reset only with XDP; here it means drop.
     match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
         Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Drop | Verdict::Reset(_) => TC_ACT_SHOT,
     }
 }
 

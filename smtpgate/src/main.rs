@@ -1,22 +1,10 @@
-//! smtpgate: POP-before-SMTP enforced in the Linux kernel.
-//!
-//! The kernel program (smtpgate-ebpf) drops SYNs to the gated SMTP ports from
-//! addresses without a live grant. This agent attaches it, manages grants and
-//! shows what the gate does.
-
-mod addr;
-mod attach;
-mod cli;
-mod clock;
-mod commands;
-mod errno;
-mod maps;
-mod pins;
-mod run;
+//! The `smtpgate` command: parses the command line, sets up logging and
+//! turns errors into one-line messages.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use smtpgate::{cli, commands, errno};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use smtpgate_common::{CONFIG_MAP, COUNTERS_MAP, GRANTS_MAP};
+use smtpgate_common::{GRANTS_MAP, PINNED_MAPS};
 
 /// Where pins live unless `--bpffs-dir` says otherwise.
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/smtpgate";
@@ -56,9 +56,9 @@ impl PinDir {
         self.dir.join(name)
     }
 
-    /// The three maps, in the order `detach` removes them.
-    pub fn maps(&self) -> [PathBuf; 3] {
-        [GRANTS_MAP, COUNTERS_MAP, CONFIG_MAP].map(|m| self.map(m))
+    /// Every pinned map.
+    pub fn maps(&self) -> [PathBuf; PINNED_MAPS.len()] {
+        PINNED_MAPS.map(|m| self.map(m))
     }
 
     /// The pinned bpf_link of the program on `iface` through `hook`.

@@ -1,0 +1,17 @@
+//! smtpgate: POP-before-SMTP enforced in the Linux kernel.
+//!
+//! The kernel program (smtpgate-ebpf) drops SYNs to the gated SMTP ports from
+//! addresses without a live grant. This crate attaches it, manages grants and
+//! shows what the gate does; the `smtpgate` binary is its command line. The
+//! library side also serves the integration tests and benchmarks, which load
+//! the same program.
+
+pub mod addr;
+pub mod attach;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod errno;
+pub mod maps;
+pub mod pins;
+pub mod run;
