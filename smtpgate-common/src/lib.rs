@@ -142,6 +142,8 @@ counters! {
     UnparsedMalformed = "unparsed_malformed",
     /// Frames passed unjudged: more IPv6 extension headers than the walk allows.
     UnparsedExtDepth = "unparsed_ext_depth",
+    /// Frames passed unjudged: more VLAN tags than the two (QinQ) peeled.
+    UnparsedVlanDepth = "unparsed_vlan_depth",
 }
 
 /// Slots in the counters map. Larger than the number of counters so that a

@@ -161,12 +161,20 @@ pub fn ethernet(frame: &Frame) -> Result<(u16, usize), Unparsed> {
     let mut ethertype = u16::from_be_bytes(eth.ethertype);
     let mut offset = size_of::<EthHdr>();
     for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+        if !is_vlan(ethertype) {
             break;
         }
         (ethertype, offset) = vlan(frame, offset)?;
     }
+    if is_vlan(ethertype) {
+        return Err(Counter::UnparsedVlanDepth);
+    }
     Ok((ethertype, offset))
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
 }
 
 /// One VLAN tag: returns the encapsulated ethertype and the next offset.

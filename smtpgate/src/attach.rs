@@ -27,6 +27,9 @@ use crate::{
 /// The kernel program, compiled by build.rs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smtpgate"));
 
+/// Log level of the kernel program's messages, fixed when it is loaded.
+pub use aya_log::Level as KernelLogLevel;
+
 const XDP_PROGRAM: &str = "smtpgate_xdp";
 const TC_PROGRAM: &str = "smtpgate_tc";
 

@@ -45,16 +45,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the gate's counters and grant-map usage.
+    /// Show the gate's counters (totals and rates) and grant-map usage.
     Stats {
         #[arg(long)]
         json: bool,
+        /// Rates are measured over this long (the command waits for it).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Totals only, without waiting to measure rates.
+        #[arg(long)]
+        no_rates: bool,
+    },
+    /// Manage the static allowlist: source prefixes that always pass.
+    Allowlist {
+        #[command(subcommand)]
+        action: AllowlistAction,
     },
     /// Remove the gate from an interface, or from all and delete every pin.
     Detach {
         /// Only this interface; the maps and grants stay for the others.
         #[arg(long)]
         iface: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AllowlistAction {
+    /// Add prefixes (192.0.2.0/24, 2001:db8::/32, or a single address).
+    Add {
+        #[arg(required = true, value_name = "CIDR")]
+        prefixes: Vec<String>,
+    },
+    /// Remove prefixes.
+    Del {
+        #[arg(required = true, value_name = "CIDR")]
+        prefixes: Vec<String>,
+    },
+    /// List the allowlist with where each entry came from.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -78,6 +108,22 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
 
+    /// Gate only SYNs to these local addresses (repeatable); by default every
+    /// address on the interface is gated. For a host that is an MX on one
+    /// address and the customers' relay on another: gate the relay address.
+    #[arg(long = "dest", value_name = "ADDR")]
+    pub dests: Vec<String>,
+
+    /// enforce: drop refused SYNs. monitor: pass everything, count what
+    /// would have been dropped (monitor_would_drop) — for a trial period.
+    #[arg(long, value_enum, default_value_t = Mode::Enforce)]
+    pub mode: Mode,
+
+    /// drop: refused SYNs vanish (the client retries, then times out).
+    /// reset: answer them with a TCP RST so the client fails at once (XDP only).
+    #[arg(long, value_enum, default_value_t = Action::Drop)]
+    pub action: Action,
+
     /// Capacity of the grant map. Applies when the map is created; an
     /// existing pinned map keeps its size until `smtpgate detach`.
     #[arg(long, default_value_t = smtpgate_common::DEFAULT_MAX_GRANTS,
@@ -93,4 +139,16 @@ pub struct RunArgs {
 pub enum XdpModeArg {
     Native,
     Skb,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Enforce,
+    Monitor,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Action {
+    Drop,
+    Reset,
 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use smtpgate_common::{COUNTERS_MAP, GRANTS_MAP};
+use smtpgate_common::{ALLOWLIST_MAP, COUNTERS_MAP, GRANTS_MAP};
 
 use crate::{
-    addr, attach,
-    cli::{Cli, Command},
+    addr,
+    allowlist::{self, Allowlist, Origin},
+    attach,
+    cli::{AllowlistAction, Cli, Command},
     clock,
     maps::{self, Counters, Grants},
     pins::PinDir,
@@ -24,7 +26,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
         Command::Revoke { ip } => revoke(&pins, &ip),
         Command::List { json } => list(&pins, json),
-        Command::Stats { json } => stats(&pins, json),
+        Command::Stats { json, interval, no_rates } => stats(&pins, json, (!no_rates).then_some(interval)),
+        Command::Allowlist { action } => allowlist(&pins, action),
         Command::Detach { iface } => detach(&pins, iface.as_deref()),
     }
 }
@@ -76,20 +79,50 @@ fn list(pins: &PinDir, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn stats(pins: &PinDir, as_json: bool) -> Result<()> {
+fn stats(pins: &PinDir, as_json: bool, rate_interval: Option<Duration>) -> Result<()> {
     let grants = open_grants(pins)?;
+    let counters = Counters::new(maps::open_pinned(&pins.map(COUNTERS_MAP))?)?;
+    let first = counters.totals()?;
+    let (totals, rates) = match rate_interval {
+        Some(interval) => {
+            std::thread::sleep(interval);
+            let second = counters.totals()?;
+            let secs = interval.as_secs_f64();
+            let rates = second.iter().zip(&first).map(|((_, b), (_, a))| Some(b.saturating_sub(*a) as f64 / secs)).collect();
+            (second, rates)
+        }
+        None => {
+            let rates = vec![None; first.len()];
+            (first, rates)
+        }
+    };
+    print_stats(pins, &grants, &totals, &rates, as_json)
+}
+
+fn print_stats(
+    pins: &PinDir,
+    grants: &Grants,
+    totals: &[(smtpgate_common::Counter, u64)],
+    rates: &[Option<f64>],
+    as_json: bool,
+) -> Result<()> {
     let (live, capacity) = (grants.count_live(), grants.capacity());
-    let counters = Counters::new(maps::open_pinned(&pins.map(COUNTERS_MAP))?)?.totals()?;
     let attachments = pins.attachments()?;
     if as_json {
         let counters: serde_json::Map<_, _> =
-            counters.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+            totals.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+        let per_second: serde_json::Map<_, _> = totals
+            .iter()
+            .zip(rates)
+            .filter_map(|((c, _), r)| r.map(|r| (c.name().to_string(), json!(r))))
+            .collect();
         let attached: Vec<_> = attachments
             .iter()
             .map(|(hook, iface)| json!({ "iface": iface, "hook": hook.name() }))
             .collect();
         let doc = json!({
             "counters": counters,
+            "rates_per_second": per_second,
             "grants": { "live": live, "capacity": capacity },
             "attached": attached,
         });
@@ -100,8 +133,51 @@ fn stats(pins: &PinDir, as_json: bool) -> Result<()> {
         println!("attached      {iface} ({})", hook.name());
     }
     println!("grants        {live} live of {capacity}");
-    for (counter, value) in counters {
-        println!("{:<22} {value}", counter.name());
+    println!("{:<22} {:>14} {:>12}", "COUNTER", "TOTAL", "PER SECOND");
+    for ((counter, value), rate) in totals.iter().zip(rates) {
+        let rate = rate.map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
+        println!("{:<22} {value:>14} {rate:>12}", counter.name());
+    }
+    Ok(())
+}
+
+fn allowlist(pins: &PinDir, action: AllowlistAction) -> Result<()> {
+    pins.require_gate()?;
+    let mut list = Allowlist::new(maps::open_pinned(&pins.map(ALLOWLIST_MAP))?)?;
+    match action {
+        AllowlistAction::Add { prefixes } => {
+            // Parse everything first: one bad prefix changes nothing.
+            let nets = prefixes.iter().map(|p| allowlist::parse_prefix(p)).collect::<Result<Vec<_>>>()?;
+            for net in nets {
+                list.add(net, Origin::Cli)?;
+                println!("allowlisted {net}");
+            }
+        }
+        AllowlistAction::Del { prefixes } => {
+            let nets = prefixes.iter().map(|p| allowlist::parse_prefix(p)).collect::<Result<Vec<_>>>()?;
+            for net in nets {
+                if list.remove(net)? {
+                    println!("removed {net}");
+                } else {
+                    println!("{net} was not on the allowlist");
+                }
+            }
+        }
+        AllowlistAction::List { json: as_json } => {
+            let entries = list.entries()?;
+            if as_json {
+                let rows: Vec<_> = entries
+                    .iter()
+                    .map(|(net, origin)| json!({ "prefix": net.to_string(), "origin": origin.name() }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<44} ORIGIN", "PREFIX");
+                for (net, origin) in entries {
+                    println!("{:<44} {}", net.to_string(), origin.name());
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! the same program.
 
 pub mod addr;
+pub mod allowlist;
 pub mod attach;
 pub mod cli;
 pub mod clock;

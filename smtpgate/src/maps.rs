@@ -160,3 +160,29 @@ impl Config {
         self.map.set(0, config, 0).context("writing the gate configuration")
     }
 }
+
+/// The gated destination addresses (used when `--dest` is given).
+pub struct GatedDests {
+    map: HashMap<MapData, AddrKey, u8>,
+}
+
+impl GatedDests {
+    pub fn new(map: Map) -> Result<Self> {
+        let map = map.try_into().context("the gated destinations map has an unexpected type")?;
+        Ok(Self { map })
+    }
+
+    /// Makes the set exactly `wanted`: new entries first, then stale ones
+    /// go, so a destination gated before and after is never briefly open.
+    pub fn sync(&mut self, wanted: &[IpAddr]) -> Result<()> {
+        let wanted: Vec<AddrKey> = wanted.iter().map(|&ip| addr::key(ip)).collect();
+        for key in &wanted {
+            self.map.insert(key, 1, 0).context("writing the gated destinations")?;
+        }
+        let stale: Vec<AddrKey> = self.map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        for key in stale {
+            self.map.remove(&key).context("updating the gated destinations")?;
+        }
+        Ok(())
+    }
+}

@@ -3,18 +3,23 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::{programs::XdpMode, Ebpf};
-use smtpgate_common::{GateConfig, CONFIG_MAP, GRANTS_MAP};
+use smtpgate_common::{
+    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
+    GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+};
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
 };
 
 use crate::{
+    addr,
+    allowlist::Allowlist,
     attach::{self, Attached},
-    cli::{RunArgs, XdpModeArg},
-    maps::{Config, Grants},
+    cli::{Action, Mode, RunArgs, XdpModeArg},
+    maps::{Config, GatedDests, Grants},
     pins::{Hook, PinDir},
 };
 
@@ -27,17 +32,19 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     for iface in &args.iface {
         attach::require_interface(iface)?;
     }
+    if args.action == Action::Reset && args.attach == Hook::Tc {
+        bail!("--action reset needs --attach xdp: the RST is sent back with XDP_TX");
+    }
+    let dests = args.dests.iter().map(|d| addr::parse(d)).collect::<Result<Vec<_>>>()?;
     pins.prepare()?;
     let kernel_log_level = if verbose > 0 { aya_log::Level::Debug } else { aya_log::Level::Info };
     let mut ebpf = attach::load(pins, args.max_grants, kernel_log_level)?;
 
-    // The configuration goes in before any attachment so the program never
-    // runs with an empty port set.
-    let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; smtpgate_common::PORT_WORDS] };
-    for &port in &args.ports {
-        config.gate_port(port);
-    }
-    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&config)?;
+    // The settings go in before any attachment so the program never runs
+    // with an empty port set.
+    GatedDests::new(take_map(&mut ebpf, GATED_DESTS_MAP)?)?.sync(&dests)?;
+    Allowlist::new(take_map(&mut ebpf, ALLOWLIST_MAP)?)?.sync_config(&[])?;
+    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&gate_config(&args, !dests.is_empty()))?;
 
     let mode = match args.xdp_mode {
         XdpModeArg::Native => XdpMode::Driver,
@@ -53,7 +60,11 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
             (Hook::Xdp, XdpModeArg::Native) => "xdp native",
             (Hook::Xdp, XdpModeArg::Skb) => "xdp skb",
         };
-        tracing::info!(ports = ?args.ports, "{how} {iface} ({detail})");
+        let mode = match args.mode {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor (nothing is dropped)",
+        };
+        tracing::info!(ports = ?args.ports, dests = ?args.dests, "{how} {iface} ({detail}), mode {mode}");
     }
 
     let grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?)?;
@@ -69,6 +80,23 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(pins, ebpf, grants, args.sweep_interval))
+}
+
+fn gate_config(args: &RunArgs, dest_filter: bool) -> GateConfig {
+    let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
+    for &port in &args.ports {
+        config.gate_port(port);
+    }
+    for (on, flag) in [
+        (args.mode == Mode::Monitor, FLAG_MONITOR),
+        (args.action == Action::Reset, FLAG_RESET),
+        (dest_filter, FLAG_DEST_FILTER),
+    ] {
+        if on {
+            config.flags |= flag;
+        }
+    }
+    config
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -5,6 +5,9 @@
 //! also when the test fails, so tests run in parallel and leave nothing
 //! behind. Tests need root.
 
+pub mod frames;
+pub mod testrun;
+
 use std::{
     fs,
     io::{self, Read, Write},
@@ -272,7 +275,7 @@ impl Lab {
 
     /// The gate's counters (`smtpgate stats --json`).
     pub fn counters(&self) -> Result<serde_json::Value> {
-        let stats: serde_json::Value = serde_json::from_str(&self.smtpgate_ok(&["stats", "--json"])?)?;
+        let stats: serde_json::Value = serde_json::from_str(&self.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
         Ok(stats["counters"].clone())
     }
 

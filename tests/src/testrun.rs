@@ -1,0 +1,109 @@
+//! The real kernel program, loaded into a private bpffs and driven with
+//! crafted frames through BPF_PROG_TEST_RUN: no interface, no traffic, the
+//! exact verdict and counters for each frame.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+    Ebpf,
+};
+use smtpgate::{
+    allowlist::{self, Allowlist, Origin},
+    attach,
+    maps::{Config, Counters, GatedDests, Grants},
+    pins::PinDir,
+};
+use smtpgate_common::{
+    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+};
+
+use crate::{unique_name, BpfFs};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// What the program did with one frame.
+pub struct Outcome {
+    pub action: u32,
+    /// The frame as the program left it (for XDP_TX: the reply).
+    pub frame: Vec<u8>,
+}
+
+pub struct LoadedGate {
+    ebpf: Ebpf,
+    pub grants: Grants,
+    pub allowlist: Allowlist,
+    pub dests: GatedDests,
+    config: Config,
+    counters: Counters,
+    _bpffs: BpfFs,
+}
+
+impl LoadedGate {
+    /// Loads the program with `flags` and the gated `ports`.
+    pub fn new(flags: u32, ports: &[u16]) -> Result<Self> {
+        let bpffs = BpfFs::new(&unique_name())?;
+        let pins = PinDir::new(bpffs.pin_dir());
+        pins.prepare()?;
+        let mut ebpf = attach::load(&pins, 1 << 20, attach::KernelLogLevel::Info)?;
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
+        let mut gate = Self {
+            grants: Grants::new(take(GRANTS_MAP)?)?,
+            allowlist: Allowlist::new(take(ALLOWLIST_MAP)?)?,
+            dests: GatedDests::new(take(GATED_DESTS_MAP)?)?,
+            config: Config::new(take(CONFIG_MAP)?)?,
+            counters: Counters::new(take(COUNTERS_MAP)?)?,
+            ebpf,
+            _bpffs: bpffs,
+        };
+        gate.configure(flags, ports)?;
+        Ok(gate)
+    }
+
+    pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
+        let mut config = GateConfig { flags, reserved: 0, ports: [0; PORT_WORDS] };
+        for &port in ports {
+            config.gate_port(port);
+        }
+        self.config.write(&config)
+    }
+
+    pub fn grant(&mut self, ip: &str, ttl: Duration) -> Result<()> {
+        self.grants.grant(ip.parse::<IpAddr>()?, ttl).map(drop)
+    }
+
+    pub fn allow_prefix(&mut self, prefix: &str) -> Result<()> {
+        self.allowlist.add(allowlist::parse_prefix(prefix)?, Origin::Cli)
+    }
+
+    pub fn run_xdp(&self, frame: &[u8]) -> Result<Outcome> {
+        let program: &Xdp = self.ebpf.program("smtpgate_xdp").context("xdp program")?.try_into()?;
+        run_with(frame, |opts| program.test_run(opts))
+    }
+
+    pub fn run_tc(&self, frame: &[u8]) -> Result<Outcome> {
+        let program: &SchedClassifier = self.ebpf.program("smtpgate_tc").context("tc program")?.try_into()?;
+        run_with(frame, |opts| program.test_run(opts))
+    }
+
+    /// Counter totals by name.
+    pub fn counters(&self) -> Result<HashMap<&'static str, u64>> {
+        Ok(self.counters.totals()?.into_iter().map(|(c, v)| (c.name(), v)).collect())
+    }
+}
+
+fn run_with(
+    frame: &[u8],
+    test_run: impl FnOnce(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError>,
+) -> Result<Outcome> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok(Outcome { action: result.return_value, frame: out })
+}
