@@ -6,6 +6,7 @@
 //! behind. Tests need root.
 
 pub mod frames;
+pub mod raw;
 pub mod testrun;
 
 use std::{
@@ -142,8 +143,18 @@ pub struct Lab {
     pub server: Netns,
     pub client: Netns,
     pub server_iface: String,
+    pub client_iface: String,
     pub bpffs: BpfFs,
 }
+
+/// The gated port the test servers listen on, and an ungated one.
+pub const SMTP: u16 = 25;
+pub const UNGATED: u16 = 2525;
+/// A dropped SYN is retransmitted after 1 s; a connect that has not
+/// completed by then got no answer.
+pub const DROPPED: Duration = Duration::from_millis(1200);
+/// How long an answered connect may take.
+pub const ANSWERED: Duration = Duration::from_secs(5);
 
 pub const SERVER_V4: &str = "192.0.2.1";
 pub const CLIENT_V4: &str = "192.0.2.2";
@@ -163,7 +174,26 @@ impl Lab {
             ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
             ns.ip(&["link", "set", iface, "up"])?;
         }
-        Ok(Self { agent: None, server, client, server_iface, bpffs })
+        Ok(Self { agent: None, server, client, server_iface, client_iface, bpffs })
+    }
+
+    /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent
+    /// running with `flags` (e.g. `--attach tc`).
+    pub fn gated(flags: &[&str]) -> Result<Self> {
+        let mut lab = Lab::new()?;
+        lab.echo_server(SMTP)?;
+        lab.echo_server(UNGATED)?;
+        lab.start_agent(flags)?;
+        Ok(lab)
+    }
+
+    /// Fails unless a connect to `port` gets no answer at all.
+    pub fn assert_no_answer(&self, family: Family, port: u16) -> Result<()> {
+        match self.connect(family, port, DROPPED) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(()),
+            Err(e) => bail!("expected the SYN to port {port} to be dropped silently, got {e}"),
+            Ok(_) => bail!("port {port} connected; the gate should have dropped the SYN"),
+        }
     }
 
     pub fn server_addr(&self, family: Family) -> IpAddr {
@@ -315,3 +345,17 @@ pub fn assert_echoes(stream: &mut TcpStream, message: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A pass-through XDP object shipped by libxdp (a dependency of xdp-tools):
+/// the "foreign" program in error tests, and the client-side program that
+/// lets a veth receive native XDP_TX frames.
+pub fn foreign_xdp_object() -> Result<PathBuf> {
+    for dir in std::fs::read_dir("/usr/lib")? {
+        let candidate = dir?.path().join("bpf/xdpdump_xdp.o");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("xdpdump_xdp.o not found under /usr/lib/*/bpf (is xdp-tools installed?)")
+}
+

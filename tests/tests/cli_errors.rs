@@ -1,6 +1,6 @@
 //! Bad input and missing preconditions: one clear line, non-zero exit.
 
-use std::{path::PathBuf, process::Output};
+use std::process::Output;
 
 use anyhow::{ensure, Result};
 use smtpgate_tests::{smtpgate_bin, BpfFs, Lab};
@@ -68,22 +68,10 @@ fn bpf_not_permitted() -> Result<()> {
     assert_clear_error(&out, "BPF not permitted")
 }
 
-/// An XDP object shipped by libxdp (a dependency of xdp-tools), used as the
-/// "foreign" program: any program smtpgate did not attach will do.
-fn foreign_xdp_object() -> Result<PathBuf> {
-    for dir in std::fs::read_dir("/usr/lib")? {
-        let candidate = dir?.path().join("bpf/xdpdump_xdp.o");
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    anyhow::bail!("xdpdump_xdp.o not found under /usr/lib/*/bpf (is xdp-tools installed?)")
-}
-
 #[test]
 fn foreign_xdp_program() -> Result<()> {
     let lab = Lab::new()?;
-    let object = foreign_xdp_object()?;
+    let object = smtpgate_tests::foreign_xdp_object()?;
     lab.server.ip(&["link", "set", "dev", &lab.server_iface, "xdpdrv", "obj", object.to_str().unwrap(), "sec", "xdp"])?;
     assert_clear_error(&lab.smtpgate(&["run", "--iface", &lab.server_iface]), "already has an XDP program that smtpgate does not own")
 }

@@ -1,0 +1,110 @@
+//! Raw Ethernet frames over AF_PACKET: how the tests put VLAN-tagged frames
+//! on a veth (this kernel cannot create VLAN sub-interfaces) and watch what
+//! reaches the other end.
+
+use std::{
+    io,
+    mem::{size_of, zeroed},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+/// An AF_PACKET socket bound to one interface, seeing every protocol.
+pub struct RawSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl RawSocket {
+    /// Opens the socket; call it on a thread inside the interface's namespace.
+    pub fn bind(iface: &str) -> Result<Self> {
+        let name = std::ffi::CString::new(iface)?;
+        // SAFETY: plain libc calls with valid arguments; the fd is owned at once.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        anyhow::ensure!(ifindex != 0, "no interface {iface}");
+        let protocol = (libc::ETH_P_ALL as u16).to_be() as i32;
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, protocol) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error()).context("AF_PACKET socket");
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol as u16;
+        addr.sll_ifindex = ifindex;
+        let rc = unsafe {
+            libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("binding AF_PACKET socket");
+        }
+        Ok(Self { fd, ifindex })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: valid buffer and address.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error()).context("sending raw frame");
+        }
+        Ok(())
+    }
+
+    /// Whether a frame containing `marker` arrives within `wait`.
+    pub fn saw(&self, marker: &[u8], wait: Duration) -> Result<bool> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 2048];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let timeout = libc::timeval { tv_sec: left.as_secs() as _, tv_usec: left.subsec_micros().max(1) as _ };
+            // SAFETY: valid option buffer.
+            unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &timeout as *const _ as *const libc::c_void,
+                    size_of::<libc::timeval>() as u32,
+                )
+            };
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) {
+                    continue;
+                }
+                return Err(err).context("receiving raw frame");
+            }
+            if buf[..n as usize].windows(marker.len()).any(|w| w == marker) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The MAC address of `iface` in namespace `ns`.
+pub fn mac_of(ns: &crate::Netns, iface: &str) -> Result<[u8; 6]> {
+    let out = ns.ip(&["link", "show", "dev", iface])?;
+    let text = out.split("link/ether ").nth(1).context("no link/ether")?;
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(text.split_whitespace().next().unwrap_or("").split(':')) {
+        *byte = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
