@@ -130,6 +130,10 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_grants: u32,
 
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9925).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// How often expired grants are removed from the map.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub sweep_interval: Duration,

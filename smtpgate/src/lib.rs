@@ -14,5 +14,6 @@ pub mod clock;
 pub mod commands;
 pub mod errno;
 pub mod maps;
+pub mod metrics;
 pub mod pins;
 pub mod run;

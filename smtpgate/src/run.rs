@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use aya::{programs::XdpMode, Ebpf};
 use smtpgate_common::{
     GateConfig, ALLOWLIST_MAP, CONFIG_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
-    GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+    COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
 };
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
@@ -19,7 +19,8 @@ use crate::{
     allowlist::Allowlist,
     attach::{self, Attached},
     cli::{Action, Mode, RunArgs, XdpModeArg},
-    maps::{Config, GatedDests, Grants},
+    maps::{Config, Counters, GatedDests, Grants},
+    metrics::Metrics,
     pins::{Hook, PinDir},
 };
 
@@ -75,11 +76,18 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
             args.max_grants
         );
     }
+    let metrics = Metrics::new(Counters::new(take_map(&mut ebpf, COUNTERS_MAP)?)?);
+    metrics.grant_capacity.set(i64::from(grants.capacity()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(pins, ebpf, grants, args.sweep_interval))
+    runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            tokio::spawn(metrics.clone().listen(addr).await?);
+        }
+        serve(pins, ebpf, grants, metrics, args.sweep_interval).await
+    })
 }
 
 fn gate_config(args: &RunArgs, dest_filter: bool) -> GateConfig {
@@ -103,7 +111,7 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).with_context(|| format!("map {name} missing from the BPF object"))
 }
 
-async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, sweep_every: Duration) -> Result<()> {
+async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, metrics: Metrics, sweep_every: Duration) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -126,7 +134,7 @@ async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, sweep_every: D
                     tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
                     return Ok(());
                 }
-                sweep_grants(&mut grants);
+                sweep_grants(&mut grants, &metrics);
             }
             guard = readable(&mut kernel_log) => {
                 let mut guard = guard?;
@@ -147,8 +155,9 @@ async fn readable(fd: &mut Option<AsyncFd<KernelLogger>>) -> std::io::Result<Asy
     }
 }
 
-fn sweep_grants(grants: &mut Grants) {
+fn sweep_grants(grants: &mut Grants, metrics: &Metrics) {
     let sweep = grants.sweep();
+    metrics.record_sweep(sweep.live, sweep.removed);
     if sweep.removed > 0 {
         tracing::debug!(removed = sweep.removed, live = sweep.live, "removed expired grants");
     }

@@ -148,3 +148,43 @@ fn destination_filter_gates_only_the_relay_address() -> Result<()> {
         .context("the MX address must not be gated")?;
     Ok(())
 }
+
+/// `GET path` against the agent's metrics endpoint inside the server namespace.
+fn scrape(lab: &Lab, path: &'static str) -> Result<String> {
+    lab.server.run(move || -> Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9925")?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })?
+}
+
+#[test]
+fn prometheus_endpoint_exports_counters_and_health() -> Result<()> {
+    let lab = Lab::gated(&["--metrics-listen", "127.0.0.1:9925", "--sweep-interval", "1s"])?;
+    lab.assert_no_answer(Family::V4, SMTP)?;
+    lab.smtpgate_ok(&["allow", CLIENT_V6])?;
+    lab.connect(Family::V6, SMTP, ANSWERED)?;
+    std::thread::sleep(Duration::from_millis(1200)); // one sweep counts the grant
+    let body = scrape(&lab, "/metrics")?;
+    ensure!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let value = |series: &str| -> Option<u64> {
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    ensure!(value("smtpgate_syn_verdicts_total{verdict=\"dropped_no_grant\"}") >= Some(1), "{body}");
+    ensure!(value("smtpgate_syn_verdicts_total{verdict=\"allowed_grant\"}") == Some(1), "{body}");
+    for expected in [
+        "smtpgate_frames_unjudged_total{reason=\"truncated\"} 0",
+        "smtpgate_grants_live 1",
+        "smtpgate_grant_capacity 1048576",
+        "# TYPE smtpgate_frames counter",
+        "smtpgate_agent_start_time_seconds ",
+        "smtpgate_last_sweep_timestamp_seconds ",
+    ] {
+        ensure!(body.contains(expected), "metrics lack '{expected}':\n{body}");
+    }
+    ensure!(scrape(&lab, "/")?.starts_with("HTTP/1.1 404"), "only /metrics is served");
+    Ok(())
+}
