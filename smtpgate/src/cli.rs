@@ -3,9 +3,14 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use serde::Deserialize;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{clock::parse_duration, pins};
+
+/// Where `notify` reports by default; give `run --listen-unix` the same path.
+pub const DEFAULT_NOTIFY_SOCKET: &str = "/run/smtpgate/notify.sock";
 
 #[derive(Parser)]
 #[command(name = "smtpgate", version, about = "POP-before-SMTP enforced in the Linux kernel")]
@@ -61,6 +66,42 @@ pub enum Command {
         #[command(subcommand)]
         action: AllowlistAction,
     },
+    /// Report a login to the agent's --listen-unix socket (for a Dovecot
+    /// post-login script; needs no root, only access to the socket).
+    Notify {
+        /// The client address that logged in.
+        ip: String,
+        /// pop3 or imap.
+        #[arg(long, default_value = "pop3")]
+        service: String,
+        /// The user name, for the agent's log.
+        #[arg(long)]
+        user: Option<String>,
+        /// The agent's socket.
+        #[arg(long, default_value = DEFAULT_NOTIFY_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print each log line's verdict (which address would be granted, or why
+    /// not) and a summary: test a log before deploying.
+    CheckLog {
+        /// The log file; `-` reads standard input.
+        file: PathBuf,
+        /// Shape of the lines: auto, syslog, rfc5424, journal, dovecot-file, bare.
+        #[arg(long)]
+        format: Option<String>,
+        /// Extra login pattern (repeatable), as for `run --pattern`.
+        #[arg(long = "pattern", value_name = "REGEX")]
+        patterns: Vec<String>,
+        /// Which logins grant (repeatable) [default: pop3 and imap].
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// Time zone of stamps that carry none [default: the system's].
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Print only the summary and the granting lines.
+        #[arg(long)]
+        grants_only: bool,
+    },
     /// Remove the gate from an interface, or from all and delete every pin.
     Detach {
         /// Only this interface; the maps and grants stay for the others.
@@ -88,24 +129,34 @@ pub enum AllowlistAction {
     },
 }
 
-#[derive(Args)]
+/// Every flag of `run` is optional here: a value may also come from the
+/// configuration file, and the flag wins. Defaults are applied afterwards
+/// (see `settings`), so `--help` states them in words.
+#[derive(Args, Default)]
 pub struct RunArgs {
-    /// Interface to gate (repeatable).
-    #[arg(long, required = true, value_name = "IFACE")]
+    /// Configuration file (TOML) holding any of these settings; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Interface to gate (repeatable). Required here or in the file.
+    #[arg(long, value_name = "IFACE")]
     pub iface: Vec<String>,
 
-    /// Where to hook in: XDP (fastest, before the kernel allocates anything)
-    /// or TC clsact ingress (for drivers without XDP).
-    #[arg(long, value_enum, default_value_t = pins::Hook::Xdp)]
-    pub attach: pins::Hook,
+    /// Where to hook in [default: xdp]: XDP (fastest, before the kernel
+    /// allocates anything) or TC clsact ingress (for drivers without XDP).
+    #[arg(long, value_enum)]
+    pub attach: Option<pins::Hook>,
 
-    /// XDP mode: native (in the driver) or skb (generic, any driver).
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
-    pub xdp_mode: XdpModeArg,
+    /// XDP mode [default: native]: native (in the driver) or skb (generic).
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpModeArg>,
 
-    /// Gated destination TCP port (repeatable).
-    #[arg(long = "port", value_name = "PORT", default_values_t = [25u16],
-          value_parser = clap::value_parser!(u16).range(1..))]
+    /// Gated destination TCP port (repeatable) [default: 25].
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
 
     /// Gate only SYNs to these local addresses (repeatable); by default every
@@ -114,44 +165,105 @@ pub struct RunArgs {
     #[arg(long = "dest", value_name = "ADDR")]
     pub dests: Vec<String>,
 
-    /// enforce: drop refused SYNs. monitor: pass everything, count what
-    /// would have been dropped (monitor_would_drop) — for a trial period.
-    #[arg(long, value_enum, default_value_t = Mode::Enforce)]
-    pub mode: Mode,
+    /// enforce [default]: drop refused SYNs. monitor: pass everything, count
+    /// what would have been dropped (monitor_would_drop), for a trial period.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
 
-    /// drop: refused SYNs vanish (the client retries, then times out).
-    /// reset: answer them with a TCP RST so the client fails at once (XDP only).
-    #[arg(long, value_enum, default_value_t = Action::Drop)]
-    pub action: Action,
+    /// drop [default]: refused SYNs vanish (the client retries, then times
+    /// out). reset: answer with a TCP RST so the client fails at once (XDP only).
+    #[arg(long, value_enum)]
+    pub action: Option<Action>,
 
-    /// Capacity of the grant map. Applies when the map is created; an
-    /// existing pinned map keeps its size until `smtpgate detach`.
-    #[arg(long, default_value_t = smtpgate_common::DEFAULT_MAX_GRANTS,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_grants: u32,
+    /// Capacity of the grant map [default: 1048576]. Applies when the map is
+    /// created; an existing pinned map keeps its size until `smtpgate detach`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_grants: Option<u32>,
 
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9925).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
-    /// How often expired grants are removed from the map.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub sweep_interval: Duration,
+    /// How often expired grants are removed from the map [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub sweep_interval: Option<Duration>,
+
+    /// Mail log to watch for logins (repeatable); `-` is standard input.
+    /// Followed by name across rotations; positions survive restarts.
+    #[arg(long = "log", value_name = "PATH")]
+    pub logs: Vec<PathBuf>,
+
+    /// Watch the systemd journal for logins.
+    #[arg(long)]
+    pub journal: bool,
+
+    /// Only these journal units (repeatable; implies --journal).
+    #[arg(long = "journal-unit", value_name = "UNIT")]
+    pub journal_units: Vec<String>,
+
+    /// Accept login reports (`IP SERVICE USER` lines) on this Unix socket,
+    /// e.g. from a Dovecot post-login script via `smtpgate notify`.
+    #[arg(long, value_name = "PATH")]
+    pub listen_unix: Option<PathBuf>,
+
+    /// Permissions of the socket [default: 0660]: who may report logins.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal_mode)]
+    pub listen_unix_mode: Option<u32>,
+
+    /// Group owning the socket (e.g. the mail users' group).
+    #[arg(long, value_name = "GROUP")]
+    pub listen_unix_group: Option<String>,
+
+    /// How long a login grants SMTP access [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+
+    /// Which logins grant (repeatable) [default: pop3 and imap].
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+
+    /// Shape of log lines [default: auto]: auto, syslog, rfc5424, journal,
+    /// dovecot-file or bare.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Extra login pattern (repeatable): a regular expression with a named
+    /// `ip` group (and optional `user`, `service`), for servers not built in.
+    #[arg(long = "pattern", value_name = "REGEX")]
+    pub patterns: Vec<String>,
+
+    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Time zone of log time stamps that carry none [default: the system's].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{text}' is not a permission mode like 0660"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpModeArg {
     Native,
     Skb,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     Enforce,
     Monitor,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Drop,
     Reset,

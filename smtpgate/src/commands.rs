@@ -14,14 +14,25 @@ use crate::{
     cli::{AllowlistAction, Cli, Command},
     clock,
     maps::{self, Counters, Grants},
+    check_log, notify,
     pins::PinDir,
-    run,
+    run, settings,
 };
 
 pub fn dispatch(cli: Cli) -> Result<()> {
+    // These two touch no BPF object: mail users and administrators run them.
+    match cli.command {
+        Command::Notify { ip, service, user, socket } => return notify::notify(&socket, &ip, &service, user.as_deref()),
+        Command::CheckLog { file, format, patterns, services, timezone, grants_only } => {
+            let options = settings::parser_options(format, patterns, services, timezone)?;
+            return check_log::check_log(&file, options, grants_only);
+        }
+        _ => {}
+    }
     require_root()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
+        Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
         Command::Run(args) => run::run(&pins, args, cli.verbose),
         Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
         Command::Revoke { ip } => revoke(&pins, &ip),

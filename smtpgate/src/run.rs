@@ -1,13 +1,16 @@
-//! `smtpgate run`: attach the gate, then keep its grant map tidy until told
-//! to stop. Stopping leaves the gate and every grant in place.
+//! `smtpgate run`: attach the gate, watch for logins and keep the grant map
+//! tidy until told to stop. Stopping leaves the gate and every grant in place.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aya::{programs::XdpMode, Ebpf};
 use smtpgate_common::{
-    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
-    COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
+    GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
 };
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
@@ -15,90 +18,105 @@ use tokio::{
 };
 
 use crate::{
-    addr,
     allowlist::Allowlist,
     attach::{self, Attached},
     cli::{Action, Mode, RunArgs, XdpModeArg},
     maps::{Config, Counters, GatedDests, Grants},
     metrics::Metrics,
     pins::{Hook, PinDir},
+    settings::Settings,
+    watch::{StateStore, Watch},
 };
 
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// Share of the grant map's capacity above which each sweep warns.
 const CAPACITY_WARNING: f64 = 0.9;
+/// How often read positions are saved.
+const STATE_FLUSH: Duration = Duration::from_secs(1);
 
 pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
-    for iface in &args.iface {
+    let check_only = args.check_config;
+    let settings = Settings::resolve(args)?;
+    for iface in &settings.ifaces {
         attach::require_interface(iface)?;
     }
-    if args.action == Action::Reset && args.attach == Hook::Tc {
-        bail!("--action reset needs --attach xdp: the RST is sent back with XDP_TX");
+    if check_only {
+        println!("configuration is valid");
+        println!("{settings:#?}");
+        return Ok(());
     }
-    let dests = args.dests.iter().map(|d| addr::parse(d)).collect::<Result<Vec<_>>>()?;
     pins.prepare()?;
-    let kernel_log_level = if verbose > 0 { aya_log::Level::Debug } else { aya_log::Level::Info };
-    let mut ebpf = attach::load(pins, args.max_grants, kernel_log_level)?;
+    let state = Arc::new(StateStore::open(&settings.watch.state_dir)?);
+    let kernel_log_level = if verbose > 0 { attach::KernelLogLevel::Debug } else { attach::KernelLogLevel::Info };
+    let mut ebpf = attach::load(pins, settings.max_grants, kernel_log_level)?;
 
     // The settings go in before any attachment so the program never runs
     // with an empty port set.
-    GatedDests::new(take_map(&mut ebpf, GATED_DESTS_MAP)?)?.sync(&dests)?;
-    Allowlist::new(take_map(&mut ebpf, ALLOWLIST_MAP)?)?.sync_config(&[])?;
-    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&gate_config(&args, !dests.is_empty()))?;
+    GatedDests::new(take_map(&mut ebpf, GATED_DESTS_MAP)?)?.sync(&settings.dests)?;
+    Allowlist::new(take_map(&mut ebpf, ALLOWLIST_MAP)?)?.sync_config(&settings.allowlist)?;
+    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&gate_config(&settings))?;
 
-    let mode = match args.xdp_mode {
+    let xdp_mode = match settings.xdp_mode {
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Skb => XdpMode::Skb,
     };
-    for iface in &args.iface {
-        let how = match attach::attach(&mut ebpf, pins, iface, args.attach, mode)? {
+    for iface in &settings.ifaces {
+        let how = match attach::attach(&mut ebpf, pins, iface, settings.hook, xdp_mode)? {
             Attached::New => "attached",
             Attached::Replaced => "took over the pinned attachment on",
         };
-        let detail = match (args.attach, args.xdp_mode) {
+        let hook = match (settings.hook, settings.xdp_mode) {
             (Hook::Tc, _) => "tc ingress",
             (Hook::Xdp, XdpModeArg::Native) => "xdp native",
             (Hook::Xdp, XdpModeArg::Skb) => "xdp skb",
         };
-        let mode = match args.mode {
+        let mode = match settings.mode {
             Mode::Enforce => "enforce",
             Mode::Monitor => "monitor (nothing is dropped)",
         };
-        tracing::info!(ports = ?args.ports, dests = ?args.dests, "{how} {iface} ({detail}), mode {mode}");
+        tracing::info!(ports = ?settings.ports, dests = ?settings.dests, "{how} {iface} ({hook}), mode {mode}");
     }
 
     let grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?)?;
-    if grants.capacity() != args.max_grants {
+    if grants.capacity() != settings.max_grants {
         tracing::warn!(
             "the pinned grant map holds {} entries, not --max-grants {}; run `smtpgate detach` to resize it",
             grants.capacity(),
-            args.max_grants
+            settings.max_grants
         );
     }
     let metrics = Metrics::new(Counters::new(take_map(&mut ebpf, COUNTERS_MAP)?)?);
     metrics.grant_capacity.set(i64::from(grants.capacity()));
+    let grants = Arc::new(Mutex::new(grants));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        if let Some(addr) = args.metrics_listen {
+        if let Some(addr) = settings.metrics_listen {
             tokio::spawn(metrics.clone().listen(addr).await?);
         }
-        serve(pins, ebpf, grants, metrics, args.sweep_interval).await
+        let watch = Arc::new(Watch::new(&settings.watch, grants.clone(), metrics.clone(), state.clone())?);
+        watch.spawn_sources(&settings.watch)?;
+        if !settings.watch.any_source() {
+            tracing::info!("no login source configured: grants come only from `smtpgate allow`");
+        }
+        let result = serve(pins, ebpf, &grants, &metrics, &state, settings.sweep_interval).await;
+        state.flush()?;
+        result
     })
 }
 
-fn gate_config(args: &RunArgs, dest_filter: bool) -> GateConfig {
+fn gate_config(settings: &Settings) -> GateConfig {
     let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
-    for &port in &args.ports {
+    for &port in &settings.ports {
         config.gate_port(port);
     }
     for (on, flag) in [
-        (args.mode == Mode::Monitor, FLAG_MONITOR),
-        (args.action == Action::Reset, FLAG_RESET),
-        (dest_filter, FLAG_DEST_FILTER),
+        (settings.mode == Mode::Monitor, FLAG_MONITOR),
+        (settings.action == Action::Reset, FLAG_RESET),
+        (!settings.dests.is_empty(), FLAG_DEST_FILTER),
     ] {
         if on {
             config.flags |= flag;
@@ -111,7 +129,14 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).with_context(|| format!("map {name} missing from the BPF object"))
 }
 
-async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, metrics: Metrics, sweep_every: Duration) -> Result<()> {
+async fn serve(
+    pins: &PinDir,
+    mut ebpf: Ebpf,
+    grants: &Mutex<Grants>,
+    metrics: &Metrics,
+    state: &StateStore,
+    sweep_every: Duration,
+) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -124,6 +149,7 @@ async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, metrics: Metri
         }
     };
     let mut sweep = tokio::time::interval(sweep_every);
+    let mut flush = tokio::time::interval(STATE_FLUSH);
     tracing::info!("gate running; grants are kept in {}", pins.path().display());
     loop {
         tokio::select! {
@@ -134,7 +160,12 @@ async fn serve(pins: &PinDir, mut ebpf: Ebpf, mut grants: Grants, metrics: Metri
                     tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
                     return Ok(());
                 }
-                sweep_grants(&mut grants, &metrics);
+                sweep_grants(&mut grants.lock().expect("grant map lock"), metrics);
+            }
+            _ = flush.tick() => {
+                if let Err(e) = state.flush() {
+                    tracing::warn!("saving read positions: {e:#}");
+                }
             }
             guard = readable(&mut kernel_log) => {
                 let mut guard = guard?;

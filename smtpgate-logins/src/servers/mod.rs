@@ -1,0 +1,119 @@
+//! The built-in parsers, one module per server family.
+//!
+//! Each parser first checks the program tag, then the start of the message,
+//! and then the whole structure of a success line up to its end. They share
+//! one rule: a field a client could have influenced (the user name) must
+//! never decide which address is read. So a marker that occurs once in a
+//! genuine line must occur exactly once, and a user name delimited by spaces
+//! must not contain one.
+
+mod courier;
+mod cyrus;
+mod dovecot;
+mod qpopper;
+mod uw;
+
+use std::net::IpAddr;
+
+use memchr::memchr;
+
+use crate::addr::parse_ip;
+use crate::Service;
+
+/// What a built-in parser made of a message it recognised.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome<'a> {
+    Login {
+        ip: IpAddr,
+        service: Service,
+        user: &'a [u8],
+        server: &'static str,
+    },
+    /// A line of a known server that does not grant, with the reason.
+    Refused(&'static str),
+}
+
+/// Runs the built-in parsers on one message; `None` if none of them knows
+/// the program or the kind of message.
+pub(crate) fn recognise<'a>(program: &[u8], message: &'a [u8]) -> Option<Outcome<'a>> {
+    dovecot::recognise(program, message)
+        .or_else(|| courier::recognise(program, message))
+        .or_else(|| cyrus::recognise(program, message))
+        .or_else(|| uw::recognise(program, message))
+        .or_else(|| qpopper::recognise(program, message))
+}
+
+/// Splits at the first space: the word before it and the text after it.
+fn word(text: &[u8]) -> (&[u8], &[u8]) {
+    match memchr(b' ', text) {
+        Some(end) => (&text[..end], &text[end + 1..]),
+        None => (text, &[]),
+    }
+}
+
+/// A host name as servers print reverse-DNS results: letters, digits, `.`,
+/// `-` and `_`, nothing a client could use to imitate an address field.
+fn is_host_name(text: &[u8]) -> bool {
+    !text.is_empty()
+        && text
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// `[ip]` at the start of `text`; returns the address and the text after `]`.
+fn bracketed_ip(text: &[u8]) -> Option<(IpAddr, &[u8])> {
+    let inner = text.strip_prefix(b"[")?;
+    let close = memchr(b']', inner)?;
+    Some((parse_ip(&inner[..close])?, &inner[close + 1..]))
+}
+
+/// `[ip]` or `name [ip]`, the client host as UW IMAP and Cyrus print it.
+fn host_and_ip(text: &[u8]) -> Option<(IpAddr, &[u8])> {
+    if text.starts_with(b"[") {
+        return bracketed_ip(text);
+    }
+    let (name, rest) = word(text);
+    if !is_host_name(name) {
+        return None;
+    }
+    bracketed_ip(rest)
+}
+
+/// Whether `text` is a non-empty run of ASCII digits.
+fn is_number(text: &[u8]) -> bool {
+    !text.is_empty() && text.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_ip_forms() {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(host_and_ip(b"[192.0.2.10] rest"), Some((ip, &b" rest"[..])));
+        assert_eq!(
+            host_and_ip(b"host.example [192.0.2.10]"),
+            Some((ip, &b""[..]))
+        );
+        assert_eq!(
+            host_and_ip(b"host.example [::ffff:192.0.2.10]x"),
+            Some((ip, &b"x"[..]))
+        );
+        assert_eq!(host_and_ip(b"evil\" [192.0.2.10]"), None);
+        assert_eq!(host_and_ip(b"host.example  [192.0.2.10]"), None);
+        assert_eq!(host_and_ip(b"host.example [192.0.2.10"), None);
+    }
+
+    #[test]
+    fn unknown_programs_are_not_recognised() {
+        assert_eq!(
+            recognise(b"postfix/smtpd", b"Login user=a host=[192.0.2.1]"),
+            None
+        );
+        assert_eq!(
+            recognise(b"sshd", b"login: [192.0.2.1] a b User logged in"),
+            None
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! `smtpgate check-log`: what the agent would make of a log, line by line.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+use jiff::Timestamp;
+use smtpgate_logins::{Parser, ParserOptions, Verdict};
+
+pub fn check_log(file: &Path, options: ParserOptions, grants_only: bool) -> Result<()> {
+    let parser = Parser::new(options).map_err(|e| anyhow::anyhow!("pattern: {e}"))?;
+    let input: Box<dyn Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
+    };
+    let now = Timestamp::now();
+    let (mut lines, mut grants) = (0u64, 0u64);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out = std::io::stdout().lock();
+    for (index, line) in BufReader::new(input).split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("reading {}", file.display()))?;
+        lines += 1;
+        let number = index + 1;
+        match parser.parse(&line, now) {
+            Verdict::Grant(login) => {
+                grants += 1;
+                let user = if login.user.is_empty() { "-" } else { &login.user };
+                let when = login.time.map_or_else(|| "no time stamp".to_string(), |t| t.to_string());
+                writeln!(out, "{number}: grant {} ({} via {}, user {user}, {when})", login.ip, login.service, login.server)?;
+            }
+            Verdict::NoGrant(reason) => {
+                *reasons.entry(reason.as_str().to_string()).or_default() += 1;
+                if !grants_only {
+                    writeln!(out, "{number}: no grant: {reason}")?;
+                }
+            }
+        }
+    }
+    writeln!(out, "{lines} lines: {grants} grant, {} do not", lines - grants)?;
+    for (reason, count) in reasons {
+        writeln!(out, "  {count:>8}  {reason}")?;
+    }
+    Ok(())
+}
+
+use std::io::Write;
