@@ -140,6 +140,8 @@ pub enum Family {
 /// before the namespaces and the bpffs go.
 pub struct Lab {
     agent: Option<Child>,
+    /// The agent's standard input, for `--log -`.
+    pub agent_stdin: Option<std::process::ChildStdin>,
     pub server: Netns,
     pub client: Netns,
     pub server_iface: String,
@@ -174,7 +176,7 @@ impl Lab {
             ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
             ns.ip(&["link", "set", iface, "up"])?;
         }
-        Ok(Self { agent: None, server, client, server_iface, client_iface, bpffs })
+        Ok(Self { agent: None, agent_stdin: None, server, client, server_iface, client_iface, bpffs })
     }
 
     /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent
@@ -240,11 +242,13 @@ impl Lab {
             .args(["run", "--iface", &self.server_iface, "--bpffs-dir"])
             .arg(self.bpffs.pin_dir())
             .args(extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting smtpgate run")?;
         let stderr = child.stderr.take().unwrap();
+        self.agent_stdin = child.stdin.take();
         self.agent = Some(child);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
@@ -359,3 +363,26 @@ pub fn foreign_xdp_object() -> Result<PathBuf> {
     anyhow::bail!("xdpdump_xdp.o not found under /usr/lib/*/bpf (is xdp-tools installed?)")
 }
 
+
+/// A private directory for one test's files, removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("smtpgate-files-{}", unique_name()));
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,199 @@
+//! From login lines to grants with the real agent: log files (with
+//! rotation and restarts), standard input, the Unix socket, the journal,
+//! plus `check-log` and `--check-config`.
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use smtpgate_tests::{smtpgate_bin, Family, Lab, Scratch, ANSWERED, CLIENT_V4, CLIENT_V6, SMTP};
+
+/// A Dovecot 2.3 login line as rsyslog writes it with ISO time stamps,
+/// logged `age` ago.
+fn dovecot_login(ip: &str, age: Duration) -> String {
+    let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap();
+    format!(
+        "{} mailhost dovecot[811]: pop3-login: Login: user=<customer>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=4242, session=<Zx1>",
+        at.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    )
+}
+
+fn dovecot_failure(ip: &str) -> String {
+    format!(
+        "{} mailhost dovecot[811]: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<customer>, method=PLAIN, rip={ip}, lip=192.0.2.1, session=<Zx2>",
+        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    )
+}
+
+fn append(path: &Path, line: &str) -> Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
+/// Polls `list --json` until `ip` holds a grant; returns how long that took.
+fn wait_for_grant(lab: &Lab, ip: &str, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if seconds_left(lab, ip)?.is_some() {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    anyhow::bail!("{ip} was not granted within {limit:?}")
+}
+
+fn seconds_left(lab: &Lab, ip: &str) -> Result<Option<u64>> {
+    let list: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["list", "--json"])?)?;
+    Ok(list.as_array().unwrap().iter().find(|g| g["address"] == ip).and_then(|g| g["seconds_left"].as_u64()))
+}
+
+fn agent_with_log(scratch: &Scratch, extra: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    let log = scratch.path("mail.log");
+    let state = scratch.path("state");
+    let mut flags = vec!["--log", log.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    lab.start_agent(&flags)?;
+    Ok(lab)
+}
+
+#[test]
+fn a_login_line_opens_port_25_and_a_failure_does_not() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let lab = agent_with_log(&scratch, &[])?;
+    let log = scratch.path("mail.log");
+    lab.assert_no_answer(Family::V4, SMTP)?;
+    append(&log, &dovecot_failure(CLIENT_V4))?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(seconds_left(&lab, CLIENT_V4)?.is_none(), "a failed login granted");
+    append(&log, &dovecot_login(CLIENT_V4, Duration::ZERO))?;
+    let delay = wait_for_grant(&lab, CLIENT_V4, Duration::from_secs(2))?;
+    eprintln!("grant visible {delay:?} after the line was appended");
+    lab.connect(Family::V4, SMTP, ANSWERED).context("SMTP after the login")?;
+    ensure!(seconds_left(&lab, CLIENT_V4)? >= Some(590), "default TTL is 10 minutes");
+    Ok(())
+}
+
+#[test]
+fn logins_survive_restarts_and_rotation() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let log = scratch.path("mail.log");
+    // Written before the first start: an old login (beyond the TTL) and a
+    // recent one, which gets only its remaining lifetime.
+    append(&log, &dovecot_login("198.51.100.20", Duration::from_secs(900)))?;
+    append(&log, &dovecot_login(CLIENT_V4, Duration::from_secs(240)))?;
+    let mut lab = agent_with_log(&scratch, &["--ttl", "10m"])?;
+    wait_for_grant(&lab, CLIENT_V4, Duration::from_secs(2))?;
+    let left = seconds_left(&lab, CLIENT_V4)?.unwrap();
+    ensure!((350..=361).contains(&left), "remaining lifetime {left}s, expected about 360s");
+    ensure!(seconds_left(&lab, "198.51.100.20")?.is_none(), "a login older than the TTL was granted");
+
+    // While the agent is down, a login is logged and the log is rotated.
+    lab.stop_agent()?;
+    append(&log, &dovecot_login("198.51.100.21", Duration::ZERO))?;
+    std::fs::rename(&log, scratch.path("mail.log.1"))?;
+    append(&log, &dovecot_login(CLIENT_V6, Duration::ZERO))?;
+    let state = scratch.path("state");
+    lab.start_agent(&["--log", log.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])?;
+    wait_for_grant(&lab, "198.51.100.21", Duration::from_secs(2)).context("line written to the rotated file")?;
+    wait_for_grant(&lab, CLIENT_V6, Duration::from_secs(2)).context("line in the new file")?;
+    lab.connect(Family::V6, SMTP, ANSWERED)?;
+
+    // Rotation while running: rename and re-create.
+    std::fs::rename(&log, scratch.path("mail.log.2"))?;
+    append(&log, &dovecot_login("203.0.113.30", Duration::ZERO))?;
+    wait_for_grant(&lab, "203.0.113.30", Duration::from_secs(3)).context("line after a live rotation")?;
+    Ok(())
+}
+
+#[test]
+fn standard_input_is_a_source() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    let scratch = Scratch::new()?;
+    lab.start_agent(&["--log", "-", "--state-dir", scratch.path("state").to_str().unwrap()])?;
+    let stdin = lab.agent_stdin.as_mut().context("agent stdin")?;
+    writeln!(stdin, "{}", dovecot_login(CLIENT_V4, Duration::ZERO))?;
+    stdin.flush()?;
+    wait_for_grant(&lab, CLIENT_V4, Duration::from_secs(2))?;
+    lab.connect(Family::V4, SMTP, ANSWERED)?;
+    Ok(())
+}
+
+#[test]
+fn login_reports_over_the_socket() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let socket = scratch.path("notify.sock");
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    lab.start_agent(&[
+        "--listen-unix", socket.to_str().unwrap(), "--listen-unix-mode", "0666",
+        "--state-dir", scratch.path("state").to_str().unwrap(), "--service", "imap",
+    ])?;
+    // The Dovecot post-login script runs as the mail user, not root.
+    let notify = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(smtpgate_bin())
+            .arg("notify")
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+    };
+    let out = notify(&[CLIENT_V4, "--service", "imap", "--user", "customer"])?;
+    ensure!(out.status.success(), "notify failed: {}", String::from_utf8_lossy(&out.stderr));
+    lab.connect(Family::V4, SMTP, ANSWERED).context("SMTP after the report")?;
+
+    let refused = notify(&["198.51.100.5", "--service", "pop3"])?;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success() && err.contains("pop3 logins do not grant here"), "{err}");
+    let bad = notify(&["not-an-ip"])?;
+    ensure!(String::from_utf8_lossy(&bad.stderr).contains("is not an IPv4 or IPv6 address"));
+
+    // The socket's mode decides who may report.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let denied = notify(&["198.51.100.6", "--service", "imap"])?;
+    ensure!(!denied.status.success(), "a user without access to the socket reported a login");
+    ensure!(seconds_left(&lab, "198.51.100.6")?.is_none());
+    Ok(())
+}
+
+#[test]
+fn check_log_gives_each_line_a_verdict() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let log = scratch.path("sample.log");
+    append(&log, &dovecot_login(CLIENT_V4, Duration::ZERO))?;
+    append(&log, &dovecot_failure("198.51.100.8"))?;
+    append(&log, "Nov 22 20:25:01 mailhost postfix/smtpd[99]: connect from unknown[198.51.100.9]")?;
+    let out = Command::new(smtpgate_bin()).arg("check-log").arg(&log).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(text.contains(&format!("1: grant {CLIENT_V4} (pop3 via dovecot, user customer")), "{text}");
+    ensure!(text.contains("2: no grant:"), "{text}");
+    ensure!(text.contains("3 lines: 1 grant, 2 do not"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn check_config_validates_without_touching_the_kernel() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let lab = Lab::new()?;
+    let config = scratch.path("smtpgate.toml");
+    std::fs::write(&config, format!("iface = [\"{}\"]\nttl = \"15m\"\nlogs = [\"/var/log/mail.log\"]\n", lab.server_iface))?;
+    let ok = lab.smtpgate(&["run", "--config", config.to_str().unwrap(), "--check-config"]);
+    ensure!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    ensure!(!lab.bpffs.pin_dir().exists(), "--check-config attached something");
+    std::fs::write(&config, "iface = [\"eth0\"]\nttl = \"10 parsecs\"\n")?;
+    let bad = lab.smtpgate(&["run", "--config", config.to_str().unwrap(), "--check-config"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    ensure!(!bad.status.success() && err.lines().count() == 1 && err.contains("ttl:"), "{err}");
+    Ok(())
+}
