@@ -6,7 +6,7 @@
 //! with BPF_LINK_UPDATE: the gate never opens while the agent restarts or is
 //! upgraded.
 
-use std::{fs, io};
+use std::{fs, io, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -87,38 +87,57 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, hook: Hook, mode: Xdp
 fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Result<Attached> {
     let program: &mut Xdp = program(ebpf, XDP_PROGRAM)?.try_into()?;
     let pin = pins.link(Hook::Xdp, iface);
-    if let Some(link) = pinned_link(&pin)? {
-        match program.attach_to_link(link.try_into()?) {
-            Ok(id) => {
-                drop(program.take_link(id)?);
-                return Ok(Attached::Replaced);
-            }
-            Err(e) => stale_link(&pin, e.into())?,
-        }
+    let replaced = take_over(&pin, |link| {
+        let id = program.attach_to_link(link.try_into()?)?;
+        drop(program.take_link(id)?);
+        Ok(())
+    })?;
+    if replaced {
+        return Ok(Attached::Replaced);
     }
     let id = program.attach(iface, mode).map_err(|e| explain_attach_error(iface, e.into()))?;
     let link = FdLink::try_from(program.take_link(id)?)
         .map_err(|_| anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later"))?;
-    link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
-    Ok(Attached::New)
+    pin_link(link, &pin)
 }
 
 fn attach_tcx(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Attached> {
     let program: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?.try_into()?;
     let pin = pins.link(Hook::Tc, iface);
-    if let Some(link) = pinned_link(&pin)? {
-        match program.attach_to_link(link.try_into()?) {
-            Ok(id) => {
-                drop(program.take_link(id)?);
-                return Ok(Attached::Replaced);
-            }
-            Err(e) => stale_link(&pin, e.into())?,
-        }
+    let replaced = take_over(&pin, |link| {
+        let id = program.attach_to_link(link.try_into()?)?;
+        drop(program.take_link(id)?);
+        Ok(())
+    })?;
+    if replaced {
+        return Ok(Attached::Replaced);
     }
     let id = program.attach(iface, TcAttachType::Ingress)?;
     let link = FdLink::try_from(program.take_link(id)?)
         .map_err(|_| anyhow!("expected a TCX link on a kernel of 6.6 or later"))?;
-    link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+    pin_link(link, &pin)
+}
+
+/// Swaps the loaded program into the link pinned at `pin` with `swap`.
+/// False if there is no pin, or its interface vanished (the pin is then
+/// removed so a fresh attachment can take its place).
+fn take_over(pin: &Path, swap: impl FnOnce(FdLink) -> Result<()>) -> Result<bool> {
+    let link = match PinnedLink::from_pin(pin) {
+        Ok(link) => FdLink::from(link),
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", pin.display())),
+    };
+    let Err(err) = swap(link) else { return Ok(true) };
+    if errno(&err) != Some(libc::ENOLINK) {
+        return Err(err.context(format!("replacing the program in {}", pin.display())));
+    }
+    tracing::info!("{} belonged to a vanished interface; attaching afresh", pin.display());
+    remove_if_present(pin)?;
+    Ok(false)
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<Attached> {
+    link.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
     Ok(Attached::New)
 }
 
@@ -153,7 +172,7 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Atta
     Ok(attached)
 }
 
-fn read_netlink_record(record: &std::path::Path) -> Result<Option<(u16, TcHandle)>> {
+fn read_netlink_record(record: &Path) -> Result<Option<(u16, TcHandle)>> {
     let text = match fs::read_to_string(record) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -188,7 +207,7 @@ pub fn detach_one(pins: &PinDir, hook: Hook, iface: &str) -> Result<bool> {
     Ok(unpinned || removed_filter)
 }
 
-fn remove_if_present(path: &std::path::Path) -> Result<bool> {
+fn remove_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -198,25 +217,6 @@ fn remove_if_present(path: &std::path::Path) -> Result<bool> {
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
-}
-
-fn pinned_link(pin: &std::path::Path) -> Result<Option<FdLink>> {
-    match PinnedLink::from_pin(pin) {
-        Ok(link) => Ok(Some(link.into())),
-        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("opening {}", pin.display())),
-    }
-}
-
-/// A pinned link whose interface disappeared (ENOLINK) is dropped so that a
-/// fresh attachment can take its place; any other failure is reported.
-fn stale_link(pin: &std::path::Path, err: anyhow::Error) -> Result<()> {
-    if errno(&err) != Some(libc::ENOLINK) {
-        return Err(err.context(format!("replacing the program in {}", pin.display())));
-    }
-    tracing::info!("{} belonged to a vanished interface; attaching afresh", pin.display());
-    remove_if_present(pin)?;
-    Ok(())
 }
 
 fn explain_attach_error(iface: &str, err: anyhow::Error) -> anyhow::Error {
