@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
-        tc::{self, SchedClassifierLink, TcAttachType, TcHandle},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle},
         SchedClassifier, Xdp, XdpMode,
     },
     util::KernelVersion,
@@ -160,12 +160,16 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Atta
                     return Err(e.context("adding the clsact qdisc"));
                 }
             }
-            (program.attach(iface, TcAttachType::Ingress)?, Attached::New)
+            let netlink = TcAttachOptions::Netlink(NlOptions::default());
+            (program.attach_with_options(iface, TcAttachType::Ingress, netlink)?, Attached::New)
         }
     };
     let link = program.take_link(id)?;
     let (priority, handle) = (link.priority()?, u32::from(link.handle()?));
-    fs::write(&record, format!("{priority} {handle}\n"))
+    // bpffs holds no regular files, but it does hold symlinks: the record is
+    // the link's target text, "PRIORITY HANDLE".
+    remove_if_present(&record)?;
+    std::os::unix::fs::symlink(format!("{priority} {handle}"), &record)
         .with_context(|| format!("recording {}", record.display()))?;
     // Dropping the link would remove the filter; it must outlive the agent.
     std::mem::forget(link);
@@ -173,8 +177,8 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Atta
 }
 
 fn read_netlink_record(record: &Path) -> Result<Option<(u16, TcHandle)>> {
-    let text = match fs::read_to_string(record) {
-        Ok(text) => text,
+    let text = match fs::read_link(record) {
+        Ok(target) => target.to_string_lossy().into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
     };
@@ -233,6 +237,11 @@ fn explain_attach_error(iface: &str, err: anyhow::Error) -> anyhow::Error {
 }
 
 /// TCX (bpf_link-based TC) arrived in Linux 6.6, as aya's own choice assumes.
+/// `SMTPGATE_TC_NETLINK=1` forces the pre-6.6 netlink path, so that path can
+/// be exercised on a new kernel too.
 fn tcx_supported() -> bool {
+    if std::env::var_os("SMTPGATE_TC_NETLINK").is_some_and(|v| v == "1") {
+        return false;
+    }
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }

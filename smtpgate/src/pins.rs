@@ -69,7 +69,8 @@ impl PinDir {
 
     /// Where the legacy (netlink) TC filter of `iface` is recorded. Netlink
     /// filters are not bpf_links and cannot be pinned; their priority and
-    /// handle are kept here so a later run can find and replace them.
+    /// handle are kept here (as a symlink's target) so a later run can find
+    /// and replace them.
     pub fn tc_netlink_record(&self, iface: &str) -> PathBuf {
         self.dir.join(format!("tc-netlink-{iface}"))
     }

@@ -235,10 +235,16 @@ impl Lab {
     /// Starts `smtpgate run` on the server interface with `extra` flags and
     /// waits until the gate is attached.
     pub fn start_agent(&mut self, extra: &[&str]) -> Result<()> {
+        self.start_agent_with_env(extra, &[])
+    }
+
+    /// [`Lab::start_agent`] with extra environment variables.
+    pub fn start_agent_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
         assert!(self.agent.is_none(), "agent already running");
         let mut child = self
             .server
             .command(smtpgate_bin())
+            .envs(env.iter().copied())
             .args(["run", "--iface", &self.server_iface, "--bpffs-dir"])
             .arg(self.bpffs.pin_dir())
             .args(extra)

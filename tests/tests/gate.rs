@@ -73,6 +73,31 @@ fn ipv6_tc_grant_lifecycle() -> Result<()> {
     grant_lifecycle(Family::V6, "tc")
 }
 
+/// The TC path of kernels before 6.6 (a clsact netlink filter, not a
+/// link), forced on this kernel: it must gate, outlive the agent, be taken
+/// over by the next run and be removed by detach.
+#[test]
+fn tc_netlink_filter_lifecycle() -> Result<()> {
+    let netlink = [("SMTPGATE_TC_NETLINK", "1")];
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    lab.start_agent_with_env(&["--attach", "tc"], &netlink)?;
+    assert_dropped(&lab, Family::V4)?;
+    lab.stop_agent()?;
+    assert_dropped(&lab, Family::V4).context("filter gone with the agent")?;
+    lab.start_agent_with_env(&["--attach", "tc"], &netlink)?;
+    let filters = lab.server.command("tc").args(["filter", "show", "dev", &lab.server_iface, "ingress"]).output()?;
+    let filters = String::from_utf8_lossy(&filters.stdout);
+    ensure!(filters.matches("name smtpgate_tc").count() == 1, "expected exactly one filter after the restart:\n{filters}");
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4])?;
+    lab.connect(Family::V4, SMTP, ANSWERED)?;
+    lab.stop_agent()?;
+    lab.smtpgate_ok(&["detach"])?;
+    let filters = lab.server.command("tc").args(["filter", "show", "dev", &lab.server_iface, "ingress"]).output()?;
+    ensure!(!String::from_utf8_lossy(&filters.stdout).contains("smtpgate_tc"), "filter left after detach");
+    Ok(())
+}
+
 #[test]
 fn skb_mode_gates_too() -> Result<()> {
     let lab = lab("xdp", &["--xdp-mode", "skb"])?;
