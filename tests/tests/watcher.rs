@@ -275,3 +275,50 @@ fn the_journal_is_a_source_and_resumes_from_its_cursor() -> Result<()> {
     wait_for_grant(&lab, &unique(3), Duration::from_secs(5)).context("entry logged while the agent was down")?;
     Ok(())
 }
+
+/// `GET /metrics` from the agent's endpoint inside the server namespace.
+fn metric(lab: &Lab, series: &str) -> Result<u64> {
+    let body = lab.server.run(|| -> Result<String> {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9925")?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        Ok(body)
+    })??;
+    Ok(body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0))
+}
+
+#[test]
+fn every_rotation_kind_grants_each_login_exactly_once() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let lab = agent_with_log(&scratch, &["--metrics-listen", "127.0.0.1:9925"])?;
+    let log = scratch.path("mail.log");
+    let mut sent = 0u32;
+    let mut burst = |lab: &Lab| -> Result<()> {
+        for _ in 0..10 {
+            sent += 1;
+            append(&log, &dovecot_login(&format!("198.51.100.{sent}"), Duration::ZERO))?;
+        }
+        wait_for_grant(lab, &format!("198.51.100.{sent}"), Duration::from_secs(3)).map(drop)
+    };
+    burst(&lab)?;
+    // rename and re-create (logrotate's default)
+    std::fs::rename(&log, scratch.path("mail.log.1"))?;
+    burst(&lab)?;
+    // copytruncate
+    std::fs::copy(&log, scratch.path("mail.log.1"))?;
+    OpenOptions::new().write(true).open(&log)?.set_len(0)?;
+    burst(&lab)?;
+    // truncate in place
+    OpenOptions::new().write(true).open(&log)?.set_len(0)?;
+    burst(&lab)?;
+    // delete and re-create
+    std::fs::remove_file(&log)?;
+    burst(&lab)?;
+    let issued = metric(&lab, "smtpgate_grants_issued_total{source=\"log\",service=\"pop3\"}")?;
+    ensure!(issued == 50, "50 logins written, {issued} grants issued");
+    let list: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["list", "--json"])?)?;
+    ensure!(list.as_array().unwrap().len() == 50, "expected 50 live grants");
+    Ok(())
+}
