@@ -31,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Attach the gate (or take over the pinned one) and keep it tidy until
     /// SIGINT/SIGTERM; the gate and its grants stay in place afterwards.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Grant an address: it may open SMTP connections until the TTL runs out.
     Allow {
         /// IPv4 or IPv6 address.

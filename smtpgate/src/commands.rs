@@ -33,7 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
         Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
-        Command::Run(args) => run::run(&pins, args, cli.verbose),
+        Command::Run(args) => run::run(&pins, *args, cli.verbose),
         Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
         Command::Revoke { ip } => revoke(&pins, &ip),
         Command::List { json } => list(&pins, json),

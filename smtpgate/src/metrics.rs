@@ -141,6 +141,9 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// One counter's value and its label, within a metric family.
+type Member = (u64, Option<(&'static str, &'static str)>);
+
 /// The kernel counters, read from the pinned map at each scrape.
 struct KernelCounters(Counters);
 
@@ -180,7 +183,7 @@ impl Collector for KernelCounters {
         };
         // Counters sharing a metric name are adjacent in `Counter::ALL`:
         // group them so that each family is described once.
-        let mut families: Vec<(&str, &str, Vec<(u64, Option<(&str, &str)>)>)> = Vec::new();
+        let mut families: Vec<(&str, &str, Vec<Member>)> = Vec::new();
         for (counter, value) in totals {
             let (name, help, label) = describe(counter);
             match families.last_mut() {
