@@ -165,3 +165,19 @@ fn custom_port_set_gates_only_those_ports() -> Result<()> {
     lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 is not in the gated set")?;
     Ok(())
 }
+
+/// A full grant map evicts the least recently used grant; it never refuses
+/// the newest one.
+#[test]
+fn a_full_grant_map_still_takes_a_fresh_grant() -> Result<()> {
+    let lab = lab("xdp", &["--max-grants", "32"])?;
+    for i in 1..=64 {
+        lab.smtpgate_ok(&["allow", &format!("198.51.100.{i}")])?;
+    }
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4])?;
+    lab.connect(Family::V4, SMTP, ANSWERED).context("the newest grant was refused")?;
+    let stats: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
+    ensure!(stats["grants"]["capacity"] == 32, "capacity not applied: {stats}");
+    ensure!(stats["grants"]["live"].as_u64().unwrap() <= 32, "more live grants than capacity: {stats}");
+    Ok(())
+}
