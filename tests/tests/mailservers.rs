@@ -1,0 +1,171 @@
+//! End to end with real mail servers: Dovecot (POP3/IMAP) and Postfix (SMTP)
+//! in the server namespace, the agent following Dovecot's own log file, and
+//! a customer in the client namespace who may send mail only after fetching
+//! it.
+
+use std::{
+    net::IpAddr,
+    sync::Barrier,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use smtpgate_tests::{
+    mail::{send_on, LabExt, Login, MailLab, PASSWORD},
+    Family, ANSWERED, CLIENT_V4, CLIENT_V6, SMTP,
+};
+
+/// How soon after a login the grant must be in the map.
+const GRANT_WITHIN: Duration = Duration::from_secs(1);
+
+fn subject(what: &str) -> String {
+    format!("{what} {}", smtpgate_tests::unique_name())
+}
+
+/// Fails unless one fetched message carries `subject`.
+fn assert_fetched(mail: &MailLab, family: Family, subject: &str) -> Result<()> {
+    let messages = mail.fetch_mail(family)?;
+    ensure!(
+        messages.iter().any(|m| m.contains(&format!("Subject: {subject}"))),
+        "no message with subject {subject:?} among {} fetched",
+        messages.len()
+    );
+    Ok(())
+}
+
+/// Waits for the customer's grant to run out and checks port 25 is shut
+/// again; returns how long the grant lasted after `login`.
+fn wait_until_shut(mail: &MailLab, client: IpAddr, login: Instant) -> Result<Duration> {
+    mail.wait_for_expiry(client, Duration::from_secs(6))?;
+    let lasted = login.elapsed();
+    mail.lab.assert_no_answer(Family::V4, SMTP).context("port 25 after the grant expired")?;
+    Ok(lasted)
+}
+
+#[test]
+fn pop_before_smtp_with_dovecot_and_postfix() -> Result<()> {
+    let mail = MailLab::start("4s", &[])?;
+    let lab = &mail.lab;
+    let client: IpAddr = CLIENT_V4.parse()?;
+
+    // 1. No login yet: the SYN to port 25 gets no answer.
+    let dropped = lab.counter("dropped_no_grant")?;
+    lab.assert_no_answer(Family::V4, SMTP).context("before any login")?;
+    ensure!(lab.counter("dropped_no_grant")? > dropped, "the drop was not counted");
+
+    // 2. A wrong password: Dovecot refuses it, logs it, and nothing opens.
+    ensure!(mail.pop3_login(Family::V4, "wrong")? == Login::Refused, "Dovecot accepted a wrong password");
+    mail.dovecot.wait_for_log("failed POP3 login", Duration::from_secs(3), |l| {
+        l.contains("pop3-login") && l.contains("auth failed") && l.contains(&format!("rip={CLIENT_V4},"))
+    })?;
+    thread::sleep(Duration::from_millis(200));
+    ensure!(mail.grants()?.is_empty(), "a refused login granted: {:?}", mail.grants()?);
+    lab.assert_no_answer(Family::V4, SMTP).context("after a refused login")?;
+
+    // 3. The right password: within a second the grant is there, and Postfix
+    //    takes a message and delivers it.
+    let login = Instant::now();
+    ensure!(mail.pop3_login(Family::V4, PASSWORD)? == Login::Accepted, "Dovecot refused the customer");
+    let granted = mail.wait_for_grant(client, GRANT_WITHIN)?;
+    eprintln!("POP3 login: grant in place {granted:?} after curl returned ({:?} after it started)", login.elapsed());
+    let sent = subject("after POP3");
+    let id = mail.send_mail(Family::V4, &sent)?;
+    let delivered = mail.postfix.wait_for_delivery(&id, Duration::from_secs(5))?;
+    eprintln!("Postfix: {delivered}");
+    ensure!(lab.counter("allowed_grant")? >= 1, "the granted SYN was not counted");
+
+    // 4. The grant runs out after the TTL (the log's time stamps have whole
+    //    seconds, so it lasts between 3 and 4 s); then an IMAP login opens
+    //    port 25 again.
+    let lasted = wait_until_shut(&mail, client, login)?;
+    eprintln!("POP3 grant lasted {lasted:?}");
+    ensure!(lasted >= Duration::from_millis(2900), "a 4 s grant ended after {lasted:?}");
+    let login = Instant::now();
+    ensure!(mail.imap_login(Family::V4, PASSWORD)? == Login::Accepted, "Dovecot refused the IMAP login");
+    mail.wait_for_grant(client, GRANT_WITHIN)?;
+    let session = lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 after the IMAP login")?;
+    let id = send_on(&session, &subject("after IMAP"))?;
+    mail.postfix.wait_for_delivery(&id, Duration::from_secs(5))?;
+    wait_until_shut(&mail, client, login)?;
+
+    // 5. Send and receive at once, as a mail client does: the SMTP connect
+    //    and the POP3 login start together. The first SYN is dropped; the
+    //    retransmission (~1 s later) finds the grant.
+    let both = Barrier::new(2);
+    let sent = subject("send and receive");
+    let (smtp, pop3) = thread::scope(|s| {
+        let smtp = s.spawn(|| {
+            both.wait();
+            let start = Instant::now();
+            let stream = lab.connect(Family::V4, SMTP, Duration::from_secs(10));
+            (stream, start.elapsed())
+        });
+        let pop3 = s.spawn(|| {
+            both.wait();
+            mail.pop3_login(Family::V4, PASSWORD)
+        });
+        (smtp.join().expect("SMTP thread"), pop3.join().expect("POP3 thread"))
+    });
+    ensure!(pop3? == Login::Accepted, "Dovecot refused the customer");
+    let (stream, delay) = smtp;
+    let stream = stream.context("SMTP connect while logging in")?;
+    eprintln!("send-and-receive: SMTP connected after {delay:?}");
+    let id = send_on(&stream, &sent)?;
+    mail.postfix.wait_for_delivery(&id, Duration::from_secs(5))?;
+
+    // And the customer receives the mail sent through the gate.
+    assert_fetched(&mail, Family::V4, &sent)?;
+    Ok(())
+}
+
+#[test]
+fn pop_before_smtp_over_ipv6() -> Result<()> {
+    let mail = MailLab::start("1m", &[])?;
+    let lab = &mail.lab;
+    let client: IpAddr = CLIENT_V6.parse()?;
+
+    lab.assert_no_answer(Family::V6, SMTP).context("before any login")?;
+    ensure!(mail.pop3_login(Family::V6, PASSWORD)? == Login::Accepted, "Dovecot refused the customer");
+    mail.wait_for_grant(client, GRANT_WITHIN)?;
+    mail.dovecot.wait_for_log("IPv6 login", Duration::from_secs(1), |l| {
+        l.contains("pop3-login: Info: Login:") && l.contains(&format!("rip={CLIENT_V6},"))
+    })?;
+    let sent = subject("over IPv6");
+    let id = mail.send_mail(Family::V6, &sent)?;
+    mail.postfix.wait_for_delivery(&id, Duration::from_secs(5))?;
+
+    // The grant is for the address that logged in: the same host's IPv4
+    // address never fetched mail.
+    lab.assert_no_answer(Family::V4, SMTP).context("IPv4 address of the IPv6 customer")?;
+    assert_fetched(&mail, Family::V6, &sent)?;
+    Ok(())
+}
+
+#[test]
+fn stranger_stays_dropped_while_customer_is_granted() -> Result<()> {
+    let mail = MailLab::start("1m", &[])?;
+    let lab = &mail.lab;
+    let customer: IpAddr = CLIENT_V4.parse()?;
+    let stranger: IpAddr = "192.0.2.3".parse()?;
+    lab.add_client_address("192.0.2.3/24")?;
+
+    // The stranger can reach the unguarded POP3 port but has no password.
+    ensure!(mail.pop3_login_from(stranger, "guess")? == Login::Refused, "Dovecot accepted a guessed password");
+
+    ensure!(mail.pop3_login_from(customer, PASSWORD)? == Login::Accepted, "Dovecot refused the customer");
+    mail.wait_for_grant(customer, GRANT_WITHIN)?;
+    lab.connect_from(customer, SMTP, ANSWERED).context("the customer after logging in")?;
+
+    let dropped = lab.counter("dropped_no_grant")?;
+    lab.assert_no_answer_from(stranger, SMTP).context("the stranger")?;
+    ensure!(lab.counter("dropped_no_grant")? > dropped, "the stranger's SYN was not counted as dropped");
+    ensure!(mail.grants()? == [CLIENT_V4], "grants: {:?}", mail.grants()?);
+
+    // The customer's session works while the stranger is shut out.
+    let session = lab.connect_from(customer, SMTP, ANSWERED)?;
+    let id = send_on(&session, &subject("customer beside a stranger"))?;
+    mail.postfix.wait_for_delivery(&id, Duration::from_secs(5))?;
+    lab.assert_no_answer_from(stranger, SMTP).context("the stranger, again")?;
+    Ok(())
+}
