@@ -371,18 +371,32 @@ pub fn foreign_xdp_object() -> Result<PathBuf> {
 }
 
 
-/// A private directory for one test's files, removed on drop.
+/// A private directory for one test's files, removed with its contents on
+/// drop. Mode 0755, so the unprivileged users of the mail servers can
+/// traverse it.
 pub struct Scratch {
-    pub dir: PathBuf,
+    dir: PathBuf,
 }
 
 impl Scratch {
     pub fn new() -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("smtpgate-files-{}", unique_name()));
-        fs::create_dir_all(&dir)?;
+        Self::labelled("files")
+    }
+
+    /// A fresh directory `smtpgate-LABEL-<unique>`.
+    pub fn labelled(label: &str) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("smtpgate-{label}-{}", unique_name()));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         Ok(Self { dir })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `name` inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{sh, unique_name, Family, Lab, Netns};
+use crate::{sh, unique_name, Family, Lab, Netns, Scratch};
 
 /// The mailbox every test uses.
 pub const USER: &str = "customer";
@@ -50,32 +50,6 @@ const START: Duration = Duration::from_secs(15);
 const STOP: Duration = Duration::from_secs(10);
 /// How long a client command (curl, swaks) may run.
 const CLIENT: Duration = Duration::from_secs(15);
-
-/// A directory under the system temp dir, removed with its contents on drop.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    /// A fresh directory `smtpgate-LABEL-<unique>`, mode 0755 so the
-    /// unprivileged users of the mail servers can traverse it.
-    pub fn new(label: &str) -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("smtpgate-{label}-{}", unique_name()));
-        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
-        Ok(Self { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
 
 /// A user's numeric uid and primary gid, from the system's user database.
 fn ids(user: &str) -> Result<(u32, u32)> {
@@ -216,15 +190,15 @@ pub struct Dovecot {
     conf: PathBuf,
     log: PathBuf,
     mail_root: PathBuf,
-    dir: TempDir,
+    dir: Scratch,
 }
 
 impl Dovecot {
     /// Writes the configuration, checks it with `doveconf`, starts
     /// `dovecot -F` in `ns` and waits until every listener greets.
     pub fn start(ns: &Netns) -> Result<Self> {
-        let dir = TempDir::new("dovecot")?;
-        let d = dir.path().to_path_buf();
+        let dir = Scratch::labelled("dovecot")?;
+        let d = dir.dir().to_path_buf();
         let conf = d.join("dovecot.conf");
         let log = d.join("dovecot.log");
         let passwd = d.join("passwd");
@@ -277,7 +251,7 @@ impl Dovecot {
             bail!("doveconf rejected {}: {}", conf.display(), String::from_utf8_lossy(&checked.stderr).trim());
         }
 
-        let stderr = fs::File::create(dir.path().join("dovecot.stderr"))?;
+        let stderr = fs::File::create(dir.dir().join("dovecot.stderr"))?;
         let master = ns
             .command("dovecot")
             .arg("-F")
@@ -292,7 +266,7 @@ impl Dovecot {
         dovecot.wait_ready(ns).with_context(|| {
             format!(
                 "Dovecot did not come up; stderr: {}; log:\n{}",
-                read_log(&dovecot.dir.path().join("dovecot.stderr")).trim(),
+                read_log(&dovecot.dir.dir().join("dovecot.stderr")).trim(),
                 dovecot.log()
             )
         })?;
@@ -357,7 +331,7 @@ impl Drop for Dovecot {
                 Ok(None) => thread::sleep(Duration::from_millis(20)),
             }
         }
-        reap_processes_under(self.dir.path(), Duration::from_secs(3));
+        reap_processes_under(self.dir.dir(), Duration::from_secs(3));
     }
 }
 
@@ -369,7 +343,7 @@ pub struct Postfix {
     queue: PathBuf,
     log: PathBuf,
     netns: String,
-    dir: TempDir,
+    dir: Scratch,
 }
 
 /// `master.cf`: the stock services, none chrooted, plus `postlog` for
@@ -406,8 +380,8 @@ impl Postfix {
     /// and waits until port 25 greets on both addresses. Mail for
     /// [`RECIPIENT`] is delivered to the maildir `<mail_root>/customer/`.
     pub fn start(ns: &Netns, mail_root: &Path) -> Result<Self> {
-        let dir = TempDir::new("postfix")?;
-        let d = dir.path();
+        let dir = Scratch::labelled("postfix")?;
+        let d = dir.dir();
         let config = d.join("etc");
         let queue = d.join("queue");
         let data = d.join("data");
@@ -522,7 +496,7 @@ impl Drop for Postfix {
             }
         }
         // Every Postfix daemon works in the private queue directory.
-        reap_processes_under(self.dir.path(), Duration::from_secs(5));
+        reap_processes_under(self.dir.dir(), Duration::from_secs(5));
     }
 }
 
@@ -541,18 +515,18 @@ pub struct MailLab {
     pub postfix: Postfix,
     pub dovecot: Dovecot,
     pub lab: Lab,
-    pub agent_state: TempDir,
+    pub agent_state: Scratch,
 }
 
 impl MailLab {
     /// Lab, Dovecot, Postfix, then `smtpgate run --log <dovecot log> --ttl
     /// TTL --state-dir <private dir>` plus `extra` flags.
     pub fn start(ttl: &str, extra: &[&str]) -> Result<Self> {
-        let agent_state = TempDir::new("agent-state")?;
+        let agent_state = Scratch::labelled("agent-state")?;
         let mut lab = Lab::new()?;
         let dovecot = Dovecot::start(&lab.server)?;
         let postfix = Postfix::start(&lab.server, dovecot.mail_root())?;
-        let mut flags = vec!["--log", path_str(dovecot.log_path()), "--ttl", ttl, "--state-dir", path_str(agent_state.path())];
+        let mut flags = vec!["--log", path_str(dovecot.log_path()), "--ttl", ttl, "--state-dir", path_str(agent_state.dir())];
         flags.extend_from_slice(extra);
         lab.start_agent(&flags)?;
         Ok(Self { postfix, dovecot, lab, agent_state })
