@@ -38,6 +38,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A narrated, throw-away lab: Dovecot and Postfix behind the gate, a
+    /// customer and a stranger. Cleans up on exit or Ctrl-C.
+    Demo,
     /// Set up, then run the unit tests and the privileged integration tests.
     Test {
         /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
             shell::exec(std::process::Command::new(agent).args(args))
         }
         Command::Test { args } => test(&args),
+        Command::Demo => demo(),
     }
 }
 
@@ -80,5 +84,13 @@ fn test(args: &[String]) -> Result<()> {
         .env("SMTPGATE_BIN", agent)
         // The namespace tests mostly wait on timers, not on the CPU.
         .env("RUST_TEST_THREADS", "6");
+    shell::run(&mut cmd)
+}
+
+fn demo() -> Result<()> {
+    setup::everything()?;
+    let agent = build(false)?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--package", "smtpgate-tests", "--bin", "demo"]).env("SMTPGATE_BIN", agent);
     shell::run(&mut cmd)
 }
