@@ -4,6 +4,7 @@
 //! what is missing, printing each step, so that a fresh Debian or Ubuntu
 //! machine goes from clone to running gate (or passing suite) in one command.
 
+mod bench;
 mod setup;
 mod shell;
 
@@ -38,6 +39,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure smtpgate against baselines and peers; writes target/bench/.
+    Bench {
+        /// Arguments for the driver: --quick, --only per-packet|agent|flood.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// A narrated, throw-away lab: Dovecot and Postfix behind the gate, a
     /// customer and a stranger. Cleans up on exit or Ctrl-C.
     Demo,
@@ -59,6 +66,7 @@ fn main() -> Result<()> {
         }
         Command::Test { args } => test(&args),
         Command::Demo => demo(),
+        Command::Bench { args } => bench::run(&args),
     }
 }
 
@@ -79,7 +87,7 @@ fn test(args: &[String]) -> Result<()> {
     setup::everything()?;
     let agent = build(false)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "smtpgate-ebpf", "--no-fail-fast", "--"])
+    cmd.args(["test", "--workspace", "--exclude", "smtpgate-ebpf", "--exclude", "bench-ebpf", "--no-fail-fast", "--"])
         .args(args)
         .env("SMTPGATE_BIN", agent)
         // The namespace tests mostly wait on timers, not on the CPU.

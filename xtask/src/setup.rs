@@ -13,7 +13,8 @@ const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "^0.13";
 
 /// Debian packages the tests and benchmarks drive: namespaces and veth
-/// (iproute2), nsenter/setpriv (util-linux), real mail servers, traffic tools.
+/// (iproute2), nsenter/setpriv (util-linux), real mail servers, traffic and
+/// NIC tools, and a font for the benchmark chart's labels.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -29,6 +30,8 @@ const TEST_PACKAGES: &[&str] = &[
     "netsniff-ng",
     "xdp-tools",
     "bpftool",
+    "ethtool",
+    "fonts-dejavu-core",
 ];
 
 /// Everything: build prerequisites plus the test and benchmark tools.

@@ -1,0 +1,128 @@
+//! The reference programs of the per-packet benchmark, measured beside the
+//! gate in the same run:
+//!
+//! * `bench_pass` returns XDP_PASS and nothing else: what calling any XDP
+//!   program costs;
+//! * `bench_parse` reads the headers the gate reads, with the gate's own
+//!   parsers, then passes: the irreducible cost of any filter that decides
+//!   on the TCP flags, the destination port and the source address;
+//! * `bench_rotate` is the harness every measured program runs under. It
+//!   writes the next of a range of source addresses into the frame and
+//!   tail-calls the program under test, so that a test run repeated millions
+//!   of times looks up addresses spread over the whole grant map instead of
+//!   one key that stays hot in the cache.
+#![no_std]
+#![no_main]
+
+use core::{hint::black_box, ptr};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::ProgramArray,
+    programs::XdpContext,
+};
+use smtpgate_common::AddrKey;
+use smtpgate_ebpf::frame::{self, Frame, Network, Unparsed, ETH_P_IP, ETH_P_IPV6};
+
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn bench_parse(ctx: XdpContext) -> u32 {
+    // Everything parsed is folded into one number that goes through a black
+    // box: otherwise the compiler would drop every read whose result goes
+    // unused, and the baseline would measure nothing.
+    let digest = match syn_port_and_source(&Frame::new(ctx.data(), ctx.data_end())) {
+        Ok(Some((port, src))) => src.chunks_exact(4).fold(u32::from(port), |d, w| {
+            d ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
+        }),
+        Ok(None) => 0,
+        Err(reason) => reason as u32,
+    };
+    black_box(digest);
+    xdp_action::XDP_PASS
+}
+
+/// The destination port and source address of a connection-opening TCP
+/// segment, found through the same header chain the gate walks.
+#[inline(always)]
+fn syn_port_and_source(frame: &Frame) -> Result<Option<(u16, AddrKey)>, Unparsed> {
+    let (ethertype, offset) = frame::ethernet(frame)?;
+    let network = match ethertype {
+        ETH_P_IP => frame::ipv4(frame, offset)?,
+        ETH_P_IPV6 => frame::ipv6(frame, offset)?,
+        _ => return Ok(None),
+    };
+    let Network::Transport(transport) = network else {
+        return Ok(None);
+    };
+    if !frame::is_tcp(&transport) {
+        return Ok(None);
+    }
+    Ok(frame::tcp_syn_port(frame, transport.offset)?.map(|port| (port, transport.src)))
+}
+
+/// Slot 0 holds the program under test.
+#[map]
+static UNDER_TEST: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+// The rotation, fixed when the harness is loaded (read-only data, so the
+// verifier sees constants): the last four bytes of the source address sit at
+// ADDR_OFFSET and take the values ADDR_BASE + i for i < ADDR_COUNT, visited
+// in steps of ADDR_STRIDE (coprime to ADDR_COUNT, so every i comes up once
+// per lap).
+#[unsafe(no_mangle)]
+static ADDR_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static ADDR_BASE: u32 = 0;
+#[unsafe(no_mangle)]
+static ADDR_COUNT: u32 = 1;
+#[unsafe(no_mangle)]
+static ADDR_STRIDE: u32 = 0;
+
+/// Where the rotation stands.
+static mut NEXT_INDEX: u32 = 0;
+
+#[xdp]
+pub fn bench_rotate(ctx: XdpContext) -> u32 {
+    // SAFETY: read-only globals, read volatile so the loader's values count.
+    let (offset, base, count, stride) = unsafe {
+        (
+            ptr::read_volatile(&ADDR_OFFSET) as usize & 0xff,
+            ptr::read_volatile(&ADDR_BASE),
+            ptr::read_volatile(&ADDR_COUNT),
+            ptr::read_volatile(&ADDR_STRIDE),
+        )
+    };
+    let at = ctx.data() + offset;
+    if at + 4 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: a test run executes on one CPU at a time.
+    let index = unsafe { ptr::read_volatile(ptr::addr_of!(NEXT_INDEX)) };
+    let mut next = index + stride;
+    if next >= count {
+        next -= count;
+    }
+    // SAFETY: as above; `at..at + 4` was checked against the packet end.
+    unsafe {
+        ptr::write_volatile(ptr::addr_of_mut!(NEXT_INDEX), next);
+        ptr::write_unaligned(at as *mut [u8; 4], (base + index).to_be_bytes());
+        UNDER_TEST.tail_call(&ctx, 0);
+    }
+    // Only reached when the slot is empty.
+    xdp_action::XDP_ABORTED
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,114 @@
+//! The delay from a login line appended to the mail log to its grant being
+//! in the kernel's map, through the real agent (`smtpgate run --log FILE`)
+//! in a namespace of its own, and the agent's memory afterwards.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use aya::maps::{HashMap, MapData};
+use serde::Serialize;
+use smtpgate_common::{AddrKey, GRANTS_MAP};
+use smtpgate_tests::Lab;
+
+use super::log;
+use crate::stats::percentile;
+
+/// A login whose grant has not shown up by then counts as lost.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between logins, so that each one finds the agent idle, as sparse
+/// real logins do, rather than measuring a backlog.
+pub const GAP: Duration = Duration::from_millis(2);
+
+#[derive(Serialize)]
+pub struct GrantDelay {
+    pub logins: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    /// The agent's resident memory after the logins, and its peak.
+    pub agent_rss_kib: u64,
+    pub agent_peak_rss_kib: u64,
+}
+
+pub fn measure(logins: usize) -> Result<GrantDelay> {
+    let dir = tempfile::tempdir()?;
+    let log_path = dir.path().join("mail.log");
+    fs::write(&log_path, b"")?;
+    let mut lab = Lab::new()?;
+    lab.start_agent(&[
+        "--log",
+        path_str(&log_path)?,
+        "--state-dir",
+        path_str(dir.path())?,
+    ])?;
+    let grants: HashMap<MapData, AddrKey, u64> =
+        smtpgate::maps::open_pinned(&lab.bpffs.pin_dir().join(GRANTS_MAP))?.try_into()?;
+    let mut log = OpenOptions::new().append(true).open(&log_path)?;
+    let mut delays = Vec::with_capacity(logins);
+    for n in 0..logins {
+        let ip = login_address(n);
+        let key = smtpgate::addr::key(ip);
+        let line = log::login(&log::syslog_stamp(), n as u32, ip);
+        let start = Instant::now();
+        log.write_all(line.as_bytes())?;
+        // Poll without sleeping: a sleep would round every delay up to the
+        // timer's granularity.
+        while grants.get(&key, 0).is_err() {
+            ensure!(start.elapsed() < TIMEOUT, "the login of {ip} was not granted within {TIMEOUT:?}");
+        }
+        delays.push(start.elapsed().as_secs_f64() * 1e6);
+        thread::sleep(GAP);
+    }
+    let (agent_rss_kib, agent_peak_rss_kib) = agent_memory(&lab.bpffs.pin_dir())?;
+    Ok(GrantDelay {
+        logins,
+        p50_us: percentile(&delays, 50.0),
+        p99_us: percentile(&delays, 99.0),
+        max_us: percentile(&delays, 100.0),
+        agent_rss_kib,
+        agent_peak_rss_kib,
+    })
+}
+
+/// Distinct documentation addresses: the two spare IPv4 /24s, then IPv6.
+fn login_address(n: usize) -> IpAddr {
+    match n {
+        0..=255 => Ipv4Addr::new(198, 51, 100, n as u8).into(),
+        256..=511 => Ipv4Addr::new(203, 0, 113, (n - 256) as u8).into(),
+        _ => Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, (n >> 16) as u16, n as u16).into(),
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("temporary paths are UTF-8")
+}
+
+/// Resident memory (now, peak) of the agent using `pin_dir`, in KiB. The
+/// lab does not hand out its child, so the agent is found by the one
+/// argument no other process has: this lab's pin directory.
+fn agent_memory(pin_dir: &Path) -> Result<(u64, u64)> {
+    let pin_dir = pin_dir.to_string_lossy();
+    for entry in fs::read_dir("/proc")? {
+        let proc_dir = entry?.path();
+        let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) else { continue };
+        let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+        if !args.any(|arg| arg == pin_dir) {
+            continue;
+        }
+        let status = fs::read_to_string(proc_dir.join("status"))?;
+        let field = |name: &str| -> Option<u64> {
+            status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches(" kB").parse().ok()
+        };
+        if let (Some(rss), Some(peak)) = (field("VmRSS:"), field("VmHWM:")) {
+            return Ok((rss, peak));
+        }
+    }
+    bail!("the agent's process was not found")
+}

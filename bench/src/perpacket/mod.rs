@@ -1,0 +1,209 @@
+//! Part 1: what the program costs per packet, through BPF_PROG_TEST_RUN.
+//!
+//! Every program runs under the same harness (see bench-ebpf), on the same
+//! frames, interleaved round by round so that drift in the machine's speed
+//! touches all of them alike: the XDP_PASS-only and parse-only baselines,
+//! the gate with 0, 100,000 and 1,000,000 grants, and xdp-filter.
+
+mod cases;
+mod gate;
+mod reference;
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+use smtpgate_tests::{unique_name, Netns};
+
+use crate::{report::Table, stats::median, xdp_filter::XdpFilter};
+use gate::Gate;
+use reference::{Baselines, Harness};
+
+/// Nanoseconds per 64-byte frame at 10 Gbit/s: (64 + 20 bytes of preamble
+/// and inter-frame gap) * 8 bits / 10 Gbit/s.
+pub const LINE_RATE_BUDGET_NS: f64 = 67.2;
+
+pub struct Plan {
+    /// Runs per test-run call.
+    pub repeat: u32,
+    /// Rounds over all programs; each figure is the median.
+    pub rounds: usize,
+    /// Grant map fill levels.
+    pub grants: Vec<u32>,
+}
+
+#[derive(Serialize)]
+pub struct PerPacket {
+    pub repeat: u32,
+    pub rounds: usize,
+    pub line_rate_budget_ns: f64,
+    pub rows: Vec<Row>,
+    pub grant_map: GrantMap,
+}
+
+/// One case at one fill level. Times are nanoseconds per packet.
+#[derive(Serialize)]
+pub struct Row {
+    pub case: &'static str,
+    /// A SYN to a gated port: the gate decides, with a map lookup.
+    pub gated: bool,
+    pub grants: u32,
+    pub pass_ns: f64,
+    pub parse_ns: f64,
+    pub gate_ns: f64,
+    /// The gate on gated SYNs with one source over and over, its map entry
+    /// and bucket always in the cache: what the lookup costs without memory
+    /// latency.
+    pub gate_hot_key_ns: Option<f64>,
+    pub xdp_filter_ns: f64,
+    pub gate_vs_pass: f64,
+    pub gate_vs_parse: f64,
+    pub gate_vs_xdp_filter: f64,
+    /// Share of one core's 10 Gbit/s budget the gate takes.
+    pub line_rate_share: f64,
+}
+
+/// Kernel memory of the grant map, read after the largest fill.
+#[derive(Serialize)]
+pub struct GrantMap {
+    pub capacity: u32,
+    pub entries: u32,
+    pub memlock_bytes: u64,
+    pub bytes_per_million_grants: f64,
+}
+
+pub fn run(plan: &Plan) -> Result<PerPacket> {
+    let baselines = Baselines::load()?;
+    // xdp-filter needs an interface to load on; an ifb device in a namespace
+    // of our own serves (the mode does not matter to a test run).
+    let netns = Netns::new(unique_name())?;
+    netns.ip(&["link", "add", "xf0", "type", "ifb"])?;
+    netns.ip(&["link", "set", "xf0", "up"])?;
+    let peer = XdpFilter::load(&netns, "xf0", "skb")?;
+    let peer_program = peer.program()?;
+    let mut gate = Gate::load()?;
+    let mut rows = Vec::new();
+    for &grants in &plan.grants {
+        eprintln!("bench: per-packet costs with {grants} grants");
+        gate.fill_to(grants).context("filling the grant map")?;
+        for case in cases::all() {
+            let Some(rotation) = case.rotation(gate.granted_per_family()) else { continue };
+            let frame = case.packet.build();
+            let mut harness = Harness::load(&rotation)?;
+            let mut hot_harness = case.gated.then(|| Harness::load(&rotation.hot())).transpose()?;
+            let mut samples = Samples::default();
+            for _ in 0..plan.rounds {
+                samples.pass.push(harness.time(baselines.pass()?, &frame, plan.repeat)?.ns);
+                samples.parse.push(harness.time(baselines.parse()?, &frame, plan.repeat)?.ns);
+                samples.gate.push(time_gate(&gate, &case, &mut harness, &frame, plan.repeat)?);
+                if let Some(hot) = &mut hot_harness {
+                    samples.gate_hot.push(time_gate(&gate, &case, hot, &frame, plan.repeat)?);
+                }
+                samples.xdp_filter.push(harness.time(&peer_program, &frame, plan.repeat)?.ns);
+            }
+            rows.push(Row::new(&case, grants, &samples));
+        }
+    }
+    let (capacity, memlock_bytes) = gate.map_memory()?;
+    let entries = gate.granted_per_family() * 2;
+    let grant_map = GrantMap {
+        capacity,
+        entries,
+        memlock_bytes,
+        bytes_per_million_grants: memlock_bytes as f64 * 1e6 / f64::from(capacity),
+    };
+    Ok(PerPacket { repeat: plan.repeat, rounds: plan.rounds, line_rate_budget_ns: LINE_RATE_BUDGET_NS, rows, grant_map })
+}
+
+/// Times the gate and checks that every run took the path the case is
+/// about: the expected verdict, counted once per run.
+fn time_gate(gate: &Gate, case: &cases::Case, harness: &mut Harness, frame: &[u8], repeat: u32) -> Result<f64> {
+    let counted_before = gate.counter(case.counter)?;
+    let timing = harness.time(gate.program()?, frame, repeat)?;
+    let counted = gate.counter(case.counter)? - counted_before;
+    ensure!(
+        timing.action == case.verdict && counted == u64::from(repeat),
+        "{}: the gate returned {} and counted {counted} of {repeat} runs as {}; the frames are not what the case says",
+        case.name,
+        timing.action,
+        case.counter.name()
+    );
+    Ok(timing.ns)
+}
+
+/// Nanoseconds per packet of each round, by program.
+#[derive(Default)]
+struct Samples {
+    pass: Vec<f64>,
+    parse: Vec<f64>,
+    gate: Vec<f64>,
+    gate_hot: Vec<f64>,
+    xdp_filter: Vec<f64>,
+}
+
+impl Row {
+    fn new(case: &cases::Case, grants: u32, samples: &Samples) -> Self {
+        let [pass_ns, parse_ns, gate_ns, xdp_filter_ns] =
+            [&samples.pass, &samples.parse, &samples.gate, &samples.xdp_filter].map(|s| median(s));
+        Self {
+            case: case.name,
+            gated: case.gated,
+            grants,
+            pass_ns,
+            parse_ns,
+            gate_ns,
+            gate_hot_key_ns: (!samples.gate_hot.is_empty()).then(|| median(&samples.gate_hot)),
+            xdp_filter_ns,
+            gate_vs_pass: gate_ns / pass_ns,
+            gate_vs_parse: gate_ns / parse_ns,
+            gate_vs_xdp_filter: gate_ns / xdp_filter_ns,
+            line_rate_share: gate_ns / LINE_RATE_BUDGET_NS,
+        }
+    }
+}
+
+impl PerPacket {
+    pub fn markdown(&self) -> String {
+        let mut table = Table::new(&[
+            "case", "grants", "XDP_PASS ns", "parse-only ns", "smtpgate ns", "smtpgate, hot key ns",
+            "xdp-filter ns", "÷ pass", "÷ parse", "÷ xdp-filter", "10G budget",
+        ]);
+        for r in &self.rows {
+            table.row(vec![
+                r.case.to_string(),
+                r.grants.to_string(),
+                format!("{:.1}", r.pass_ns),
+                format!("{:.1}", r.parse_ns),
+                format!("{:.1}", r.gate_ns),
+                r.gate_hot_key_ns.map_or("–".into(), |ns| format!("{ns:.1}")),
+                format!("{:.1}", r.xdp_filter_ns),
+                format!("{:.2}x", r.gate_vs_pass),
+                format!("{:.2}x", r.gate_vs_parse),
+                format!("{:.2}x", r.gate_vs_xdp_filter),
+                format!("{:.0} %", r.line_rate_share * 100.0),
+            ]);
+        }
+        let m = &self.grant_map;
+        format!(
+            "## 1. Per-packet cost (BPF_PROG_TEST_RUN)\n\n\
+             Each figure is the median of {rounds} rounds of {repeat} runs, in nanoseconds of CPU time per \
+             packet. Every program runs under the same harness, which writes the next source address into \
+             the frame before each run, so lookups spread over the whole grant map (granted sources cycle \
+             through every grant of the frame's family; refused ones through 131,072 addresses). The \
+             XDP_PASS column is therefore the harness plus the cost of calling any program at all. \
+             \"hot key\" runs the gate on gated SYNs from one source over and over, its map entry always \
+             in the cache: the difference to the column before is memory latency. \
+             \"10G budget\" is the share of one core's {budget} ns per 64-byte frame at 10 Gbit/s that \
+             smtpgate takes.\n\n{table}\n\
+             Grant map: {entries} grants in a map of {capacity} slots; kernel memory (memlock) {mib:.1} MiB, \
+             {per_million:.1} MiB per million grant slots. The LRU map is preallocated: it takes this much \
+             from the start, however full it is.\n",
+            rounds = self.rounds,
+            repeat = self.repeat,
+            budget = self.line_rate_budget_ns,
+            table = table.render(),
+            entries = m.entries,
+            capacity = m.capacity,
+            mib = m.memlock_bytes as f64 / (1 << 20) as f64,
+            per_million = m.bytes_per_million_grants / (1 << 20) as f64,
+        )
+    }
+}
