@@ -63,12 +63,14 @@ pub fn count(counter: Counter) {
 struct GatedSyn {
     src: AddrKey,
     reply: Option<Reply>,
+    /// The configuration's `FLAG_*` bits.
+    flags: u32,
 }
 
 /// Finds a connection-opening TCP segment and checks whether its destination
 /// is gated. `Ok(None)` means "not ours, pass".
 #[inline(always)]
-fn gated_syn(frame: &Frame, config: &GateConfig) -> Result<Option<GatedSyn>, Unparsed> {
+fn gated_syn(frame: &Frame) -> Result<Option<GatedSyn>, Unparsed> {
     let (ethertype, offset) = frame::ethernet(frame)?;
     let network = match ethertype {
         ETH_P_IP => frame::ipv4(frame, offset)?,
@@ -80,12 +82,18 @@ fn gated_syn(frame: &Frame, config: &GateConfig) -> Result<Option<GatedSyn>, Unp
         Network::Transport(_) => return Ok(None),
         Network::LaterFragment => return Err(Counter::PassedFragment),
     };
-    match frame::tcp_syn_port(frame, transport.offset)? {
-        Some(port) if config.gates_port(port) && gates_destination(config, &transport.dst) => {
-            Ok(Some(GatedSyn { src: transport.src, reply: Reply::plan(&transport) }))
-        }
-        _ => Ok(None),
+    let Some(port) = frame::tcp_syn_port(frame, transport.offset)? else {
+        return Ok(None);
+    };
+    // The configuration is read only for SYNs: the bulk of the traffic
+    // never pays for the lookup.
+    let Some(config) = CONFIG.get(0) else {
+        return Ok(None);
+    };
+    if !config.gates_port(port) || !gates_destination(config, &transport.dst) {
+        return Ok(None);
     }
+    Ok(Some(GatedSyn { src: transport.src, reply: Reply::plan(&transport), flags: config.flags }))
 }
 
 /// With a destination filter, only the listed local addresses are gated
@@ -99,10 +107,7 @@ fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
 #[inline(always)]
 pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame) -> Verdict {
     count(Counter::Frames);
-    let Some(config) = CONFIG.get(0) else {
-        return Verdict::Pass;
-    };
-    let syn = match gated_syn(&frame, config) {
+    let syn = match gated_syn(&frame) {
         Ok(Some(syn)) => syn,
         Ok(None) => return Verdict::Pass,
         Err(reason) => {
@@ -124,14 +129,14 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame) -> Verdict {
         count(Counter::AllowedAllowlist);
         return Verdict::Pass;
     }
-    if config.flags & FLAG_MONITOR != 0 {
+    if syn.flags & FLAG_MONITOR != 0 {
         count(Counter::MonitorWouldDrop);
         return Verdict::Pass;
     }
     count(refusal);
     debug!(ctx, "smtpgate: refused SYN from {:i}", syn.src);
     match syn.reply {
-        Some(reply) if config.flags & FLAG_RESET != 0 => Verdict::Reset(reply),
+        Some(reply) if syn.flags & FLAG_RESET != 0 => Verdict::Reset(reply),
         _ => Verdict::Drop,
     }
 }
