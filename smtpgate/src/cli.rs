@@ -241,7 +241,8 @@ pub struct RunArgs {
     pub timezone: Option<String>,
 }
 
-fn parse_octal_mode(text: &str) -> Result<u32, String> {
+/// A permission mode such as `0660` (the socket's, from flag or file).
+pub fn parse_octal_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o777)

@@ -16,7 +16,7 @@ use smtpgate_logins::{Format, ParserOptions, Service};
 
 use crate::{
     addr, allowlist,
-    cli::{Action, Mode, RunArgs, XdpModeArg},
+    cli::{parse_octal_mode, Action, Mode, RunArgs, XdpModeArg},
     clock::parse_duration,
     pins::Hook,
 };
@@ -192,10 +192,7 @@ impl Settings {
                 path,
                 mode: match (args.listen_unix_mode, file.listen_unix_mode) {
                     (Some(mode), _) => mode,
-                    (None, Some(text)) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .with_context(|| format!("listen-unix-mode: '{text}' is not a permission mode like \"0660\""))?,
+                    (None, Some(text)) => parse_octal_mode(&text).map_err(|e| anyhow::anyhow!("listen-unix-mode: {e}"))?,
                     (None, None) => DEFAULT_SOCKET_MODE,
                 },
                 group: args.listen_unix_group.or(file.listen_unix_group),
