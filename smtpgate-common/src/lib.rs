@@ -10,7 +10,7 @@
 /// Key: [`AddrKey`]. Value: expiry in nanoseconds on `CLOCK_MONOTONIC`, the
 /// clock `bpf_ktime_get_ns` reads.
 pub const GRANTS_MAP: &str = "GRANTS";
-/// Per-CPU `u64` counters, indexed by [`Counter`].
+/// Per-CPU [`CounterBlock`] in a single slot.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Single-slot array holding the [`GateConfig`].
 pub const CONFIG_MAP: &str = "CONFIG";
@@ -146,8 +146,37 @@ counters! {
     UnparsedVlanDepth = "unparsed_vlan_depth",
 }
 
-/// Slots in the counters map. Larger than the number of counters so that a
-/// newer agent can add counters without changing the pinned map's layout.
-pub const COUNTER_SLOTS: u32 = 32;
+/// Counters in a [`CounterBlock`]. More than there are, so that a newer
+/// agent can add counters without changing the pinned map's layout.
+pub const COUNTER_SLOTS: usize = 32;
 
-const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS as usize);
+const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS);
+
+/// One CPU's counters, indexed by [`Counter`].
+///
+/// All of them live in one map value so that the program looks its block
+/// up once per frame, however many counters the frame moves: before Linux
+/// 6.10 each per-CPU array lookup is a helper call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct CounterBlock {
+    pub values: [u64; COUNTER_SLOTS],
+}
+
+impl CounterBlock {
+    #[inline(always)]
+    pub fn add(&mut self, counter: Counter) {
+        if let Some(value) = self.values.get_mut(counter as usize) {
+            *value += 1;
+        }
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `CounterBlock` is `repr(C)` plain data without padding.
+unsafe impl aya::Pod for CounterBlock {}

@@ -2,14 +2,14 @@
 //! its source holds a live grant; pass everything else.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
-    EbpfContext,
+    EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    AddrKey, Counter, GateConfig, COUNTER_SLOTS, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
+    AddrKey, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
     FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
@@ -30,7 +30,7 @@ use crate::{
 static GRANTS: LruHashMap<AddrKey, u64> = LruHashMap::pinned(DEFAULT_MAX_GRANTS, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::pinned(1, 0);
 
 #[map]
 static CONFIG: Array<GateConfig> = Array::pinned(1, 0);
@@ -51,11 +51,44 @@ pub enum Verdict {
     Reset(Reply),
 }
 
+/// Nonzero when the loader found `bpf_ktime_get_coarse_ns` (Linux 5.11).
+/// Set before load, so the verifier prunes the branch not taken and an
+/// older kernel never sees the helper it lacks.
+#[unsafe(no_mangle)]
+static SMTPGATE_COARSE_CLOCK: Global<u8> = Global::new(0);
+
+/// Now on `CLOCK_MONOTONIC`, the clock grant expiries are written in.
+///
+/// The coarse clock is the timekeeper's last tick: one load instead of a
+/// clocksource read, which in a VM is an indirect call into kvmclock. Being
+/// up to a tick (at most 10 ms) behind only lengthens a grant by as much.
 #[inline(always)]
-pub fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot; no other CPU writes it.
-        unsafe { *slot += 1 };
+fn now_ns() -> u64 {
+    // SAFETY: both helpers take no arguments.
+    unsafe {
+        if SMTPGATE_COARSE_CLOCK.load() != 0 {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    }
+}
+
+/// This CPU's counters, looked up once per frame.
+pub struct Tally(Option<*mut CounterBlock>);
+
+impl Tally {
+    #[inline(always)]
+    pub fn open() -> Self {
+        Self(COUNTERS.get_ptr_mut(0))
+    }
+
+    #[inline(always)]
+    pub fn add(&mut self, counter: Counter) {
+        if let Some(block) = self.0 {
+            // SAFETY: this CPU's slot; no other CPU writes it.
+            unsafe { (*block).add(counter) };
+        }
     }
 }
 
@@ -105,35 +138,35 @@ fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
 
 /// Judges one frame. Anything the gate is unsure about passes.
 #[inline(always)]
-pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame) -> Verdict {
-    count(Counter::Frames);
+pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdict {
+    tally.add(Counter::Frames);
     let syn = match gated_syn(&frame) {
         Ok(Some(syn)) => syn,
         Ok(None) => return Verdict::Pass,
         Err(reason) => {
-            count(reason);
+            tally.add(reason);
             return Verdict::Pass;
         }
     };
-    count(Counter::GatedSyns);
+    tally.add(Counter::GatedSyns);
     // SAFETY: the value is a plain u64 the agent replaces whole.
     let refusal = match unsafe { GRANTS.get(&syn.src) } {
-        Some(&expiry) if expiry > unsafe { bpf_ktime_get_ns() } => {
-            count(Counter::AllowedGrant);
+        Some(&expiry) if expiry > now_ns() => {
+            tally.add(Counter::AllowedGrant);
             return Verdict::Pass;
         }
         Some(_) => Counter::DroppedExpired,
         None => Counter::DroppedNoGrant,
     };
     if ALLOWLIST.get(Key::new(ADDR_BITS, syn.src)).is_some() {
-        count(Counter::AllowedAllowlist);
+        tally.add(Counter::AllowedAllowlist);
         return Verdict::Pass;
     }
     if syn.flags & FLAG_MONITOR != 0 {
-        count(Counter::MonitorWouldDrop);
+        tally.add(Counter::MonitorWouldDrop);
         return Verdict::Pass;
     }
-    count(refusal);
+    tally.add(refusal);
     debug!(ctx, "smtpgate: refused SYN from {:i}", syn.src);
     match syn.reply {
         Some(reply) if syn.flags & FLAG_RESET != 0 => Verdict::Reset(reply),

@@ -21,7 +21,7 @@ use smtpgate_ebpf::frame;
 
 use crate::{
     frame::Frame,
-    gate::{count, judge, Verdict},
+    gate::{judge, Tally, Verdict},
 };
 
 /// Bytes TC makes linear before parsing: Ethernet, two VLAN tags, IPv6 with a
@@ -30,12 +30,13 @@ const TC_LINEAR_BYTES: u32 = 256;
 
 #[xdp]
 pub fn smtpgate_xdp(ctx: XdpContext) -> u32 {
-    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
+    let mut tally = Tally::open();
+    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end()), &mut tally) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Reset(reply) => {
             if reset::rewrite(&ctx, reply) {
-                count(Counter::ResetsSent);
+                tally.add(Counter::ResetsSent);
                 xdp_action::XDP_TX
             } else {
                 xdp_action::XDP_DROP
@@ -54,7 +55,7 @@ pub fn smtpgate_tc(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(wanted);
     }
     // The agent allows --action reset only with XDP; here it means drop.
-    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end())) {
+    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end()), &mut Tally::open()) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop | Verdict::Reset(_) => TC_ACT_SHOT,
     }

@@ -15,9 +15,11 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle},
         SchedClassifier, Xdp, XdpMode,
     },
+    maps::MapData,
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
+use smtpgate_common::{CounterBlock, COUNTERS_MAP};
 
 use crate::{
     errno::errno,
@@ -31,16 +33,51 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/s
 pub use aya_log::Level as KernelLogLevel;
 
 const XDP_PROGRAM: &str = "smtpgate_xdp";
+/// The program's switch between the two clocks (see [`GateClock`]).
+const COARSE_CLOCK: &str = "SMTPGATE_COARSE_CLOCK";
 const TC_PROGRAM: &str = "smtpgate_tc";
+
+/// The clock the program compares grant expiries with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateClock {
+    /// `bpf_ktime_get_coarse_ns` (Linux 5.11 and later): the last tick.
+    Coarse,
+    /// `bpf_ktime_get_ns`: a clocksource read, on every kernel.
+    Precise,
+}
 
 /// Loads the object, creating the pinned maps or reusing those already there,
 /// and has the verifier check both programs. Programs refer to maps by fd at
 /// load time, so this happens before any map is taken out of the object.
+///
+/// The cheaper coarse clock is tried first; a kernel without it (5.10)
+/// rejects that load, and the program is loaded again on the precise clock.
 pub fn load(pins: &PinDir, max_grants: u32, kernel_log_level: aya_log::Level) -> Result<Ebpf> {
+    let coarse = load_with_clock(pins, max_grants, kernel_log_level, GateClock::Coarse);
+    let (ebpf, clock) = match coarse {
+        Ok(ebpf) => (ebpf, GateClock::Coarse),
+        Err(err) => {
+            tracing::debug!("the coarse clock was refused ({err:#}); loading again on the precise one");
+            (load_with_clock(pins, max_grants, kernel_log_level, GateClock::Precise)?, GateClock::Precise)
+        }
+    };
+    tracing::debug!(?clock, "program loaded");
+    Ok(ebpf)
+}
+
+/// [`load`] with the clock chosen by the caller.
+pub fn load_with_clock(
+    pins: &PinDir,
+    max_grants: u32,
+    kernel_log_level: aya_log::Level,
+    clock: GateClock,
+) -> Result<Ebpf> {
+    retire_stale_counters(pins)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
         .map_max_entries(smtpgate_common::GRANTS_MAP, max_grants)
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
+        .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
         .load(PROGRAM)
         .context("loading the smtpgate BPF object")?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
@@ -48,6 +85,22 @@ pub fn load(pins: &PinDir, max_grants: u32, kernel_log_level: aya_log::Level) ->
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
     tc.load().context("the kernel rejected the TC program")?;
     Ok(ebpf)
+}
+
+/// Unpins counters left by a version of smtpgate that kept them in another
+/// layout, which this program would misread. They start again from zero;
+/// the grants and every other map are untouched.
+fn retire_stale_counters(pins: &PinDir) -> Result<()> {
+    let path = pins.map(COUNTERS_MAP);
+    let Ok(counters) = MapData::from_pin(&path) else {
+        return Ok(());
+    };
+    let info = counters.info().context("reading the pinned counters' layout")?;
+    if info.value_size() as usize != size_of::<CounterBlock>() || info.max_entries() != 1 {
+        tracing::warn!("the pinned counters were kept by an older smtpgate in another layout; they restart from zero");
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Fails unless `iface` exists in this network namespace.

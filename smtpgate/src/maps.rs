@@ -1,11 +1,11 @@
-//! Typed access to the gate's three maps, whether freshly loaded by `run` or
+//! Typed access to the gate's maps, whether freshly loaded by `run` or
 //! opened from their pins by the one-shot commands (`allow`, `list`, ...).
 
 use std::{net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use smtpgate_common::{AddrKey, Counter, GateConfig};
+use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig};
 
 use crate::{addr, clock};
 
@@ -122,7 +122,7 @@ impl Grants {
 
 /// The per-CPU counters, summed over CPUs.
 pub struct Counters {
-    map: PerCpuArray<MapData, u64>,
+    map: PerCpuArray<MapData, CounterBlock>,
 }
 
 impl Counters {
@@ -132,16 +132,8 @@ impl Counters {
     }
 
     pub fn totals(&self) -> Result<Vec<(Counter, u64)>> {
-        Counter::ALL
-            .iter()
-            .map(|&counter| {
-                let per_cpu = self
-                    .map
-                    .get(&(counter as u32), 0)
-                    .with_context(|| format!("reading counter {}", counter.name()))?;
-                Ok((counter, per_cpu.iter().sum()))
-            })
-            .collect()
+        let per_cpu = self.map.get(&0, 0).context("reading the counters")?;
+        Ok(Counter::ALL.iter().map(|&counter| (counter, per_cpu.iter().map(|block| block.get(counter)).sum())).collect())
     }
 }
 

@@ -11,7 +11,7 @@ use aya::{
 };
 use smtpgate::{
     allowlist::{self, Allowlist, Origin},
-    attach,
+    attach::{self, GateClock},
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,
 };
@@ -45,12 +45,26 @@ pub struct LoadedGate {
 }
 
 impl LoadedGate {
-    /// Loads the program with `flags` and the gated `ports`.
+    /// Loads the program with `flags` and the gated `ports`, on the clock
+    /// the agent would pick.
     pub fn new(flags: u32, ports: &[u16]) -> Result<Self> {
+        Self::load(flags, ports, None)
+    }
+
+    /// Like [`LoadedGate::new`], on the given clock.
+    pub fn on_clock(flags: u32, ports: &[u16], clock: GateClock) -> Result<Self> {
+        Self::load(flags, ports, Some(clock))
+    }
+
+    fn load(flags: u32, ports: &[u16], clock: Option<GateClock>) -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare()?;
-        let mut ebpf = attach::load(&pins, 1 << 20, attach::KernelLogLevel::Info)?;
+        let (grants, level) = (1 << 20, attach::KernelLogLevel::Info);
+        let mut ebpf = match clock {
+            None => attach::load(&pins, grants, level)?,
+            Some(clock) => attach::load_with_clock(&pins, grants, level, clock)?,
+        };
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
         let mut gate = Self {
             grants: Grants::new(take(GRANTS_MAP)?)?,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use smtpgate::attach::GateClock;
 use smtpgate_common::{FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use smtpgate_tests::{
     frames::{self, Packet, ACK, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, FRAGMENT, HOP_BY_HOP, ROUTING, DEST_OPTS, RST, SYN, UDP},
@@ -55,13 +56,21 @@ const JUDGING: &[&str] = &[
     "unparsed_vlan_depth",
 ];
 
+/// Longest a kernel tick lasts (HZ=100): how far the coarse clock the gate
+/// reads may lag behind the precise one the agent writes expiries on.
+const TICK: Duration = Duration::from_millis(10);
+
 fn gate(flags: u32) -> Result<LoadedGate> {
-    let mut gate = LoadedGate::new(flags, &[25, 587])?;
+    grants_and_allowlist(LoadedGate::new(flags, &[25, 587])?)
+}
+
+fn grants_and_allowlist(mut gate: LoadedGate) -> Result<LoadedGate> {
     gate.grant(GRANTED, Duration::from_secs(600))?;
     gate.grant(GRANTED6, Duration::from_secs(600))?;
     gate.grant(EXPIRED, Duration::from_nanos(1))?;
     gate.allow_prefix("203.0.113.0/24")?;
     gate.allow_prefix("2001:db8:ffff::/48")?;
+    std::thread::sleep(2 * TICK);
     Ok(gate)
 }
 
@@ -268,6 +277,20 @@ fn grants_change_verdicts_live() -> Result<()> {
     gate.grant(STRANGER, Duration::from_millis(300))?;
     std::thread::sleep(Duration::from_millis(400));
     check(&gate, Hook::Xdp, &[row("after expiry", syn(STRANGER, SERVER), Drop, Some("dropped_expired"))]).map(drop)
+}
+
+/// This kernel (5.11 or later) takes the program on the coarse clock, and
+/// kernels before 5.11 get it on the precise one: both must judge alike.
+#[test]
+fn both_clocks_judge_alike() -> Result<()> {
+    let rows = header_rows();
+    for clock in [GateClock::Coarse, GateClock::Precise] {
+        let loaded = LoadedGate::on_clock(0, &[25, 587], clock).with_context(|| format!("loading on {clock:?}"))?;
+        let gate = grants_and_allowlist(loaded)?;
+        check(&gate, Hook::Xdp, &rows).with_context(|| format!("XDP on {clock:?}"))?;
+        check(&gate, Hook::Tc, &rows).with_context(|| format!("TC on {clock:?}"))?;
+    }
+    Ok(())
 }
 
 #[test]
