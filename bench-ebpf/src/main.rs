@@ -10,7 +10,8 @@
 //!   writes the next of a range of source addresses into the frame and
 //!   tail-calls the program under test, so that a test run repeated millions
 //!   of times looks up addresses spread over the whole grant map instead of
-//!   one key that stays hot in the cache.
+//!   one key that stays hot in the cache;
+//! * `bench_flood` is the SYN flood's generator (see its doc).
 #![no_std]
 #![no_main]
 
@@ -18,6 +19,7 @@ use core::{hint::black_box, ptr};
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::{bpf_get_prandom_u32, bpf_redirect},
     macros::{map, xdp},
     maps::ProgramArray,
     programs::XdpContext,
@@ -115,6 +117,57 @@ pub fn bench_rotate(ctx: XdpContext) -> u32 {
     }
     // Only reached when the slot is empty.
     xdp_action::XDP_ABORTED
+}
+
+/// The interface the flood leaves through, fixed when the generator is
+/// loaded.
+#[unsafe(no_mangle)]
+static FLOOD_IFINDEX: u32 = 0;
+
+/// Where the generator's template frame keeps the IPv4 source address, the
+/// IPv4 header checksum and the TCP checksum (untagged, no IP options).
+const FLOOD_SOURCE: usize = 26;
+const FLOOD_IP_CHECKSUM: usize = 24;
+const FLOOD_TCP_CHECKSUM: usize = 50;
+/// Sources are 198.18.0.0/15, the benchmarking range.
+const FLOOD_NET: u32 = 0xc612_0000;
+const FLOOD_HOST_BITS: u32 = 0x1_ffff;
+
+/// The SYN flood's generator, run by BPF_PROG_TEST_RUN in live-frame mode:
+/// every run is a fresh frame from the kernel's page pool, which this
+/// program gives a random source (checksums patched) and sends out of
+/// [`FLOOD_IFINDEX`]. The frames reach the receiving veth as XDP frames,
+/// without a socket buffer, the way a NIC's receive ring hands them over.
+#[xdp]
+pub fn bench_flood(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + FLOOD_TCP_CHECKSUM + 2 > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: every offset touched lies below FLOOD_TCP_CHECKSUM + 2, checked
+    // against the frame's end above.
+    unsafe {
+        let word = |at: usize| u16::from_be(ptr::read_unaligned((data + at) as *const u16));
+        let old = (u32::from(word(FLOOD_SOURCE)) << 16) | u32::from(word(FLOOD_SOURCE + 2));
+        let new = FLOOD_NET | (bpf_get_prandom_u32() & FLOOD_HOST_BITS);
+        ptr::write_unaligned((data + FLOOD_SOURCE) as *mut u32, new.to_be());
+        // The source is in the IPv4 header and in the TCP pseudo-header.
+        for at in [FLOOD_IP_CHECKSUM, FLOOD_TCP_CHECKSUM] {
+            let sum = checksum_replace(word(at), old, new);
+            ptr::write_unaligned((data + at) as *mut u16, sum.to_be());
+        }
+        bpf_redirect(ptr::read_volatile(&FLOOD_IFINDEX), 0) as u32
+    }
+}
+
+/// An Internet checksum after a 32-bit field in its range changed from
+/// `old` to `new` (RFC 1624, eqn. 3).
+#[inline(always)]
+fn checksum_replace(checksum: u16, old: u32, new: u32) -> u16 {
+    let mut sum = u32::from(!checksum) + (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 #[cfg(not(test))]

@@ -15,6 +15,7 @@
 
 mod agent;
 mod chart;
+mod cputime;
 mod flood;
 mod goals;
 mod perpacket;
@@ -28,6 +29,10 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 
 use crate::report::{Machine, Report};
+
+/// bench-ebpf's programs (the baselines, the harness, the flood generator),
+/// compiled by build.rs.
+static BENCH_PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
 
 #[derive(Parser)]
 #[command(name = "smtpgate-bench")]

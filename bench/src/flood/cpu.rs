@@ -5,14 +5,6 @@ use std::{fs, thread, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
-/// CPU time of the calling thread.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer; this clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// CPU time of thread `tid` (its first schedstat field).
 pub fn task_cpu_ns(tid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{tid}/schedstat")).with_context(|| format!("reading thread {tid}'s schedstat"))?;

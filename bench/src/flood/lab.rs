@@ -27,14 +27,10 @@ pub fn new() -> Result<Lab> {
     // The flood's frames are built for these addresses.
     lab.server.ip(&["link", "set", "dev", &lab.server_iface, "address", &mac(SERVER_MAC)])?;
     lab.client.ip(&["link", "set", "dev", &lab.client_iface, "address", &mac(CLIENT_MAC)])?;
-    // veth hands a frame to the receiver's NAPI only if the sender could not
-    // have segmented it; XDP turns this off by itself, the others need it.
-    run(&lab.client, "ethtool", &["-K", &lab.client_iface, "tso", "off"])?;
+    // A veth takes XDP frames only while its receive queue has NAPI, which
+    // an XDP program switches on and, for the other contenders, GRO does.
     run(&lab.server, "ethtool", &["-K", &lab.server_iface, "gro", "on"])?;
     sh("ip", &["netns", "exec", &lab.server.name, "sh", "-c", &format!("echo 1 > /sys/class/net/{}/threaded", lab.server_iface)])?;
-    // A queue in front of the sender's veth: when the receiver's ring is
-    // full the sender waits there instead of losing frames.
-    run(&lab.client, "tc", &["qdisc", "replace", "dev", &lab.client_iface, "root", "pfifo", "limit", "1000"])?;
     // The kernel's answers to the flood (SYN-ACKs without a filter) leave
     // through a device that discards them; without a route they would not
     // be built at all and the kernel would look cheaper than it is.

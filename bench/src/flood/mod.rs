@@ -85,14 +85,13 @@ pub fn run(plan: &Plan) -> Result<Flood> {
 
 fn flood_all(plan: &Plan) -> Result<Flood> {
     let mut lab = lab::new()?;
-    let frames = Arc::new(generator::syn_frames());
     // Rounds interleave the contenders, so that drift in the machine's speed
     // touches all of them alike.
     let mut pooled: Vec<Option<Window>> = Filter::ALL.iter().map(|_| None).collect();
     for round in 1..=plan.rounds {
         for (filter, pool) in Filter::ALL.into_iter().zip(&mut pooled) {
             eprintln!("bench: SYN flood against {} (round {round} of {})", filter.label(), plan.rounds);
-            let window = contend(&mut lab, filter, &frames, plan).with_context(|| format!("flooding {}", filter.label()))?;
+            let window = contend(&mut lab, filter, plan).with_context(|| format!("flooding {}", filter.label()))?;
             *pool = Some(match pool.take() {
                 Some(earlier) => earlier.merge(window),
                 None => window,
@@ -113,12 +112,12 @@ fn flood_all(plan: &Plan) -> Result<Flood> {
 }
 
 /// Sets up one contender, floods it, and takes it away again.
-fn contend(lab: &mut Lab, filter: Filter, frames: &Arc<Vec<Vec<u8>>>, plan: &Plan) -> Result<Window> {
+fn contend(lab: &mut Lab, filter: Filter, plan: &Plan) -> Result<Window> {
     if let Some(hook) = filter.smtpgate_hook() {
         lab.start_agent(&["--attach", hook])?;
         lab.smtpgate_ok(&["allow", CLIENT_V4])?;
     }
-    let measured = Installed::new(filter, lab).and_then(|installed| flood(lab, &installed, frames, plan));
+    let measured = Installed::new(filter, lab).and_then(|installed| flood(lab, &installed, plan));
     if filter.smtpgate_hook().is_some() {
         lab.stop_agent()?;
         lab.smtpgate_ok(&["detach"])?;
@@ -137,13 +136,13 @@ struct Window {
 }
 
 /// Floods the lab's server while the granted client opens sessions.
-fn flood(lab: &Lab, installed: &Installed, frames: &Arc<Vec<Vec<u8>>>, plan: &Plan) -> Result<Window> {
+fn flood(lab: &Lab, installed: &Installed, plan: &Plan) -> Result<Window> {
     let receiver = lab::receive_thread(lab)?;
     let progress = Arc::new(Progress::default());
     thread::scope(|scope| {
         let sender = {
-            let (progress, frames, iface) = (progress.clone(), frames.clone(), lab.client_iface.clone());
-            scope.spawn(move || lab.client.run(move || generator::send(&iface, &frames, &progress)))
+            let (progress, iface) = (progress.clone(), lab.client_iface.clone());
+            scope.spawn(move || lab.client.run(move || generator::send(&iface, &progress)))
         };
         let measured = (|| {
             thread::sleep(WARM_UP);
@@ -248,20 +247,21 @@ impl Flood {
         }
         format!(
             "## 2. SYN flood over veth\n\n\
-             A sender of our own (a raw packet socket, one core) floods the server's veth with SYNs to port \
-             25 from random sources in 198.18.0.0/15, as fast as the receiver takes them; the server's \
-             receive path runs in its own kernel thread (threaded NAPI) on the other core, so its CPU time \
-             is exactly what each contender and the stack behind it spend. Each contender lets the granted \
-             client 192.0.2.2 through and drops every other SYN to port 25 (xdp-filter cannot grant: it drops \
-             the port for everyone); without a filter the kernel answers the flood with SYN cookies. \
-             {rounds} rounds over all contenders, each with a window of {secs} s after {warm} s of warm-up, \
-             pooled. \"dropped pps\" is marked (limit) where the \
-             receive core was saturated, so that is the most this contender drops on this machine; \
-             elsewhere the sender was the bottleneck and \"one core could drop\" extrapolates from the cost. \
-             Without a filter, \"dropped\" counts packets the IP stack took in.\n\n{table}\n\
-             veth understates XDP's lead over the kernel stack compared with a physical NIC: the sender \
-             has already built the socket buffer, which on a NIC is exactly the allocation native XDP \
-             avoids, so here the XDP contenders pay for work a real driver would never do.\n",
+             A generator of our own (an XDP program run in the kernel's live-frame test mode, on one \
+             core) floods the server's veth with SYNs to port 25 from random sources in 198.18.0.0/15. \
+             The frames arrive as XDP frames, as from a NIC's receive ring: XDP contenders judge them \
+             before any socket buffer exists, and everything else pays for building one, as it would on \
+             real hardware. The server's receive path runs in its own kernel thread (threaded NAPI) on \
+             the other core, so its CPU time is exactly what each contender and the stack behind it \
+             spend. Each contender lets the granted client 192.0.2.2 through and drops every other SYN \
+             to port 25 (xdp-filter cannot grant: it drops the port for everyone); without a filter the \
+             kernel answers the flood with SYN cookies. {rounds} rounds over all contenders, each with a \
+             window of {secs} s after {warm} s of warm-up, pooled. \"offered pps\" is what the generator \
+             made; what the receiving veth had no room for was lost on the way, as on a wire. \
+             \"dropped pps\" is marked (limit) where the receive core was saturated, so that is the most \
+             this contender drops on this machine; elsewhere the sender was the bottleneck and \"one core \
+             could drop\" extrapolates from the cost. Without a filter, \"dropped\" counts packets the IP \
+             stack took in.\n\n{table}\n",
             rounds = self.rounds,
             secs = self.window_seconds,
             warm = WARM_UP.as_secs(),

@@ -1,8 +1,6 @@
 //! The reference programs of bench-ebpf: the two baselines, and the harness
 //! that runs any XDP program with rotating source addresses.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::ProgramArray,
@@ -11,9 +9,7 @@ use aya::{
 };
 
 use super::cases::Rotation;
-
-/// The reference programs, compiled by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
+use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS as OBJECT};
 
 /// The XDP_PASS-only and parse-only programs, loaded once.
 pub struct Baselines {
@@ -84,15 +80,15 @@ impl Harness {
         let mut slot = ProgramArray::try_from(slot)?;
         slot.set(0, program, 0).context("placing the program under test (is it an XDP program?)")?;
         let harness: &Xdp = self.ebpf.program("bench_rotate").context("bench_rotate")?.try_into()?;
-        let before = thread_cpu_time();
+        let before = thread_cpu_ns();
         let result = harness
             .test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })
             .context("BPF_PROG_TEST_RUN")?;
-        let spent = thread_cpu_time() - before;
+        let spent = thread_cpu_ns() - before;
         if result.return_value == 0 {
             bail!("the harness aborted: the frame is too short for its rotation, or the tail call failed");
         }
-        Ok(Timing { ns: spent.as_nanos() as f64 / f64::from(repeat), action: result.return_value })
+        Ok(Timing { ns: spent as f64 / f64::from(repeat), action: result.return_value })
     }
 }
 
@@ -108,11 +104,4 @@ fn coprime_stride(count: u32) -> u32 {
         stride += 1;
     }
     stride % count.max(1)
-}
-
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer; this clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
