@@ -23,8 +23,12 @@ pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
 /// [`FLAG_DEST_FILTER`] is set. Value: unused (1).
 pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
 
+/// Array of `u64` words: the grant filter, see [`grant_filter`].
+pub const GRANT_FILTER_MAP: &str = "GRANT_FILTER";
+
 /// Every map smtpgate pins, by name.
-pub const PINNED_MAPS: [&str; 5] = [GRANTS_MAP, COUNTERS_MAP, CONFIG_MAP, ALLOWLIST_MAP, GATED_DESTS_MAP];
+pub const PINNED_MAPS: [&str; 6] =
+    [GRANTS_MAP, COUNTERS_MAP, CONFIG_MAP, ALLOWLIST_MAP, GATED_DESTS_MAP, GRANT_FILTER_MAP];
 
 /// Capacity of the allowlist.
 pub const MAX_ALLOWLIST: u32 = 65536;
@@ -37,6 +41,8 @@ pub const DEFAULT_MAX_GRANTS: u32 = 1 << 20;
 /// A source address as the grant map stores it: IPv6, with IPv4 addresses in
 /// their IPv4-mapped form (`::ffff:a.b.c.d`), so one lookup path serves both.
 pub type AddrKey = [u8; 16];
+
+pub mod grant_filter;
 
 /// The IPv4-mapped IPv6 prefix, `::ffff:0:0/96`.
 pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];

@@ -2,6 +2,7 @@
 //! its source holds a live grant; pass everything else.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -9,6 +10,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
+    grant_filter,
     AddrKey, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
     FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
@@ -28,6 +30,11 @@ use crate::{
 /// The agent may resize it at load time (`--max-grants`).
 #[map]
 static GRANTS: LruHashMap<AddrKey, u64> = LruHashMap::pinned(DEFAULT_MAX_GRANTS, 0);
+
+/// The grant filter (see [`grant_filter`]), sized for the grant map at load
+/// time. Memory-mappable so that the agent sets bits with atomic ORs.
+#[map]
+static GRANT_FILTER: Array<u64> = Array::pinned(grant_filter::map_words(DEFAULT_MAX_GRANTS), BPF_F_MMAPABLE);
 
 #[map]
 static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::pinned(1, 0);
@@ -136,6 +143,26 @@ fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
     config.flags & FLAG_DEST_FILTER == 0 || GATED_DESTS.get_ptr(dst).is_some()
 }
 
+/// False only if the grant filter proves `src` holds no grant; true also
+/// while the agent has not built the filter yet.
+#[inline(always)]
+fn may_hold_grant(src: &AddrKey) -> bool {
+    let (Some(&generation), Some(&mask)) =
+        (GRANT_FILTER.get(grant_filter::GENERATION), GRANT_FILTER.get(grant_filter::MASK))
+    else {
+        return true;
+    };
+    if mask == 0 {
+        return true;
+    }
+    let (hash, bits) = grant_filter::probe(src);
+    let index = grant_filter::half_start(generation, mask) + (hash & mask);
+    match GRANT_FILTER.get(index as u32) {
+        Some(&word) => word & bits == bits,
+        None => true,
+    }
+}
+
 /// Judges one frame. Anything the gate is unsure about passes.
 #[inline(always)]
 pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdict {
@@ -150,7 +177,8 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdic
     };
     tally.add(Counter::GatedSyns);
     // SAFETY: the value is a plain u64 the agent replaces whole.
-    let refusal = match unsafe { GRANTS.get(&syn.src) } {
+    let grant = if may_hold_grant(&syn.src) { unsafe { GRANTS.get(&syn.src) } } else { None };
+    let refusal = match grant {
         Some(&expiry) if expiry > now_ns() => {
             tally.add(Counter::AllowedGrant);
             return Verdict::Pass;

@@ -19,7 +19,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use smtpgate_common::{CounterBlock, COUNTERS_MAP};
+use smtpgate_common::{grant_filter, CounterBlock, COUNTERS_MAP};
 
 use crate::{
     errno::errno,
@@ -76,6 +76,7 @@ pub fn load_with_clock(
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
         .map_max_entries(smtpgate_common::GRANTS_MAP, max_grants)
+        .map_max_entries(smtpgate_common::GRANT_FILTER_MAP, grant_filter::map_words(max_grants))
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
         .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
         .load(PROGRAM)

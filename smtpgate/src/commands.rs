@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use smtpgate_common::{ALLOWLIST_MAP, COUNTERS_MAP, GRANTS_MAP};
+use smtpgate_common::{ALLOWLIST_MAP, COUNTERS_MAP};
 
 use crate::{
     addr,
@@ -53,7 +53,7 @@ fn require_root() -> Result<()> {
 
 fn open_grants(pins: &PinDir) -> Result<Grants> {
     pins.require_gate()?;
-    Grants::new(maps::open_pinned(&pins.map(GRANTS_MAP))?)
+    Grants::open_pinned(pins)
 }
 
 fn allow(pins: &PinDir, ip: &str, ttl: Duration) -> Result<()> {

@@ -14,6 +14,7 @@ pub mod check_log;
 pub mod clock;
 pub mod commands;
 pub mod errno;
+pub mod filter;
 pub mod maps;
 pub mod metrics;
 pub mod notify;

@@ -5,9 +5,9 @@ use std::{net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig};
+use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig, GRANTS_MAP, GRANT_FILTER_MAP};
 
-use crate::{addr, clock};
+use crate::{addr, clock, filter::GrantFilter, pins::PinDir};
 
 /// Opens a pinned map, whatever its type.
 pub fn open_pinned(path: &Path) -> Result<Map> {
@@ -15,9 +15,12 @@ pub fn open_pinned(path: &Path) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))
 }
 
-/// The grant map: source address -> expiry on the monotonic clock.
+/// The grant map: source address -> expiry on the monotonic clock, with
+/// the grant filter in front of it.
 pub struct Grants {
     map: HashMap<MapData, AddrKey, u64>,
+    /// Absent where a gate from before the filter is still pinned.
+    filter: Option<GrantFilter>,
     capacity: u32,
 }
 
@@ -34,14 +37,22 @@ pub struct Sweep {
 }
 
 impl Grants {
-    pub fn new(map: Map) -> Result<Self> {
+    pub fn new(map: Map, filter: Option<Map>) -> Result<Self> {
         let capacity = match &map {
             Map::LruHashMap(data) | Map::HashMap(data) => data.info()?.max_entries(),
             _ => 0,
         };
         let map: HashMap<MapData, AddrKey, u64> =
             map.try_into().context("the grant map has an unexpected type or layout")?;
-        Ok(Self { map, capacity })
+        let filter = filter.map(GrantFilter::new).transpose()?;
+        Ok(Self { map, filter, capacity })
+    }
+
+    /// Opens the pinned grant map and its filter.
+    pub fn open_pinned(pins: &PinDir) -> Result<Self> {
+        let filter = pins.map(GRANT_FILTER_MAP);
+        let filter = if filter.exists() { Some(open_pinned(&filter)?) } else { None };
+        Self::new(open_pinned(&pins.map(GRANTS_MAP))?, filter)
     }
 
     pub fn capacity(&self) -> u32 {
@@ -57,9 +68,12 @@ impl Grants {
             Ok(current) => current.max(wanted),
             Err(_) => wanted,
         };
-        self.map
-            .insert(key, expiry, 0)
-            .with_context(|| format!("writing the grant for {ip}"))?;
+        let map = &mut self.map;
+        let mut insert = || map.insert(key, expiry, 0).with_context(|| format!("writing the grant for {ip}"));
+        match &self.filter {
+            Some(filter) => filter.admit(&key, insert)?,
+            None => insert()?,
+        }
         Ok(expiry)
     }
 
@@ -90,14 +104,16 @@ impl Grants {
         Ok(grants)
     }
 
-    /// Counts live grants and collects the keys of expired ones.
-    fn scan(&self) -> (usize, Vec<AddrKey>) {
+    /// Counts live grants and collects the keys of expired ones, showing
+    /// every key found to `each`.
+    fn scan(&self, mut each: impl FnMut(&AddrKey)) -> (usize, Vec<AddrKey>) {
         let now = clock::monotonic_ns();
         let mut expired = Vec::new();
         let mut live = 0;
         for entry in self.map.iter() {
             // An entry evicted or removed while we iterate is simply skipped.
             let Ok((key, expiry)) = entry else { continue };
+            each(&key);
             if expiry > now {
                 live += 1;
             } else {
@@ -108,13 +124,24 @@ impl Grants {
     }
 
     pub fn count_live(&self) -> usize {
-        self.scan().0
+        self.scan(|_| {}).0
     }
 
     /// Deletes expired grants so that the LRU map's capacity goes to live
-    /// ones, and counts what is left.
+    /// ones, and counts what is left. The filter is rebuilt on the way,
+    /// which clears the bits of grants removed since the last sweep.
+    /// Expired grants still in the map keep theirs until the next one, so
+    /// that the gate tells their SYNs apart as expired.
     pub fn sweep(&mut self) -> Sweep {
-        let (live, expired) = self.scan();
+        let mut rebuild = self.filter.as_ref().map(GrantFilter::rebuild);
+        let (live, expired) = self.scan(|key| {
+            if let Some(rebuild) = &mut rebuild {
+                rebuild.add(key);
+            }
+        });
+        if let Some(rebuild) = rebuild {
+            rebuild.finish();
+        }
         let removed = expired.iter().filter(|key| self.map.remove(key).is_ok()).count();
         Sweep { removed, live }
     }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use aya::{programs::XdpMode, Ebpf};
 use smtpgate_common::{
     GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
-    GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+    GATED_DESTS_MAP, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS,
 };
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
@@ -57,6 +57,12 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     Allowlist::new(take_map(&mut ebpf, ALLOWLIST_MAP)?)?.sync_config(&settings.allowlist)?;
     Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&gate_config(&settings))?;
 
+    let metrics = Metrics::new(Counters::new(take_map(&mut ebpf, COUNTERS_MAP)?)?);
+    // The filter is built from the grants already pinned before the program
+    // is attached or swapped in: until then it would deny them all.
+    let mut grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?, Some(take_map(&mut ebpf, GRANT_FILTER_MAP)?))?;
+    sweep_grants(&mut grants, &metrics);
+
     let xdp_mode = match settings.xdp_mode {
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Skb => XdpMode::Skb,
@@ -78,7 +84,6 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         tracing::info!(ports = ?settings.ports, dests = ?settings.dests, "{how} {iface} ({hook}), mode {mode}");
     }
 
-    let grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?)?;
     if grants.capacity() != settings.max_grants {
         tracing::warn!(
             "the pinned grant map holds {} entries, not --max-grants {}; run `smtpgate detach` to resize it",
@@ -86,7 +91,6 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
             settings.max_grants
         );
     }
-    let metrics = Metrics::new(Counters::new(take_map(&mut ebpf, COUNTERS_MAP)?)?);
     metrics.grant_capacity.set(i64::from(grants.capacity()));
     let grants = Arc::new(Mutex::new(grants));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -16,7 +16,7 @@ use smtpgate::{
     pins::PinDir,
 };
 use smtpgate_common::{
-    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, PORT_WORDS,
+    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS,
 };
 
 use crate::{unique_name, BpfFs};
@@ -41,7 +41,7 @@ pub struct LoadedGate {
     pub dests: GatedDests,
     config: Config,
     counters: Counters,
-    _bpffs: BpfFs,
+    bpffs: BpfFs,
 }
 
 impl LoadedGate {
@@ -67,15 +67,18 @@ impl LoadedGate {
         };
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
         let mut gate = Self {
-            grants: Grants::new(take(GRANTS_MAP)?)?,
+            grants: Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?,
             allowlist: Allowlist::new(take(ALLOWLIST_MAP)?)?,
             dests: GatedDests::new(take(GATED_DESTS_MAP)?)?,
             config: Config::new(take(CONFIG_MAP)?)?,
             counters: Counters::new(take(COUNTERS_MAP)?)?,
             ebpf,
-            _bpffs: bpffs,
+            bpffs,
         };
         gate.configure(flags, ports)?;
+        // As the agent does at start: build the grant filter, so that the
+        // program consults it.
+        gate.grants.sweep();
         Ok(gate)
     }
 
@@ -85,6 +88,12 @@ impl LoadedGate {
             config.gate_port(port);
         }
         self.config.write(&config)
+    }
+
+    /// Where the program's maps are pinned, for opening them as other
+    /// processes (`smtpgate allow`, a second agent) would.
+    pub fn pins(&self) -> PinDir {
+        PinDir::new(self.bpffs.pin_dir())
     }
 
     pub fn grant(&mut self, ip: &str, ttl: Duration) -> Result<()> {

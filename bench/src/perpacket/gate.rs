@@ -18,7 +18,7 @@ use smtpgate::{
     maps::{Config, Counters, Grants},
     pins::PinDir,
 };
-use smtpgate_common::{Counter, GateConfig, CONFIG_MAP, COUNTERS_MAP, DEFAULT_MAX_GRANTS, GRANTS_MAP, PORT_WORDS};
+use smtpgate_common::{Counter, GateConfig, CONFIG_MAP, COUNTERS_MAP, DEFAULT_MAX_GRANTS, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
 use super::cases::{self, Family, Sources};
@@ -48,7 +48,9 @@ impl Gate {
         let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
         config.gate_port(SMTP);
         Config::new(take(CONFIG_MAP)?)?.write(&config)?;
-        let grants = Grants::new(take(GRANTS_MAP)?)?;
+        let mut grants = Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?;
+        // As the agent does at start: build the grant filter.
+        grants.sweep();
         let counters = Counters::new(take(COUNTERS_MAP)?)?;
         Ok(Self { ebpf, grants, counters, pins, granted_per_family: 0, _bpffs: bpffs })
     }

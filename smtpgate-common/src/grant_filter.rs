@@ -1,0 +1,72 @@
+//! The grant filter: a Bloom filter of the sources in the grant map, which
+//! the gate asks before the map itself.
+//!
+//! A flood comes from sources without a grant. Looking each up in a grant
+//! map sized for a million customers touches a random line of a bucket
+//! array of 16 MiB, which misses every cache and the TLB; the filter is one
+//! byte per grant slot, small enough to stay cached, and answers "certainly
+//! not granted" for nearly all of them with one word read.
+//!
+//! Layout (in `u64` words): the header, then two halves of
+//! [`half_words`] words each. Each source sets [`PROBE_BITS`] bits in one
+//! word (a blocked Bloom filter: one cache line per lookup). The halves
+//! exist so that the agent can rebuild one from the grant map, dropping the
+//! bits of grants long gone, while the gate reads the other:
+//!
+//! * word [`GENERATION`] is even while no rebuild runs, odd during one; the
+//!   gate reads half `(generation >> 1) & 1`, so the half in use changes
+//!   only when a rebuild ends;
+//! * word [`MASK`] is `half_words - 1`, written after the first rebuild.
+//!   While it is zero the gate ignores the filter and looks every source up
+//!   in the grant map.
+//!
+//! Writers set a source's bits in both halves before inserting its grant,
+//! and only rebuilds clear bits, so the filter never denies a grant that is
+//! in the map (see `smtpgate::filter` for the writers' side).
+
+use crate::AddrKey;
+
+/// Header word holding the rebuild generation.
+pub const GENERATION: u32 = 0;
+/// Header word holding the word mask of one half.
+pub const MASK: u32 = 1;
+/// Words before the first half.
+pub const HEADER_WORDS: u32 = 2;
+/// Bits each source sets in its word.
+pub const PROBE_BITS: u32 = 3;
+
+/// Words in one half for a grant map of `capacity` slots: a byte per slot,
+/// rounded up to a power of two.
+pub const fn half_words(capacity: u32) -> u32 {
+    let words = capacity / 8;
+    if words <= 1 { 1 } else { words.next_power_of_two() }
+}
+
+/// Words in the whole filter map for a grant map of `capacity` slots.
+pub const fn map_words(capacity: u32) -> u32 {
+    HEADER_WORDS + 2 * half_words(capacity)
+}
+
+/// Where `key` lives in a half: the word (to be masked) and its bits there.
+#[inline(always)]
+pub fn probe(key: &AddrKey) -> (u64, u64) {
+    let high = u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]);
+    let low = u64::from_le_bytes([key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15]]);
+    // MurmurHash3's 64-bit finalizer over both halves of the address: IPv4
+    // sources differ only in the last four bytes, and every output bit must
+    // depend on them.
+    let mut hash = high ^ low.rotate_left(31);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    let bits = (1u64 << (hash & 63)) | (1u64 << ((hash >> 6) & 63)) | (1u64 << ((hash >> 12) & 63));
+    (hash >> 32, bits)
+}
+
+/// Index of the first word of the half the gate reads at `generation`.
+#[inline(always)]
+pub fn half_start(generation: u64, mask: u64) -> u64 {
+    u64::from(HEADER_WORDS) + ((generation >> 1) & 1) * (mask + 1)
+}
