@@ -114,15 +114,15 @@ impl GrantFilter {
         let deadline = Instant::now() + REBUILD_WAIT;
         loop {
             let now = self.generation();
-            if now % 2 == 1 && Instant::now() < deadline {
+            if rebuilding(now) && Instant::now() < deadline {
                 thread::sleep(REBUILD_POLL);
                 continue;
             }
-            if now == seen && now % 2 == 0 {
+            if now == seen && !rebuilding(now) {
                 return Ok(inserted);
             }
             self.set_in_both_halves(key);
-            if now % 2 == 1 {
+            if rebuilding(now) {
                 tracing::warn!("a grant filter rebuild has not ended in {REBUILD_WAIT:?}; taking it for abandoned");
                 return Ok(inserted);
             }
@@ -136,7 +136,7 @@ impl GrantFilter {
         let generation = self.word(u64::from(GENERATION));
         // An odd generation is a rebuild that never ended: take it over.
         let current = match generation.load(SeqCst) {
-            odd if odd % 2 == 1 => odd,
+            odd if rebuilding(odd) => odd,
             _ => generation.fetch_add(1, SeqCst) + 1,
         };
         let unused = u64::from(HEADER_WORDS) + (((current >> 1) & 1) ^ 1) * self.half_words;
@@ -146,6 +146,11 @@ impl GrantFilter {
         }
         Rebuild { filter: self, start: unused }
     }
+}
+
+/// Whether a rebuild runs at `generation` (or was abandoned at it).
+fn rebuilding(generation: u64) -> bool {
+    generation & 1 == 1
 }
 
 impl Drop for GrantFilter {
