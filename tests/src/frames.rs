@@ -180,34 +180,53 @@ pub fn tcp_fields(frame: &[u8]) -> Option<(u16, u16, u32, u32, u8)> {
     ))
 }
 
+/// The Internet checksum's 16-bit one's-complement sum of `bytes`, added to
+/// `init`, not yet folded.
+fn ones_sum(bytes: &[u8], init: u32) -> u32 {
+    bytes.chunks(2).fold(init, |acc, c| acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Fills in the IPv4 header checksum and the TCP checksum of an untagged,
+/// option-free IPv4 frame, as a sending stack would.
+pub fn fill_ipv4_checksums(frame: &mut [u8]) {
+    const IP: usize = 14;
+    const L4: usize = IP + 20;
+    frame[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+    let ip_sum = !fold(ones_sum(&frame[IP..L4], 0));
+    frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    let tcp_len = frame.len() - L4;
+    frame[L4 + 16..L4 + 18].copy_from_slice(&[0, 0]);
+    let pseudo = ones_sum(&frame[IP + 12..IP + 20], u32::from(TCP) + tcp_len as u32);
+    let tcp_sum = !fold(ones_sum(&frame[L4..], pseudo));
+    frame[L4 + 16..L4 + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+}
+
 /// Whether the IPv4 header checksum and the TCP checksum of an untagged,
 /// option-free reply are right (what a receiving stack would check).
 pub fn checksums_valid(frame: &[u8]) -> bool {
     let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let sum = |bytes: &[u8], init: u32| -> u32 {
-        bytes.chunks(2).fold(init, |acc, c| acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-    };
-    let fold = |mut s: u32| -> u16 {
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    };
     let (pseudo, l4) = match ethertype {
         ETH_P_IP => {
             let ip = &frame[14..34];
-            if fold(sum(ip, 0)) != 0xffff {
+            if fold(ones_sum(ip, 0)) != 0xffff {
                 return false;
             }
             let tcp_len = u16::from_be_bytes([ip[2], ip[3]]) as usize - 20;
-            (sum(&ip[12..20], u32::from(TCP) + tcp_len as u32), &frame[34..34 + tcp_len])
+            (ones_sum(&ip[12..20], u32::from(TCP) + tcp_len as u32), &frame[34..34 + tcp_len])
         }
         ETH_P_IPV6 => {
             let ip = &frame[14..54];
             let tcp_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            (sum(&ip[8..40], u32::from(TCP) + tcp_len as u32), &frame[54..54 + tcp_len])
+            (ones_sum(&ip[8..40], u32::from(TCP) + tcp_len as u32), &frame[54..54 + tcp_len])
         }
         _ => return false,
     };
-    fold(sum(l4, pseudo)) == 0xffff
+    fold(ones_sum(l4, pseudo)) == 0xffff
 }

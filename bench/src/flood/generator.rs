@@ -17,7 +17,10 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
     EbpfLoader,
 };
-use smtpgate_tests::{frames::Packet, SERVER_V4, SMTP};
+use smtpgate_tests::{
+    frames::{fill_ipv4_checksums, Packet},
+    SERVER_V4, SMTP,
+};
 
 use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS};
 
@@ -44,7 +47,7 @@ pub struct Progress {
 /// checksums the generator patches for each new source.
 pub fn template() -> Vec<u8> {
     let mut frame = Packet::syn("198.18.0.0", SERVER_V4, SMTP).build();
-    fill_checksums(&mut frame);
+    fill_ipv4_checksums(&mut frame);
     frame
 }
 
@@ -75,33 +78,6 @@ pub fn send(iface: &str, progress: &Progress) -> Result<()> {
         progress.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// Fills in the IPv4 header checksum and the TCP checksum of an untagged,
-/// option-free IPv4 frame.
-fn fill_checksums(frame: &mut [u8]) {
-    const IP: usize = 14;
-    const TCP: usize = IP + 20;
-    frame[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
-    let ip_sum = ones_complement(&frame[IP..TCP], 0);
-    frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-    let tcp_len = frame.len() - TCP;
-    frame[TCP + 16..TCP + 18].copy_from_slice(&[0, 0]);
-    let pseudo = ones_sum(&frame[IP + 12..IP + 20], u32::from(smtpgate_tests::frames::TCP) + tcp_len as u32);
-    let tcp_sum = ones_complement(&frame[TCP..], pseudo);
-    frame[TCP + 16..TCP + 18].copy_from_slice(&tcp_sum.to_be_bytes());
-}
-
-fn ones_sum(bytes: &[u8], init: u32) -> u32 {
-    bytes.chunks(2).fold(init, |acc, c| acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-}
-
-fn ones_complement(bytes: &[u8], init: u32) -> u16 {
-    let mut sum = ones_sum(bytes, init);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
