@@ -97,11 +97,16 @@ impl GrantFilter {
         self.word(u64::from(GENERATION)).load(SeqCst)
     }
 
-    fn set_in_both_halves(&self, key: &AddrKey) {
+    /// Sets `key`'s bits in the half that starts at word `start`.
+    fn set_bits(&self, start: u64, key: &AddrKey) {
         let (hash, bits) = grant_filter::probe(key);
-        let offset = hash & (self.half_words - 1);
-        for half in [0, 1] {
-            self.word(u64::from(HEADER_WORDS) + half * self.half_words + offset).fetch_or(bits, SeqCst);
+        self.word(start + (hash & (self.half_words - 1))).fetch_or(bits, SeqCst);
+    }
+
+    fn set_in_both_halves(&self, key: &AddrKey) {
+        // Generations 0 and 2 read one half each.
+        for generation in [0, 2] {
+            self.set_bits(grant_filter::half_start(generation, self.half_words - 1), key);
         }
     }
 
@@ -139,7 +144,8 @@ impl GrantFilter {
             odd if rebuilding(odd) => odd,
             _ => generation.fetch_add(1, SeqCst) + 1,
         };
-        let unused = u64::from(HEADER_WORDS) + (((current >> 1) & 1) ^ 1) * self.half_words;
+        // The half the gate reads once this rebuild ends.
+        let unused = grant_filter::half_start(current + 1, self.half_words - 1);
         // The gate does not read this half; `finish` publishes it.
         for index in unused..unused + self.half_words {
             self.word(index).store(0, Relaxed);
@@ -168,8 +174,7 @@ pub struct Rebuild<'a> {
 
 impl Rebuild<'_> {
     pub fn add(&mut self, key: &AddrKey) {
-        let (hash, bits) = grant_filter::probe(key);
-        self.filter.word(self.start + (hash & (self.filter.half_words - 1))).fetch_or(bits, SeqCst);
+        self.filter.set_bits(self.start, key);
     }
 
     /// Puts the rebuilt half in use, and the filter with it after the first
