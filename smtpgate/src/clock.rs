@@ -1,15 +1,22 @@
-//! The kernel program compares grant expiries with `bpf_ktime_get_ns`, which
-//! reads CLOCK_MONOTONIC. The agent stores expiries on that same clock, so wall
+//! Grant expiries are nanoseconds on the kernel's monotonic clock, so wall
 //! clock jumps (NTP steps, DST) never lengthen or shorten a grant.
+//!
+//! The program reads that clock either precisely (`bpf_ktime_get_ns`) or as
+//! of the last tick (`bpf_ktime_get_coarse_ns`). The agent reads the coarse
+//! one, CLOCK_MONOTONIC_COARSE: the same snapshot as the coarse helper, and
+//! never ahead of the precise one. So once the agent calls a grant expired,
+//! the program calls it expired too, on either clock; `list` never shows a
+//! grant gone while the gate still lets its SYNs through.
 
 use std::time::Duration;
 
-/// Nanoseconds on CLOCK_MONOTONIC, as `bpf_ktime_get_ns` returns them.
+/// Nanoseconds on CLOCK_MONOTONIC_COARSE, as `bpf_ktime_get_coarse_ns`
+/// returns them.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC_COARSE exists since 2.6.32.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

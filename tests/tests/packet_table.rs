@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN: one row per case, with the frame, the verdict the gate
 //! must reach, and the counter that must move.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use smtpgate::attach::GateClock;
@@ -56,8 +56,8 @@ const JUDGING: &[&str] = &[
     "unparsed_vlan_depth",
 ];
 
-/// Longest a kernel tick lasts (HZ=100): how far the coarse clock the gate
-/// reads may lag behind the precise one the agent writes expiries on.
+/// Longest a kernel tick lasts (HZ=100): how long the coarse clock, which
+/// the agent writes expiries on and the gate may read, stands still.
 const TICK: Duration = Duration::from_millis(10);
 
 fn gate(flags: u32) -> Result<LoadedGate> {
@@ -289,6 +289,28 @@ fn both_clocks_judge_alike() -> Result<()> {
         let gate = grants_and_allowlist(loaded)?;
         check(&gate, Hook::Xdp, &rows).with_context(|| format!("XDP on {clock:?}"))?;
         check(&gate, Hook::Tc, &rows).with_context(|| format!("TC on {clock:?}"))?;
+    }
+    Ok(())
+}
+
+/// Once the agent calls a grant expired (and `smtpgate list` drops it), the
+/// program drops the source's SYNs at once, on either clock: an
+/// administrator who sees no grant must be able to trust that none works.
+#[test]
+fn a_grant_the_agent_calls_expired_no_longer_passes() -> Result<()> {
+    const ROUNDS: usize = 50;
+    let frame = syn(STRANGER, SERVER).build();
+    for clock in [GateClock::Coarse, GateClock::Precise] {
+        let mut gate = LoadedGate::on_clock(0, &[25], clock)?;
+        for round in 0..ROUNDS {
+            let expiry = gate.grants.grant(STRANGER.parse()?, Duration::from_millis(2))?;
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !smtpgate::clock::remaining(expiry).is_zero() {
+                ensure!(Instant::now() < deadline, "a 2 ms grant still had {:?} left after 1 s", smtpgate::clock::remaining(expiry));
+            }
+            let action = gate.run_xdp(&frame)?.action;
+            ensure!(action == XDP_DROP, "{clock:?}, round {round}: the agent calls the grant expired, yet the program returned {action}");
+        }
     }
     Ok(())
 }
