@@ -117,7 +117,7 @@ fn print_stats(
     rates: &[Option<f64>],
     as_json: bool,
 ) -> Result<()> {
-    let (live, capacity) = (grants.count_live(), grants.capacity());
+    let (live, capacity) = (grants.count_live()?, grants.capacity());
     let attachments = pins.attachments()?;
     if as_json {
         let counters: serde_json::Map<_, _> =

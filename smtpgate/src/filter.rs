@@ -136,7 +136,8 @@ impl GrantFilter {
     }
 
     /// Starts a rebuild: add every key of the grant map found from now on,
-    /// then [`Rebuild::finish`].
+    /// then [`Rebuild::finish`] (or drop it unfinished if the map could not
+    /// be read).
     pub fn rebuild(&self) -> Rebuild<'_> {
         let generation = self.word(u64::from(GENERATION));
         // An odd generation is a rebuild that never ended: take it over.
@@ -150,7 +151,7 @@ impl GrantFilter {
         for index in unused..unused + self.half_words {
             self.word(index).store(0, Relaxed);
         }
-        Rebuild { filter: self, start: unused }
+        Rebuild { filter: self, start: unused, complete: false }
     }
 }
 
@@ -166,10 +167,13 @@ impl Drop for GrantFilter {
     }
 }
 
-/// A rebuild in progress, filling the half not in use.
+/// A rebuild in progress, filling the half not in use. It ends when
+/// dropped, which puts the rebuilt half in use (and the filter with it,
+/// after the first rebuild).
 pub struct Rebuild<'a> {
     filter: &'a GrantFilter,
     start: u64,
+    complete: bool,
 }
 
 impl Rebuild<'_> {
@@ -177,9 +181,23 @@ impl Rebuild<'_> {
         self.filter.set_bits(self.start, key);
     }
 
-    /// Puts the rebuilt half in use, and the filter with it after the first
-    /// rebuild.
-    pub fn finish(self) {
+    /// Every key in the map has been added: the half may deny the rest.
+    pub fn finish(mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for Rebuild<'_> {
+    /// A rebuild given up half way (the map could not be read to the end)
+    /// ends too, so that no grant waits for it, but with every bit of its
+    /// half set: the gate then looks every source up in the map until the
+    /// next rebuild.
+    fn drop(&mut self) {
+        if !self.complete {
+            for index in self.start..self.start + self.filter.half_words {
+                self.filter.word(index).store(u64::MAX, Relaxed);
+            }
+        }
         self.filter.word(u64::from(GENERATION)).fetch_add(1, SeqCst);
         self.filter.word(u64::from(MASK)).store(self.filter.half_words - 1, SeqCst);
     }

@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod allowlist;
 pub mod attach;
+pub mod batch;
 pub mod cli;
 pub mod check_log;
 pub mod clock;

@@ -4,10 +4,10 @@
 use std::{net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray};
 use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig, GRANTS_MAP, GRANT_FILTER_MAP};
 
-use crate::{addr, clock, filter::GrantFilter, pins::PinDir};
+use crate::{addr, batch, clock, filter::GrantFilter, pins::PinDir};
 
 /// Opens a pinned map, whatever its type.
 pub fn open_pinned(path: &Path) -> Result<Map> {
@@ -30,7 +30,13 @@ pub struct Grant {
     pub remaining: Duration,
 }
 
-/// What a sweep found.
+/// What a scan of the grant map found.
+pub struct Scan {
+    pub live: usize,
+    pub expired: Vec<AddrKey>,
+}
+
+/// What a sweep found and did.
 pub struct Sweep {
     pub removed: usize,
     pub live: usize,
@@ -91,59 +97,69 @@ impl Grants {
     pub fn live(&self) -> Result<Vec<Grant>> {
         let now = clock::monotonic_ns();
         let mut grants = Vec::new();
-        for entry in self.map.iter() {
-            let (key, expiry) = entry.context("reading the grant map")?;
+        self.for_each(|&key, &expiry| {
             if expiry > now {
-                grants.push(Grant {
-                    ip: addr::from_key(key),
-                    remaining: Duration::from_nanos(expiry - now),
-                });
+                grants.push(Grant { ip: addr::from_key(key), remaining: Duration::from_nanos(expiry - now) });
             }
-        }
+        })?;
         grants.sort_by(|a, b| b.remaining.cmp(&a.remaining).then(a.ip.cmp(&b.ip)));
         Ok(grants)
     }
 
-    /// Counts live grants and collects the keys of expired ones, showing
-    /// every key found to `each`.
-    fn scan(&self, mut each: impl FnMut(&AddrKey)) -> (usize, Vec<AddrKey>) {
+    pub fn count_live(&self) -> Result<usize> {
         let now = clock::monotonic_ns();
-        let mut expired = Vec::new();
         let mut live = 0;
-        for entry in self.map.iter() {
-            // An entry evicted or removed while we iterate is simply skipped.
-            let Ok((key, expiry)) = entry else { continue };
-            each(&key);
-            if expiry > now {
-                live += 1;
-            } else {
-                expired.push(key);
-            }
-        }
-        (live, expired)
+        self.for_each(|_, &expiry| live += usize::from(expiry > now))?;
+        Ok(live)
     }
 
-    pub fn count_live(&self) -> usize {
-        self.scan(|_| {}).0
+    fn for_each(&self, each: impl FnMut(&AddrKey, &u64)) -> Result<()> {
+        batch::for_each_entry(self.map.map(), each).context("reading the grant map")
     }
 
-    /// Deletes expired grants so that the LRU map's capacity goes to live
-    /// ones, and counts what is left. The filter is rebuilt on the way,
-    /// which clears the bits of grants removed since the last sweep.
-    /// Expired grants still in the map keep theirs until the next one, so
-    /// that the gate tells their SYNs apart as expired.
-    pub fn sweep(&mut self) -> Sweep {
+    /// Counts live grants and collects expired ones, rebuilding the filter
+    /// on the way: that clears the bits of grants removed since the last
+    /// scan. Expired grants keep theirs until the next scan, so that the
+    /// gate tells their SYNs apart as expired.
+    ///
+    /// Only reads the map: the agent scans through a handle of its own while
+    /// logins go on granting through another.
+    pub fn scan(&self) -> Result<Scan> {
+        let now = clock::monotonic_ns();
         let mut rebuild = self.filter.as_ref().map(GrantFilter::rebuild);
-        let (live, expired) = self.scan(|key| {
+        let mut scan = Scan { live: 0, expired: Vec::new() };
+        self.for_each(|key, &expiry| {
             if let Some(rebuild) = &mut rebuild {
                 rebuild.add(key);
             }
-        });
+            if expiry > now {
+                scan.live += 1;
+            } else {
+                scan.expired.push(*key);
+            }
+        })?;
         if let Some(rebuild) = rebuild {
             rebuild.finish();
         }
-        let removed = expired.iter().filter(|key| self.map.remove(key).is_ok()).count();
-        Sweep { removed, live }
+        Ok(scan)
+    }
+
+    /// Removes those of `keys` whose grant is still expired: a source
+    /// granted again since the scan keeps its new grant. Returns how many
+    /// went.
+    pub fn remove_expired(&mut self, keys: &[AddrKey]) -> usize {
+        let now = clock::monotonic_ns();
+        let map = &mut self.map;
+        keys.iter()
+            .filter(|key| matches!(map.get(key, 0), Ok(expiry) if expiry <= now) && map.remove(key).is_ok())
+            .count()
+    }
+
+    /// Scans and removes the expired grants, so that the LRU map's capacity
+    /// goes to live ones.
+    pub fn sweep(&mut self) -> Result<Sweep> {
+        let scan = self.scan()?;
+        Ok(Sweep { removed: self.remove_expired(&scan.expired), live: scan.live })
     }
 }
 

@@ -15,13 +15,14 @@ use smtpgate_common::{
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
+    time::{Instant, MissedTickBehavior},
 };
 
 use crate::{
     allowlist::Allowlist,
     attach::{self, Attached},
     cli::{Action, Mode, RunArgs, XdpModeArg},
-    maps::{Config, Counters, GatedDests, Grants},
+    maps::{Config, Counters, GatedDests, Grants, Sweep},
     metrics::Metrics,
     pins::{Hook, PinDir},
     settings::Settings,
@@ -34,6 +35,9 @@ type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 const CAPACITY_WARNING: f64 = 0.9;
 /// How often read positions are saved.
 const STATE_FLUSH: Duration = Duration::from_secs(1);
+/// Expired grants removed per hold of the grant lock, so that a login waits
+/// at most a few milliseconds behind a sweep.
+const REMOVALS_PER_LOCK: usize = 1024;
 
 pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     let check_only = args.check_config;
@@ -61,7 +65,8 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     // The filter is built from the grants already pinned before the program
     // is attached or swapped in: until then it would deny them all.
     let mut grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?, Some(take_map(&mut ebpf, GRANT_FILTER_MAP)?))?;
-    sweep_grants(&mut grants, &metrics);
+    report_sweep(&grants.sweep()?, grants.capacity(), &metrics);
+    let scanner = Grants::open_pinned(pins)?;
 
     let xdp_mode = match settings.xdp_mode {
         XdpModeArg::Native => XdpMode::Driver,
@@ -106,7 +111,8 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
-        let result = serve(pins, ebpf, &grants, &metrics, &state, settings.sweep_interval).await;
+        let sweeper = tokio::spawn(sweep_forever(scanner, grants, metrics.clone(), settings.sweep_interval));
+        let result = serve(pins, ebpf, sweeper, &state, settings.sweep_interval).await;
         state.flush()?;
         result
     })
@@ -133,13 +139,14 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).with_context(|| format!("map {name} missing from the BPF object"))
 }
 
+/// Runs until a signal, until the gate is detached from under the agent
+/// (checked every `check_every`), or until the sweeper fails.
 async fn serve(
     pins: &PinDir,
     mut ebpf: Ebpf,
-    grants: &Mutex<Grants>,
-    metrics: &Metrics,
+    mut sweeper: tokio::task::JoinHandle<anyhow::Error>,
     state: &StateStore,
-    sweep_every: Duration,
+    check_every: Duration,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -152,19 +159,22 @@ async fn serve(
             None
         }
     };
-    let mut sweep = tokio::time::interval(sweep_every);
+    let mut check = tokio::time::interval(check_every);
     let mut flush = tokio::time::interval(STATE_FLUSH);
     tracing::info!("gate running; grants are kept in {}", pins.path().display());
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = sweep.tick() => {
+            _ = check.tick() => {
                 if pins.require_gate().is_err() {
                     tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
+                    sweeper.abort();
                     return Ok(());
                 }
-                sweep_grants(&mut grants.lock().expect("grant map lock"), metrics);
+            }
+            ended = &mut sweeper => {
+                return Err(ended.unwrap_or_else(|e| anyhow::anyhow!("the grant sweeper stopped: {e}")));
             }
             _ = flush.tick() => {
                 if let Err(e) = state.flush() {
@@ -178,6 +188,7 @@ async fn serve(
             }
         }
     }
+    sweeper.abort();
     tracing::info!("stopping; the gate stays attached and grants stay in place");
     Ok(())
 }
@@ -190,17 +201,50 @@ async fn readable(fd: &mut Option<AsyncFd<KernelLogger>>) -> std::io::Result<Asy
     }
 }
 
-fn sweep_grants(grants: &mut Grants, metrics: &Metrics) {
-    let sweep = grants.sweep();
+/// Sweeps every `every`, on the blocking pool and through `scanner`, a
+/// handle of its own on the pinned grants: neither the runtime nor a login
+/// waits for a scan of the whole map. Only the removal of expired grants
+/// takes the grant lock, a few at a time. Returns only if a sweep panics.
+async fn sweep_forever(mut scanner: Grants, grants: Arc<Mutex<Grants>>, metrics: Metrics, every: Duration) -> anyhow::Error {
+    // The agent swept at start.
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (grants, metrics) = (grants.clone(), metrics.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            sweep(&scanner, &grants, &metrics);
+            scanner
+        });
+        scanner = match swept.await {
+            Ok(scanner) => scanner,
+            Err(e) => return anyhow::anyhow!("a grant sweep failed: {e}"),
+        };
+    }
+}
+
+fn sweep(scanner: &Grants, grants: &Mutex<Grants>, metrics: &Metrics) {
+    let scan = match scanner.scan() {
+        Ok(scan) => scan,
+        Err(e) => return tracing::warn!("sweeping the grants: {e:#}"),
+    };
+    let removed = scan
+        .expired
+        .chunks(REMOVALS_PER_LOCK)
+        .map(|chunk| grants.lock().expect("grant map lock").remove_expired(chunk))
+        .sum();
+    report_sweep(&Sweep { removed, live: scan.live }, scanner.capacity(), metrics);
+}
+
+fn report_sweep(sweep: &Sweep, capacity: u32, metrics: &Metrics) {
     metrics.record_sweep(sweep.live, sweep.removed);
     if sweep.removed > 0 {
         tracing::debug!(removed = sweep.removed, live = sweep.live, "removed expired grants");
     }
-    let capacity = grants.capacity() as f64;
-    if sweep.live as f64 >= capacity * CAPACITY_WARNING {
+    if sweep.live as f64 >= f64::from(capacity) * CAPACITY_WARNING {
         tracing::warn!(
             live = sweep.live,
-            capacity = grants.capacity(),
+            capacity,
             "the grant map is nearly full; the least recently used grants are being evicted (raise --max-grants)"
         );
     }

@@ -78,7 +78,7 @@ impl LoadedGate {
         gate.configure(flags, ports)?;
         // As the agent does at start: build the grant filter, so that the
         // program consults it.
-        gate.grants.sweep();
+        gate.grants.sweep()?;
         Ok(gate)
     }
 

@@ -10,9 +10,13 @@ use std::{
 };
 
 use anyhow::{ensure, Result};
-use aya::maps::{HashMap, MapData};
-use smtpgate::{addr, clock, maps::{open_pinned, Grants}};
-use smtpgate_common::{AddrKey, GRANTS_MAP};
+use aya::maps::{Array, HashMap, MapData};
+use smtpgate::{
+    addr, clock,
+    filter::GrantFilter,
+    maps::{open_pinned, Grants},
+};
+use smtpgate_common::{grant_filter, AddrKey, GRANTS_MAP, GRANT_FILTER_MAP};
 use smtpgate_tests::{
     frames::Packet,
     testrun::{LoadedGate, XDP_DROP, XDP_PASS},
@@ -38,9 +42,29 @@ fn the_program_trusts_the_filter_until_a_rebuild_finds_the_grant() -> Result<()>
     raw.insert(addr::key(ip), clock::expiry_after(Duration::from_secs(60)), 0)?;
     let denied = gate.run_xdp(&syn_from(ip))?;
     ensure!(denied.action == XDP_DROP, "a grant unknown to the filter passed (action {})", denied.action);
-    gate.grants.sweep();
+    gate.grants.sweep()?;
     let passed = gate.run_xdp(&syn_from(ip))?;
     ensure!(passed.action == XDP_PASS, "the rebuilt filter still denies the grant (action {})", passed.action);
+    Ok(())
+}
+
+/// A rebuild given up half way (the map could not be read to the end) must
+/// not leave a half-built filter in use, nor a rebuild that never ends (an
+/// odd generation, which every grant would wait for): the abandoned half
+/// passes every source on to the map.
+#[test]
+fn an_abandoned_rebuild_hands_every_source_to_the_map() -> Result<()> {
+    let gate = LoadedGate::new(0, &[25])?;
+    let ip: IpAddr = "198.51.100.78".parse()?;
+    let mut raw: HashMap<MapData, AddrKey, u64> = open_pinned(&gate.pins().map(GRANTS_MAP))?.try_into()?;
+    raw.insert(addr::key(ip), clock::expiry_after(Duration::from_secs(60)), 0)?;
+    let filter = GrantFilter::new(open_pinned(&gate.pins().map(GRANT_FILTER_MAP))?)?;
+    drop(filter.rebuild());
+    let words: Array<MapData, u64> = open_pinned(&gate.pins().map(GRANT_FILTER_MAP))?.try_into()?;
+    let generation = words.get(&grant_filter::GENERATION, 0)?;
+    ensure!(generation % 2 == 0, "the abandoned rebuild left generation {generation} (odd: still running)");
+    let action = gate.run_xdp(&syn_from(ip))?.action;
+    ensure!(action == XDP_PASS, "a grant the abandoned rebuild never saw was denied (action {action})");
     Ok(())
 }
 
@@ -62,9 +86,9 @@ fn grants_racing_rebuilds_are_never_denied() -> Result<()> {
     let racing = || rebuilds.load(Ordering::Relaxed) < REBUILDS && start.elapsed() < DEADLINE;
     let (granted, denied) = thread::scope(|scope| -> Result<(usize, Vec<IpAddr>)> {
         let rebuilder = scope.spawn(|| -> Result<()> {
-            let mut grants = Grants::open_pinned(&pins)?;
+            let grants = Grants::open_pinned(&pins)?;
             while racing() {
-                grants.sweep();
+                grants.scan()?;
                 rebuilds.fetch_add(1, Ordering::Relaxed);
                 // Grants wait while a rebuild runs; leave them gaps to finish in.
                 thread::sleep(Duration::from_micros(200));

@@ -50,7 +50,7 @@ impl Gate {
         Config::new(take(CONFIG_MAP)?)?.write(&config)?;
         let mut grants = Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?;
         // As the agent does at start: build the grant filter.
-        grants.sweep();
+        grants.sweep()?;
         let counters = Counters::new(take(COUNTERS_MAP)?)?;
         Ok(Self { ebpf, grants, counters, pins, granted_per_family: 0, _bpffs: bpffs })
     }
