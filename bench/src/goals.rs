@@ -70,13 +70,17 @@ pub fn evaluate(per_packet: Option<&PerPacket>, agent: Option<&Agent>, flood: Op
             measured: format!("{rate:.0} lines/s"),
             met: rate >= 1e6,
         });
-        let p99 = a.grant_delay.p99_us;
-        goals.push(Goal {
-            goal: "grant delay p99",
-            target: "< 5 ms".into(),
-            measured: format!("{:.2} ms", p99 / 1e3),
-            met: p99 < 5e3,
-        });
+        for (goal, delay) in [
+            ("grant delay p99", &a.grant_delay),
+            ("grant delay p99, 1,000,000 grants swept every second", &a.grant_delay_full_map),
+        ] {
+            goals.push(Goal {
+                goal,
+                target: "< 5 ms".into(),
+                measured: format!("{:.2} ms", delay.p99_us / 1e3),
+                met: delay.p99_us < 5e3,
+            });
+        }
     }
     goals
 }

@@ -104,7 +104,11 @@ fn perpacket_plan(quick: bool) -> perpacket::Plan {
 }
 
 fn agent_plan(quick: bool) -> agent::Plan {
-    agent::Plan { log_lines: if quick { 1_000_000 } else { 2_000_000 }, logins: if quick { 1_000 } else { 2_000 } }
+    agent::Plan {
+        log_lines: if quick { 1_000_000 } else { 2_000_000 },
+        logins: if quick { 1_000 } else { 2_000 },
+        full_map: 1_000_000,
+    }
 }
 
 fn flood_plan(quick: bool) -> flood::Plan {

@@ -20,9 +20,10 @@
 //!   While it is zero the gate ignores the filter and looks every source up
 //!   in the grant map.
 //!
-//! Writers set a source's bits in both halves before inserting its grant,
-//! and only rebuilds clear bits, so the filter never denies a grant that is
-//! in the map (see `smtpgate::filter` for the writers' side).
+//! Writers set a source's bits in both halves before and after inserting
+//! its grant, and only rebuilds clear bits, so the filter never denies a
+//! grant that is in the map (see `smtpgate::filter` for why that suffices
+//! without anyone waiting for a rebuild).
 
 use crate::AddrKey;
 

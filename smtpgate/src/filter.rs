@@ -4,28 +4,28 @@
 //! Any process may grant (the agent, `smtpgate allow`), but only the agent
 //! rebuilds. The filter must never deny a grant that is in the map, so:
 //!
-//! * a grant sets its bits in both halves with atomic ORs on the mapped
-//!   words, then writes the map entry;
-//! * a rebuild makes the generation odd, zeroes the half not in use, adds
-//!   every key it then finds in the map, and makes the generation even again,
-//!   which puts the rebuilt half in use;
-//! * a grant that saw the generation change (or odd) between setting its
-//!   bits and finishing sets them again once no rebuild runs: the rebuild
-//!   may have zeroed them before its scan could find the new entry.
+//! * a rebuild makes the generation odd, zeroes the half not in use, then
+//!   adds every key it finds in the map, and makes the generation even
+//!   again, which puts the rebuilt half in use;
+//! * a grant sets its bits in both halves with atomic ORs, writes the map
+//!   entry, and sets its bits again.
 //!
-//! A grant that saw one even generation throughout cannot have overlapped a
-//! rebuild, and any later rebuild finds its entry in the map.
+//! The second setting is what makes a rebuild safe without anyone waiting
+//! for it. Should a rebuild zero a grant's bits after that setting, the
+//! zeroing, and so the scan after it, began after the entry was in the map:
+//! the scan finds the entry and sets the bits in the rebuilt half. Should it
+//! zero them before, the second setting puts them back. The first setting
+//! covers the half in use, which no rebuild touches, so that the entry
+//! never sits in the map unseen by the gate.
 
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
     sync::atomic::{
-        AtomicU64,
+        fence, AtomicU64,
         Ordering::{Relaxed, SeqCst},
     },
-    thread,
-    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -34,13 +34,6 @@ use smtpgate_common::{
     grant_filter::{self, GENERATION, HEADER_WORDS, MASK},
     AddrKey,
 };
-
-/// How long a grant waits for a rebuild to end before it takes the
-/// generation for stale: an agent killed in mid-rebuild leaves it odd,
-/// which is harmless (the gate keeps reading the half in use, and grants
-/// keep setting bits in it) but must not stall `smtpgate allow` for good.
-const REBUILD_WAIT: Duration = Duration::from_secs(10);
-const REBUILD_POLL: Duration = Duration::from_millis(1);
 
 /// The filter's words, mapped into this process.
 pub struct GrantFilter {
@@ -93,10 +86,6 @@ impl GrantFilter {
         unsafe { &*self.words.as_ptr().add(index as usize) }
     }
 
-    fn generation(&self) -> u64 {
-        self.word(u64::from(GENERATION)).load(SeqCst)
-    }
-
     /// Sets `key`'s bits in the half that starts at word `start`.
     fn set_bits(&self, start: u64, key: &AddrKey) {
         let (hash, bits) = grant_filter::probe(key);
@@ -111,33 +100,16 @@ impl GrantFilter {
     }
 
     /// Runs `insert` (which writes `key`'s grant into the map) with `key`'s
-    /// bits set around it, as the module doc describes.
+    /// bits set before and after it, as the module doc describes.
     pub fn admit<T>(&self, key: &AddrKey, insert: impl FnOnce() -> Result<T>) -> Result<T> {
-        let mut seen = self.generation();
         self.set_in_both_halves(key);
         let inserted = insert()?;
-        let deadline = Instant::now() + REBUILD_WAIT;
-        loop {
-            let now = self.generation();
-            if rebuilding(now) && Instant::now() < deadline {
-                thread::sleep(REBUILD_POLL);
-                continue;
-            }
-            if now == seen && !rebuilding(now) {
-                return Ok(inserted);
-            }
-            self.set_in_both_halves(key);
-            if rebuilding(now) {
-                tracing::warn!("a grant filter rebuild has not ended in {REBUILD_WAIT:?}; taking it for abandoned");
-                return Ok(inserted);
-            }
-            seen = now;
-        }
+        self.set_in_both_halves(key);
+        Ok(inserted)
     }
 
     /// Starts a rebuild: add every key of the grant map found from now on,
-    /// then [`Rebuild::finish`] (or drop it unfinished if the map could not
-    /// be read).
+    /// then [`Rebuild::finish`].
     pub fn rebuild(&self) -> Rebuild<'_> {
         let generation = self.word(u64::from(GENERATION));
         // An odd generation is a rebuild that never ended: take it over.
@@ -147,15 +119,18 @@ impl GrantFilter {
         };
         // The half the gate reads once this rebuild ends.
         let unused = grant_filter::half_start(current + 1, self.half_words - 1);
-        // The gate does not read this half; `finish` publishes it.
+        // The gate does not read this half until the rebuild ends.
         for index in unused..unused + self.half_words {
             self.word(index).store(0, Relaxed);
         }
-        Rebuild { filter: self, start: unused, complete: false }
+        // The zeroing is done before the scan reads the map.
+        fence(SeqCst);
+        Rebuild { filter: self, start: unused }
     }
 }
 
-/// Whether a rebuild runs at `generation` (or was abandoned at it).
+/// Whether a rebuild runs at `generation` (or was abandoned at it, by an
+/// agent killed or a scan that failed).
 fn rebuilding(generation: u64) -> bool {
     generation & 1 == 1
 }
@@ -167,13 +142,12 @@ impl Drop for GrantFilter {
     }
 }
 
-/// A rebuild in progress, filling the half not in use. It ends when
-/// dropped, which puts the rebuilt half in use (and the filter with it,
-/// after the first rebuild).
+/// A rebuild in progress, filling the half not in use. One dropped
+/// unfinished (the map could not be read to the end) leaves the half in use
+/// as it was, complete if stale, for the next rebuild to take over.
 pub struct Rebuild<'a> {
     filter: &'a GrantFilter,
     start: u64,
-    complete: bool,
 }
 
 impl Rebuild<'_> {
@@ -181,23 +155,9 @@ impl Rebuild<'_> {
         self.filter.set_bits(self.start, key);
     }
 
-    /// Every key in the map has been added: the half may deny the rest.
-    pub fn finish(mut self) {
-        self.complete = true;
-    }
-}
-
-impl Drop for Rebuild<'_> {
-    /// A rebuild given up half way (the map could not be read to the end)
-    /// ends too, so that no grant waits for it, but with every bit of its
-    /// half set: the gate then looks every source up in the map until the
-    /// next rebuild.
-    fn drop(&mut self) {
-        if !self.complete {
-            for index in self.start..self.start + self.filter.half_words {
-                self.filter.word(index).store(u64::MAX, Relaxed);
-            }
-        }
+    /// Every key in the map has been added: puts the rebuilt half in use,
+    /// and the filter with it after the first rebuild.
+    pub fn finish(self) {
         self.filter.word(u64::from(GENERATION)).fetch_add(1, SeqCst);
         self.filter.word(u64::from(MASK)).store(self.filter.half_words - 1, SeqCst);
     }

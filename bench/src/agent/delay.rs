@@ -1,6 +1,9 @@
 //! The delay from a login line appended to the mail log to its grant being
 //! in the kernel's map, through the real agent (`smtpgate run --log FILE`)
-//! in a namespace of its own, and the agent's memory afterwards.
+//! in a namespace of its own, and the agent's memory afterwards: once with
+//! an empty map, once with a million grants that the agent sweeps every
+//! second meanwhile. With the full map, also how long reading all of it
+//! takes, as each sweep and `smtpgate list` do.
 
 use std::{
     fs::{self, OpenOptions},
@@ -13,21 +16,31 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
+use smtpgate::{maps::Grants, pins::PinDir};
 use serde::Serialize;
 use smtpgate_common::{AddrKey, GRANTS_MAP};
 use smtpgate_tests::Lab;
 
 use super::log;
-use crate::stats::percentile;
+use crate::stats::{median, percentile};
 
 /// A login whose grant has not shown up by then counts as lost.
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between logins, so that each one finds the agent idle, as sparse
 /// real logins do, rather than measuring a backlog.
 pub const GAP: Duration = Duration::from_millis(2);
+/// How often the agent sweeps while grants are preloaded: often, so that
+/// many logins land during a sweep.
+pub const SWEEP_EVERY: &str = "1s";
+/// How long preloaded grants last: past the end of the measurement.
+const PRELOAD_TTL: Duration = Duration::from_secs(3600);
+/// Reads of the whole map timed for each way of reading it.
+const READ_ROUNDS: usize = 3;
 
 #[derive(Serialize)]
 pub struct GrantDelay {
+    /// Grants in the map before the first login.
+    pub preloaded: u32,
     pub logins: usize,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -35,9 +48,21 @@ pub struct GrantDelay {
     /// The agent's resident memory after the logins, and its peak.
     pub agent_rss_kib: u64,
     pub agent_peak_rss_kib: u64,
+    /// With preloaded grants: reading all of them.
+    pub read_all: Option<ReadAll>,
 }
 
-pub fn measure(logins: usize) -> Result<GrantDelay> {
+/// Milliseconds to read every grant in the map, median of [`READ_ROUNDS`]:
+/// in batches, as the agent does, and one entry at a time (two system calls
+/// each), the way aya's map iterator reads, as the baseline.
+#[derive(Serialize)]
+pub struct ReadAll {
+    pub batched_ms: f64,
+    pub per_entry_ms: f64,
+}
+
+/// Measures `logins` logins after `preload` grants of other addresses.
+pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
     let dir = tempfile::tempdir()?;
     let log_path = dir.path().join("mail.log");
     fs::write(&log_path, b"")?;
@@ -47,9 +72,12 @@ pub fn measure(logins: usize) -> Result<GrantDelay> {
         path_str(&log_path)?,
         "--state-dir",
         path_str(dir.path())?,
+        "--sweep-interval",
+        SWEEP_EVERY,
     ])?;
-    let grants: HashMap<MapData, AddrKey, u64> =
-        smtpgate::maps::open_pinned(&lab.bpffs.pin_dir().join(GRANTS_MAP))?.try_into()?;
+    let pins = PinDir::new(lab.bpffs.pin_dir());
+    let grants: HashMap<MapData, AddrKey, u64> = smtpgate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+    let read_all = (preload > 0).then(|| preload_grants(&pins, preload, &grants)).transpose()?;
     let mut log = OpenOptions::new().append(true).open(&log_path)?;
     let mut delays = Vec::with_capacity(logins);
     for n in 0..logins {
@@ -68,13 +96,43 @@ pub fn measure(logins: usize) -> Result<GrantDelay> {
     }
     let (agent_rss_kib, agent_peak_rss_kib) = agent_memory(&lab.bpffs.pin_dir())?;
     Ok(GrantDelay {
+        preloaded: preload,
         logins,
         p50_us: percentile(&delays, 50.0),
         p99_us: percentile(&delays, 99.0),
         max_us: percentile(&delays, 100.0),
         agent_rss_kib,
         agent_peak_rss_kib,
+        read_all,
     })
+}
+
+/// Grants `count` addresses no login uses, through the pins as `smtpgate
+/// allow` does, and times reading them all back.
+fn preload_grants(pins: &PinDir, count: u32, map: &HashMap<MapData, AddrKey, u64>) -> Result<ReadAll> {
+    let mut grants = Grants::open_pinned(pins)?;
+    for n in 0..count {
+        grants.grant(preloaded_address(n), PRELOAD_TTL)?;
+    }
+    let time = |read: &dyn Fn() -> Result<usize>| -> Result<f64> {
+        let mut times = Vec::with_capacity(READ_ROUNDS);
+        for _ in 0..READ_ROUNDS {
+            let start = Instant::now();
+            let seen = read()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            ensure!(seen >= count as usize, "read {seen} grants of the {count} preloaded");
+        }
+        Ok(median(&times))
+    };
+    Ok(ReadAll {
+        batched_ms: time(&|| grants.count_live())?,
+        per_entry_ms: time(&|| Ok(map.iter().filter_map(Result::ok).count()))?,
+    })
+}
+
+/// Addresses for preloaded grants, apart from [`login_address`]'s.
+fn preloaded_address(n: u32) -> IpAddr {
+    Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, (n >> 16) as u16, n as u16).into()
 }
 
 /// Distinct documentation addresses: the two spare IPv4 /24s, then IPv6.
