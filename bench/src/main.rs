@@ -98,7 +98,7 @@ fn configure_agent() {
 fn perpacket_plan(quick: bool) -> perpacket::Plan {
     perpacket::Plan {
         repeat: if quick { 500_000 } else { 2_000_000 },
-        rounds: if quick { 1 } else { 3 },
+        rounds: if quick { 1 } else { 5 },
         grants: vec![0, 100_000, 1_000_000],
     }
 }

@@ -11,6 +11,13 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The lowest of `values`. For the CPU time of a fixed piece of work,
+/// other load on the machine (a neighbour on the shared cache) only ever
+/// adds, so the lowest round is the least disturbed.
+pub fn lowest(values: &[f64]) -> f64 {
+    sorted(values)[0]
+}
+
 /// The `p`-th percentile (0 to 100) of `values`, nearest-rank: a value
 /// that was actually measured.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
@@ -34,6 +41,11 @@ mod tests {
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn lowest_of_unsorted_values() {
+        assert_eq!(lowest(&[3.0, 1.5, 2.0]), 1.5);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use smtpgate_tests::{unique_name, Netns};
 
-use crate::{report::Table, stats::median, xdp_filter::XdpFilter};
+use crate::{report::Table, stats::lowest, xdp_filter::XdpFilter};
 use gate::Gate;
 use reference::{Baselines, Harness};
 
@@ -24,7 +24,7 @@ pub const LINE_RATE_BUDGET_NS: f64 = 67.2;
 pub struct Plan {
     /// Runs per test-run call.
     pub repeat: u32,
-    /// Rounds over all programs; each figure is the median.
+    /// Rounds over all programs; each figure is the lowest.
     pub rounds: usize,
     /// Grant map fill levels.
     pub grants: Vec<u32>,
@@ -142,7 +142,7 @@ struct Samples {
 impl Row {
     fn new(case: &cases::Case, grants: u32, samples: &Samples) -> Self {
         let [pass_ns, parse_ns, gate_ns, xdp_filter_ns] =
-            [&samples.pass, &samples.parse, &samples.gate, &samples.xdp_filter].map(|s| median(s));
+            [&samples.pass, &samples.parse, &samples.gate, &samples.xdp_filter].map(|s| lowest(s));
         Self {
             case: case.name,
             gated: case.gated,
@@ -150,7 +150,7 @@ impl Row {
             pass_ns,
             parse_ns,
             gate_ns,
-            gate_hot_key_ns: (!samples.gate_hot.is_empty()).then(|| median(&samples.gate_hot)),
+            gate_hot_key_ns: (!samples.gate_hot.is_empty()).then(|| lowest(&samples.gate_hot)),
             xdp_filter_ns,
             gate_vs_pass: gate_ns / pass_ns,
             gate_vs_parse: gate_ns / parse_ns,
@@ -184,8 +184,9 @@ impl PerPacket {
         let m = &self.grant_map;
         format!(
             "## 1. Per-packet cost (BPF_PROG_TEST_RUN)\n\n\
-             Each figure is the median of {rounds} rounds of {repeat} runs, in nanoseconds of CPU time per \
-             packet. Every program runs under the same harness, which writes the next source address into \
+             Each figure is the lowest of {rounds} rounds of {repeat} runs, in nanoseconds of CPU time per \
+             packet: other load on the machine only ever adds time, and the rounds of all programs are \
+             interleaved. Every program runs under the same harness, which writes the next source address into \
              the frame before each run, so lookups spread over the whole grant map (granted sources cycle \
              through every grant of the frame's family; refused ones through 131,072 addresses). The \
              XDP_PASS column is therefore the harness plus the cost of calling any program at all. \
