@@ -21,6 +21,11 @@ use smtpgate_common::{
 
 use crate::{unique_name, BpfFs};
 
+/// Longest a kernel tick lasts (HZ=100): how long the coarse clock, which
+/// the agent writes expiries on and the gate may read, stands still. Two of
+/// them after a grant of 1 ns, it has expired on every clock.
+pub const TICK: Duration = Duration::from_millis(10);
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;

@@ -9,7 +9,7 @@ use smtpgate::attach::GateClock;
 use smtpgate_common::{FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use smtpgate_tests::{
     frames::{self, Packet, ACK, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, FRAGMENT, HOP_BY_HOP, ROUTING, DEST_OPTS, RST, SYN, UDP},
-    testrun::{LoadedGate, Outcome, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
+    testrun::{LoadedGate, Outcome, TC_ACT_OK, TC_ACT_SHOT, TICK, XDP_DROP, XDP_PASS, XDP_TX},
 };
 
 const SERVER: &str = "192.0.2.1";
@@ -55,10 +55,6 @@ const JUDGING: &[&str] = &[
     "unparsed_ext_depth",
     "unparsed_vlan_depth",
 ];
-
-/// Longest a kernel tick lasts (HZ=100): how long the coarse clock, which
-/// the agent writes expiries on and the gate may read, stands still.
-const TICK: Duration = Duration::from_millis(10);
 
 fn gate(flags: u32) -> Result<LoadedGate> {
     grants_and_allowlist(LoadedGate::new(flags, &[25, 587])?)

@@ -14,13 +14,9 @@ use smtpgate::{addr, maps::open_pinned};
 use smtpgate_common::{AddrKey, GRANTS_MAP};
 use smtpgate_tests::{
     frames::Packet,
-    testrun::{LoadedGate, XDP_PASS},
+    testrun::{LoadedGate, TICK, XDP_PASS},
     Lab,
 };
-
-/// Longest a kernel tick lasts: how long the coarse clock expiries are
-/// written on stands still, so a grant of 1 ns is expired after it.
-const TICK: Duration = Duration::from_millis(10);
 
 /// `count` distinct addresses of `family`, from 198.51.100.0/24 upwards (or
 /// 2001:db8:5::/48), numbered from `first`.
