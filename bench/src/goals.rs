@@ -13,6 +13,18 @@ pub struct Goal {
     pub met: bool,
 }
 
+impl Goal {
+    /// A ratio that must stay at or under `limit`; `worst` names the case
+    /// that set it, where the ratio is the worst of several.
+    fn ratio_at_most(goal: &'static str, limit: f64, ratio: f64, worst: Option<&str>) -> Self {
+        let measured = match worst {
+            Some(case) => format!("{ratio:.2}x (worst: {case})"),
+            None => format!("{ratio:.2}x"),
+        };
+        Self { goal, target: format!("≤ {limit:.2}x"), measured, met: ratio <= limit }
+    }
+}
+
 pub fn evaluate(per_packet: Option<&PerPacket>, agent: Option<&Agent>, flood: Option<&Flood>) -> Vec<Goal> {
     let mut goals = Vec::new();
     if let Some(p) = per_packet {
@@ -20,46 +32,23 @@ pub fn evaluate(per_packet: Option<&PerPacket>, agent: Option<&Agent>, flood: Op
             rows.map(|r| (ratio(r), r.case)).fold((0.0, ""), |a, b| if b.0 > a.0 { b } else { a })
         };
         let (ratio, case) = worst(&mut p.rows.iter().filter(|r| !r.gated), |r| r.gate_vs_parse);
-        goals.push(Goal {
-            goal: "non-gated traffic vs parse-only baseline",
-            target: "≤ 1.20x".into(),
-            measured: format!("{ratio:.2}x (worst: {case})"),
-            met: ratio <= 1.2,
-        });
+        goals.push(Goal::ratio_at_most("non-gated traffic vs parse-only baseline", 1.2, ratio, Some(case)));
         let max_grants = p.rows.iter().map(|r| r.grants).max().unwrap_or(0);
         let gated = || p.rows.iter().filter(move |r| r.gated && r.grants == max_grants);
         let (ratio, case) = worst(&mut gated(), |r| r.gate_vs_parse);
-        goals.push(Goal {
-            goal: "gated SYN, 1,000,000 grants, vs parse-only baseline",
-            target: "≤ 2.00x".into(),
-            measured: format!("{ratio:.2}x (worst: {case})"),
-            met: ratio <= 2.0,
-        });
+        goals.push(Goal::ratio_at_most("gated SYN, 1,000,000 grants, vs parse-only baseline", 2.0, ratio, Some(case)));
         let (ratio, case) = worst(&mut gated(), |r| r.gate_vs_xdp_filter);
-        goals.push(Goal {
-            goal: "gated SYN, 1,000,000 grants, vs xdp-filter",
-            target: "≤ 1.00x".into(),
-            measured: format!("{ratio:.2}x (worst: {case})"),
-            met: ratio <= 1.0,
-        });
+        goals.push(Goal::ratio_at_most("gated SYN, 1,000,000 grants, vs xdp-filter", 1.0, ratio, Some(case)));
     }
     if let Some(f) = flood {
         let cpu_vs = |label: &str| f.contenders.iter().find(|c| c.label == label).map(|c| 1.0 / c.cpu_vs_smtpgate_xdp);
-        if let Some(ratio) = cpu_vs("nftables (input)") {
-            goals.push(Goal {
-                goal: "flood: smtpgate XDP CPU per drop vs nftables (input hook)",
-                target: "≤ 0.50x".into(),
-                measured: format!("{ratio:.2}x"),
-                met: ratio <= 0.5,
-            });
-        }
-        if let Some(ratio) = cpu_vs("xdp-filter") {
-            goals.push(Goal {
-                goal: "flood: smtpgate XDP CPU per drop vs xdp-filter",
-                target: "≤ 1.00x".into(),
-                measured: format!("{ratio:.2}x"),
-                met: ratio <= 1.0,
-            });
+        for (label, goal, limit) in [
+            ("nftables (input)", "flood: smtpgate XDP CPU per drop vs nftables (input hook)", 0.5),
+            ("xdp-filter", "flood: smtpgate XDP CPU per drop vs xdp-filter", 1.0),
+        ] {
+            if let Some(ratio) = cpu_vs(label) {
+                goals.push(Goal::ratio_at_most(goal, limit, ratio, None));
+            }
         }
     }
     if let Some(a) = agent {
