@@ -3,9 +3,9 @@
 //!
 //! * `bench_pass` returns XDP_PASS and nothing else: what calling any XDP
 //!   program costs;
-//! * `bench_parse` reads the headers the gate reads, with the gate's own
-//!   parsers, then passes: the irreducible cost of any filter that decides
-//!   on the TCP flags, the destination port and the source address;
+//! * `bench_parse` walks the headers with the gate's own walk, then passes:
+//!   the irreducible cost of any filter that decides on the TCP flags, the
+//!   destination port and the source address;
 //! * `bench_rotate` is the harness every measured program runs under. It
 //!   writes the next of a range of source addresses into the frame and
 //!   tail-calls the program under test, so that a test run repeated millions
@@ -24,8 +24,10 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::XdpContext,
 };
-use smtpgate_common::AddrKey;
-use smtpgate_ebpf::frame::{self, Frame, Network, Unparsed, ETH_P_IP, ETH_P_IPV6};
+use smtpgate_ebpf::{
+    frame::Frame,
+    parse::{self, Look},
+};
 
 #[xdp]
 pub fn bench_pass(_ctx: XdpContext) -> u32 {
@@ -37,34 +39,18 @@ pub fn bench_parse(ctx: XdpContext) -> u32 {
     // Everything parsed is folded into one number that goes through a black
     // box: otherwise the compiler would drop every read whose result goes
     // unused, and the baseline would measure nothing.
-    let digest = match syn_port_and_source(&Frame::new(ctx.data(), ctx.data_end())) {
-        Ok(Some((port, src))) => src.chunks_exact(4).fold(u32::from(port), |d, w| {
-            d ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
-        }),
-        Ok(None) => 0,
-        Err(reason) => reason as u32,
+    let digest = match parse::look(&Frame::new(ctx.data(), ctx.data_end())) {
+        Look::Segment(segment) => segment
+            .src
+            .chunks_exact(4)
+            .fold(u32::from(segment.port.get().unwrap_or(0)), |d, w| {
+                d ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
+            }),
+        Look::Counted(reason) | Look::Hidden(reason) => reason as u32,
+        Look::Pass => 0,
     };
     black_box(digest);
     xdp_action::XDP_PASS
-}
-
-/// The destination port and source address of a connection-opening TCP
-/// segment, found through the same header chain the gate walks.
-#[inline(always)]
-fn syn_port_and_source(frame: &Frame) -> Result<Option<(u16, AddrKey)>, Unparsed> {
-    let (ethertype, offset) = frame::ethernet(frame)?;
-    let network = match ethertype {
-        ETH_P_IP => frame::ipv4(frame, offset)?,
-        ETH_P_IPV6 => frame::ipv6(frame, offset)?,
-        _ => return Ok(None),
-    };
-    let Network::Transport(transport) = network else {
-        return Ok(None);
-    };
-    if !frame::is_tcp(&transport) {
-        return Ok(None);
-    }
-    Ok(frame::tcp_syn_port(frame, transport.offset)?.map(|port| (port, transport.src)))
 }
 
 /// Slot 0 holds the program under test.
@@ -164,7 +150,8 @@ pub fn bench_flood(ctx: XdpContext) -> u32 {
 /// `old` to `new` (RFC 1624, eqn. 3).
 #[inline(always)]
 fn checksum_replace(checksum: u16, old: u32, new: u32) -> u16 {
-    let mut sum = u32::from(!checksum) + (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
+    let mut sum =
+        u32::from(!checksum) + (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)

@@ -11,7 +11,11 @@
 /// clock `bpf_ktime_get_ns` reads.
 pub const GRANTS_MAP: &str = "GRANTS";
 /// Per-CPU [`CounterBlock`] in a single slot.
-pub const COUNTERS_MAP: &str = "COUNTERS";
+///
+/// The name carries the block's layout: the counters' indices are their
+/// meaning, so a layout change gets a new name and the loader retires the
+/// pins of older layouts ([`RETIRED_MAPS`]) instead of misreading them.
+pub const COUNTERS_MAP: &str = "COUNTERS_V2";
 /// Single-slot array holding the [`GateConfig`].
 pub const CONFIG_MAP: &str = "CONFIG";
 /// LPM trie of source prefixes that always pass (loopback, the ISP's own
@@ -19,6 +23,8 @@ pub const CONFIG_MAP: &str = "CONFIG";
 /// prefixes are stored under `::ffff:0:0/96`, so `a.b.c.d/n` has length
 /// `96 + n`. Value: unused (1).
 pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
+/// Array of `u64` words: the allowlist filter, see [`allow_filter`].
+pub const ALLOW_FILTER_MAP: &str = "ALLOW_FILTER";
 /// Hash set of gated destination addresses, consulted only when
 /// [`FLAG_DEST_FILTER`] is set. Value: unused (1).
 pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
@@ -27,8 +33,19 @@ pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
 pub const GRANT_FILTER_MAP: &str = "GRANT_FILTER";
 
 /// Every map smtpgate pins, by name.
-pub const PINNED_MAPS: [&str; 6] =
-    [GRANTS_MAP, COUNTERS_MAP, CONFIG_MAP, ALLOWLIST_MAP, GATED_DESTS_MAP, GRANT_FILTER_MAP];
+pub const PINNED_MAPS: [&str; 7] = [
+    GRANTS_MAP,
+    COUNTERS_MAP,
+    CONFIG_MAP,
+    ALLOWLIST_MAP,
+    ALLOW_FILTER_MAP,
+    GATED_DESTS_MAP,
+    GRANT_FILTER_MAP,
+];
+
+/// Pins that older versions of smtpgate made and this one no longer reads:
+/// removed when the program is loaded, and by `detach`.
+pub const RETIRED_MAPS: [&str; 1] = ["COUNTERS"];
 
 /// Capacity of the allowlist.
 pub const MAX_ALLOWLIST: u32 = 65536;
@@ -42,6 +59,7 @@ pub const DEFAULT_MAX_GRANTS: u32 = 1 << 20;
 /// their IPv4-mapped form (`::ffff:a.b.c.d`), so one lookup path serves both.
 pub type AddrKey = [u8; 16];
 
+pub mod allow_filter;
 pub mod grant_filter;
 
 /// The IPv4-mapped IPv6 prefix, `::ffff:0:0/96`.
@@ -128,28 +146,41 @@ counters! {
     Frames = "frames",
     /// TCP SYNs (SYN set, ACK clear) addressed to a gated destination.
     GatedSyns = "gated_syns",
-    /// Gated SYNs passed because their source holds a live grant.
+    /// Frames that could be a SYN to a gated destination but that the
+    /// gate cannot read in full; judged like one.
+    GatedDoubtful = "gated_doubtful",
+    /// Passed because their source holds a live grant.
     AllowedGrant = "allowed_grant",
-    /// Gated SYNs passed because their source is on the static allowlist.
+    /// Passed because their source is on the static allowlist.
     AllowedAllowlist = "allowed_allowlist",
     /// Gated SYNs dropped: the source has no grant.
     DroppedNoGrant = "dropped_no_grant",
     /// Gated SYNs dropped: the source's grant has expired.
     DroppedExpired = "dropped_expired",
-    /// Gated SYNs without a live grant passed because the gate is in monitor mode.
+    /// Doubtful frames dropped: more VLAN tags than the gate peels, so
+    /// their source is out of sight.
+    RefusedVlanDepth = "refused_unparsed_vlan_depth",
+    /// Doubtful frames dropped: a longer IPv6 extension-header chain than
+    /// the gate walks.
+    RefusedExtDepth = "refused_unparsed_ext_depth",
+    /// Doubtful frames dropped: a first fragment that does not show the
+    /// whole TCP header (RFC 1858's tiny fragments), or nested fragments.
+    RefusedFragment = "refused_unparsed_fragment",
+    /// Doubtful frames dropped: headers beyond the bytes the TC hook can
+    /// read directly.
+    RefusedNonlinear = "refused_unparsed_nonlinear",
+    /// Frames the gate would have dropped, passed because it is in monitor mode.
     MonitorWouldDrop = "monitor_would_drop",
     /// Refused SYNs answered with a TCP RST (included in the drop counters).
     ResetsSent = "resets_sent",
-    /// Later IPv4/IPv6 fragments, passed: they carry no TCP header.
+    /// Later IPv4/IPv6 fragments, passed: they cannot carry the TCP flags,
+    /// and the first fragment that does is judged.
     PassedFragment = "passed_fragment",
-    /// Frames passed unjudged: a header was cut short.
+    /// Frames passed unjudged: a header ran past the packet's end, so the
+    /// kernel discards the frame.
     UnparsedTruncated = "unparsed_truncated",
-    /// Frames passed unjudged: a header field was invalid.
+    /// Frames passed unjudged: a header field the kernel rejects.
     UnparsedMalformed = "unparsed_malformed",
-    /// Frames passed unjudged: more IPv6 extension headers than the walk allows.
-    UnparsedExtDepth = "unparsed_ext_depth",
-    /// Frames passed unjudged: more VLAN tags than the two (QinQ) peeled.
-    UnparsedVlanDepth = "unparsed_vlan_depth",
 }
 
 /// Counters in a [`CounterBlock`]. More than there are, so that a newer

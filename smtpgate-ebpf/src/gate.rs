@@ -1,5 +1,6 @@
-//! The decision both attach points share: drop a SYN to a gated port unless
-//! its source holds a live grant; pass everything else.
+//! The decision both attach points share: drop a SYN to a gated port, or a
+//! frame that could be one, unless its source holds a live grant or is on
+//! the allowlist; pass everything else.
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -10,14 +11,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    grant_filter,
-    AddrKey, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
-    FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
+    allow_filter, grant_filter, AddrKey, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS,
+    FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
 use crate::{
-    frame::{self, Frame, Network, Transport, Unparsed, ETH_P_IP, ETH_P_IPV6},
-    reset::Reply,
+    frame::Frame,
+    parse::{self, Look, PlainHeaders, Segment},
 };
 
 /// Source address -> grant expiry (ns, CLOCK_MONOTONIC).
@@ -34,9 +34,11 @@ static GRANTS: LruHashMap<AddrKey, u64> = LruHashMap::pinned(DEFAULT_MAX_GRANTS,
 /// The grant filter (see [`grant_filter`]), sized for the grant map at load
 /// time. Memory-mappable so that the agent sets bits with atomic ORs.
 #[map]
-static GRANT_FILTER: Array<u64> = Array::pinned(grant_filter::map_words(DEFAULT_MAX_GRANTS), BPF_F_MMAPABLE);
+static GRANT_FILTER: Array<u64> =
+    Array::pinned(grant_filter::map_words(DEFAULT_MAX_GRANTS), BPF_F_MMAPABLE);
 
-#[map]
+/// Named after its layout; see `smtpgate_common::COUNTERS_MAP`.
+#[map(name = "COUNTERS_V2")]
 static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::pinned(1, 0);
 
 #[map]
@@ -44,6 +46,11 @@ static CONFIG: Array<GateConfig> = Array::pinned(1, 0);
 
 #[map]
 static ALLOWLIST: LpmTrie<AddrKey, u8> = LpmTrie::pinned(MAX_ALLOWLIST, 0);
+
+/// The allowlist filter (see [`allow_filter`]). Memory-mappable so that
+/// the agent writes its words atomically.
+#[map]
+static ALLOW_FILTER: Array<u64> = Array::pinned(allow_filter::MAP_WORDS, BPF_F_MMAPABLE);
 
 #[map]
 static GATED_DESTS: HashMap<AddrKey, u8> = HashMap::pinned(MAX_GATED_DESTS, 0);
@@ -55,7 +62,7 @@ pub enum Verdict {
     Pass,
     Drop,
     /// Drop, and answer with a RST if the hook can (XDP).
-    Reset(Reply),
+    Reset(PlainHeaders),
 }
 
 /// Nonzero when the loader found `bpf_ktime_get_coarse_ns` (Linux 5.11).
@@ -99,43 +106,6 @@ impl Tally {
     }
 }
 
-/// A SYN that asks to open a connection to a gated destination.
-struct GatedSyn {
-    src: AddrKey,
-    reply: Option<Reply>,
-    /// The configuration's `FLAG_*` bits.
-    flags: u32,
-}
-
-/// Finds a connection-opening TCP segment and checks whether its destination
-/// is gated. `Ok(None)` means "not ours, pass".
-#[inline(always)]
-fn gated_syn(frame: &Frame) -> Result<Option<GatedSyn>, Unparsed> {
-    let (ethertype, offset) = frame::ethernet(frame)?;
-    let network = match ethertype {
-        ETH_P_IP => frame::ipv4(frame, offset)?,
-        ETH_P_IPV6 => frame::ipv6(frame, offset)?,
-        _ => return Ok(None),
-    };
-    let transport: Transport = match network {
-        Network::Transport(t) if frame::is_tcp(&t) => t,
-        Network::Transport(_) => return Ok(None),
-        Network::LaterFragment => return Err(Counter::PassedFragment),
-    };
-    let Some(port) = frame::tcp_syn_port(frame, transport.offset)? else {
-        return Ok(None);
-    };
-    // The configuration is read only for SYNs: the bulk of the traffic
-    // never pays for the lookup.
-    let Some(config) = CONFIG.get(0) else {
-        return Ok(None);
-    };
-    if !config.gates_port(port) || !gates_destination(config, &transport.dst) {
-        return Ok(None);
-    }
-    Ok(Some(GatedSyn { src: transport.src, reply: Reply::plan(&transport), flags: config.flags }))
-}
-
 /// With a destination filter, only the listed local addresses are gated
 /// (say, the customers' relay address but not the public MX address).
 #[inline(always)]
@@ -143,13 +113,26 @@ fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
     config.flags & FLAG_DEST_FILTER == 0 || GATED_DESTS.get_ptr(dst).is_some()
 }
 
+/// Whether the configuration gates `segment`. What the frame does not show
+/// (a port in a tiny fragment, a destination behind a source route) is
+/// taken to be gated.
+#[inline(always)]
+fn gates(config: &GateConfig, segment: &Segment) -> bool {
+    segment
+        .port
+        .get()
+        .is_none_or(|port| config.gates_port(port))
+        && (!segment.dst_final || gates_destination(config, &segment.dst))
+}
+
 /// False only if the grant filter proves `src` holds no grant; true also
 /// while the agent has not built the filter yet.
 #[inline(always)]
 fn may_hold_grant(src: &AddrKey) -> bool {
-    let (Some(&generation), Some(&mask)) =
-        (GRANT_FILTER.get(grant_filter::GENERATION), GRANT_FILTER.get(grant_filter::MASK))
-    else {
+    let (Some(&generation), Some(&mask)) = (
+        GRANT_FILTER.get(grant_filter::GENERATION),
+        GRANT_FILTER.get(grant_filter::MASK),
+    ) else {
         return true;
     };
     if mask == 0 {
@@ -163,41 +146,103 @@ fn may_hold_grant(src: &AddrKey) -> bool {
     }
 }
 
-/// Judges one frame. Anything the gate is unsure about passes.
+/// False only if the allowlist filter proves that no prefix covers `src`;
+/// true also while the agent has not built the filter yet.
 #[inline(always)]
-pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdict {
-    tally.add(Counter::Frames);
-    let syn = match gated_syn(&frame) {
-        Ok(Some(syn)) => syn,
-        Ok(None) => return Verdict::Pass,
-        Err(reason) => {
-            tally.add(reason);
-            return Verdict::Pass;
-        }
-    };
-    tally.add(Counter::GatedSyns);
+fn may_be_allowlisted(src: &AddrKey) -> bool {
+    if ALLOW_FILTER
+        .get(allow_filter::READY)
+        .is_none_or(|&ready| ready == 0)
+    {
+        return true;
+    }
+    let (index, mask) = allow_filter::word_and_mask(allow_filter::bit(src));
+    ALLOW_FILTER.get(index).is_none_or(|&word| word & mask != 0)
+}
+
+/// Whether `src` may open connections: the counter of why it may, or of
+/// why it may not.
+#[inline(always)]
+fn standing(src: &AddrKey) -> Result<Counter, Counter> {
     // SAFETY: the value is a plain u64 the agent replaces whole.
-    let grant = if may_hold_grant(&syn.src) { unsafe { GRANTS.get(&syn.src) } } else { None };
+    let grant = if may_hold_grant(src) {
+        unsafe { GRANTS.get(src) }
+    } else {
+        None
+    };
     let refusal = match grant {
-        Some(&expiry) if expiry > now_ns() => {
-            tally.add(Counter::AllowedGrant);
-            return Verdict::Pass;
-        }
+        Some(&expiry) if expiry > now_ns() => return Ok(Counter::AllowedGrant),
         Some(_) => Counter::DroppedExpired,
         None => Counter::DroppedNoGrant,
     };
-    if ALLOWLIST.get(Key::new(ADDR_BITS, syn.src)).is_some() {
-        tally.add(Counter::AllowedAllowlist);
+    if may_be_allowlisted(src) && ALLOWLIST.get(Key::new(ADDR_BITS, *src)).is_some() {
+        return Ok(Counter::AllowedAllowlist);
+    }
+    Err(refusal)
+}
+
+/// Judges one frame: a SYN to a gated destination, or a frame that could
+/// be one, passes only from a source with a live grant or on the allowlist.
+#[inline(always)]
+pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdict {
+    tally.add(Counter::Frames);
+    let segment = match parse::look(&frame) {
+        Look::Pass => return Verdict::Pass,
+        Look::Counted(reason) => {
+            tally.add(reason);
+            return Verdict::Pass;
+        }
+        Look::Hidden(reason) => {
+            tally.add(Counter::GatedDoubtful);
+            debug!(
+                ctx,
+                "smtpgate: refused a frame whose source is out of sight"
+            );
+            return refuse(config_flags(), reason, None, tally);
+        }
+        Look::Segment(segment) => segment,
+    };
+    // The configuration is read only for possible SYNs: the bulk of the
+    // traffic never pays for the lookup.
+    let Some(config) = CONFIG.get(0) else {
+        return Verdict::Drop;
+    };
+    if !gates(config, &segment) {
         return Verdict::Pass;
     }
-    if syn.flags & FLAG_MONITOR != 0 {
+    tally.add(if segment.doubt.is_some() {
+        Counter::GatedDoubtful
+    } else {
+        Counter::GatedSyns
+    });
+    let refusal = match standing(&segment.src) {
+        Ok(allowed) => {
+            tally.add(allowed);
+            return Verdict::Pass;
+        }
+        Err(refusal) => segment.doubt.unwrap_or(refusal),
+    };
+    debug!(ctx, "smtpgate: refused SYN from {:i}", segment.src);
+    refuse(config.flags, refusal, segment.reply(), tally)
+}
+
+/// The configuration's `FLAG_*` bits, for a refusal reached before the
+/// configuration was read; a missing configuration refuses.
+#[inline(always)]
+fn config_flags() -> u32 {
+    CONFIG.get(0).map_or(0, |config| config.flags)
+}
+
+/// Drops a refused frame, or passes it in monitor mode; counts why.
+#[inline(always)]
+fn refuse(flags: u32, reason: Counter, reply: Option<PlainHeaders>, tally: &mut Tally) -> Verdict {
+    if flags & FLAG_MONITOR != 0 {
         tally.add(Counter::MonitorWouldDrop);
         return Verdict::Pass;
     }
-    tally.add(refusal);
-    debug!(ctx, "smtpgate: refused SYN from {:i}", syn.src);
-    match syn.reply {
-        Some(reply) if syn.flags & FLAG_RESET != 0 => Verdict::Reset(reply),
+    tally.add(reason);
+    match reply {
+        Some(reply) if flags & FLAG_RESET != 0 => Verdict::Reset(reply),
         _ => Verdict::Drop,
     }
 }

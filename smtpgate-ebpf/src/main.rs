@@ -14,10 +14,10 @@ use aya_ebpf::{
 };
 
 use smtpgate_common::Counter;
-// The parsers are the library half of this crate (lib.rs), shared with the
-// benchmark's parse-only baseline; gate.rs and reset.rs reach them as
-// `crate::frame`.
-use smtpgate_ebpf::frame;
+// The header walk is the library half of this crate (lib.rs), shared with
+// the benchmark's parse-only baseline; gate.rs and reset.rs reach it as
+// `crate::frame` and `crate::parse`.
+use smtpgate_ebpf::{frame, parse};
 
 use crate::{
     frame::Frame,
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Bytes TC makes linear before parsing: Ethernet, two VLAN tags, IPv6 with a
-/// few extension headers and TCP fit in this.
+/// few extension headers and TCP fit in this. Headers beyond it are doubtful.
 const TC_LINEAR_BYTES: u32 = 256;
 
 #[xdp]
@@ -55,7 +55,8 @@ pub fn smtpgate_tc(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(wanted);
     }
     // The agent allows --action reset only with XDP; here it means drop.
-    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end()), &mut Tally::open()) {
+    let frame = Frame::with_len(ctx.data(), ctx.data_end(), ctx.len() as usize);
+    match judge(&ctx, frame, &mut Tally::open()) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop | Verdict::Reset(_) => TC_ACT_SHOT,
     }

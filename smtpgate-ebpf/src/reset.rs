@@ -10,30 +10,10 @@ use core::mem::{size_of, swap};
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext, EbpfContext};
 
-use crate::frame::{
-    EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, TcpHdr, Transport, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_RST,
+use crate::{
+    frame::{EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, TcpHdr, IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_RST},
+    parse::PlainHeaders,
 };
-
-/// Where the refused SYN's headers are, for writing the reply.
-#[derive(Clone, Copy)]
-pub struct Reply {
-    network_offset: usize,
-    transport_offset: usize,
-    ipv6: bool,
-}
-
-impl Reply {
-    /// The plan for answering the SYN described by `transport`, if its
-    /// headers allow an in-place reply.
-    #[inline(always)]
-    pub fn plan(transport: &Transport) -> Option<Reply> {
-        transport.plain.then_some(Reply {
-            network_offset: transport.network_offset,
-            transport_offset: transport.offset,
-            ipv6: transport.ipv6,
-        })
-    }
-}
 
 const TCP_HEADER_LEN: u16 = size_of::<TcpHdr>() as u16;
 const REPLY_TTL: u8 = 64;
@@ -41,7 +21,7 @@ const REPLY_TTL: u8 = 64;
 /// Rewrites the frame into the RST. False if the frame could not be
 /// rewritten, in which case the caller drops it.
 #[inline(always)]
-pub fn rewrite(ctx: &XdpContext, reply: Reply) -> bool {
+pub fn rewrite(ctx: &XdpContext, reply: PlainHeaders) -> bool {
     let frame = Frame::new(ctx.data(), ctx.data_end());
     if swap_macs(&frame).is_none() {
         return false;
@@ -51,7 +31,9 @@ pub fn rewrite(ctx: &XdpContext, reply: Reply) -> bool {
     } else {
         ipv4_reply(&frame, reply.network_offset)
     };
-    let Some(pseudo_sum) = pseudo_sum else { return false };
+    let Some(pseudo_sum) = pseudo_sum else {
+        return false;
+    };
     if tcp_reply(&frame, reply.transport_offset, pseudo_sum).is_none() {
         return false;
     }
@@ -63,7 +45,7 @@ pub fn rewrite(ctx: &XdpContext, reply: Reply) -> bool {
 
 #[inline(always)]
 fn swap_macs(frame: &Frame) -> Option<()> {
-    let eth = frame.header_mut::<EthHdr>(0).ok()?;
+    let eth = frame.header_mut::<EthHdr>(0)?;
     swap(&mut eth.dst, &mut eth.src);
     Some(())
 }
@@ -71,7 +53,7 @@ fn swap_macs(frame: &Frame) -> Option<()> {
 /// Rewrites the IPv4 header; returns the TCP pseudo-header sum.
 #[inline(always)]
 fn ipv4_reply(frame: &Frame, offset: usize) -> Option<u32> {
-    let ip = frame.header_mut::<Ipv4Hdr>(offset).ok()?;
+    let ip = frame.header_mut::<Ipv4Hdr>(offset)?;
     swap(&mut ip.src, &mut ip.dst);
     ip.tos = 0;
     ip.total_len = (size_of::<Ipv4Hdr>() as u16 + TCP_HEADER_LEN).to_be_bytes();
@@ -90,7 +72,7 @@ fn ipv4_reply(frame: &Frame, offset: usize) -> Option<u32> {
 /// Rewrites the IPv6 header; returns the TCP pseudo-header sum.
 #[inline(always)]
 fn ipv6_reply(frame: &Frame, offset: usize) -> Option<u32> {
-    let ip = frame.header_mut::<Ipv6Hdr>(offset).ok()?;
+    let ip = frame.header_mut::<Ipv6Hdr>(offset)?;
     swap(&mut ip.src, &mut ip.dst);
     ip.payload_len = TCP_HEADER_LEN.to_be_bytes();
     ip.hop_limit = REPLY_TTL;
@@ -101,7 +83,7 @@ fn ipv6_reply(frame: &Frame, offset: usize) -> Option<u32> {
 
 #[inline(always)]
 fn tcp_reply(frame: &Frame, offset: usize, pseudo_sum: u32) -> Option<()> {
-    let tcp = frame.header_mut::<TcpHdr>(offset).ok()?;
+    let tcp = frame.header_mut::<TcpHdr>(offset)?;
     swap(&mut tcp.src_port, &mut tcp.dst_port);
     // The SYN occupies one sequence number: acknowledge it.
     tcp.ack = u32::from_be_bytes(tcp.seq).wrapping_add(1).to_be_bytes();

@@ -6,7 +6,11 @@
 //! with BPF_LINK_UPDATE: the gate never opens while the agent restarts or is
 //! upgraded.
 
-use std::{fs, io, path::Path};
+use std::{
+    fs, io,
+    os::fd::{AsRawFd, FromRawFd},
+    path::Path,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -15,11 +19,10 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle},
         SchedClassifier, Xdp, XdpMode,
     },
-    maps::MapData,
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use smtpgate_common::{grant_filter, CounterBlock, COUNTERS_MAP};
+use smtpgate_common::grant_filter;
 
 use crate::{
     errno::errno,
@@ -57,8 +60,13 @@ pub fn load(pins: &PinDir, max_grants: u32, kernel_log_level: aya_log::Level) ->
     let (ebpf, clock) = match coarse {
         Ok(ebpf) => (ebpf, GateClock::Coarse),
         Err(err) => {
-            tracing::debug!("the coarse clock was refused ({err:#}); loading again on the precise one");
-            (load_with_clock(pins, max_grants, kernel_log_level, GateClock::Precise)?, GateClock::Precise)
+            tracing::debug!(
+                "the coarse clock was refused ({err:#}); loading again on the precise one"
+            );
+            (
+                load_with_clock(pins, max_grants, kernel_log_level, GateClock::Precise)?,
+                GateClock::Precise,
+            )
         }
     };
     tracing::debug!(?clock, "program loaded");
@@ -72,11 +80,14 @@ pub fn load_with_clock(
     kernel_log_level: aya_log::Level,
     clock: GateClock,
 ) -> Result<Ebpf> {
-    retire_stale_counters(pins)?;
+    retire_stale_maps(pins)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
         .map_max_entries(smtpgate_common::GRANTS_MAP, max_grants)
-        .map_max_entries(smtpgate_common::GRANT_FILTER_MAP, grant_filter::map_words(max_grants))
+        .map_max_entries(
+            smtpgate_common::GRANT_FILTER_MAP,
+            grant_filter::map_words(max_grants),
+        )
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
         .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
         .load(PROGRAM)
@@ -88,30 +99,68 @@ pub fn load_with_clock(
     Ok(ebpf)
 }
 
-/// Unpins counters left by a version of smtpgate that kept them in another
-/// layout, which this program would misread. They start again from zero;
-/// the grants and every other map are untouched.
-fn retire_stale_counters(pins: &PinDir) -> Result<()> {
-    let path = pins.map(COUNTERS_MAP);
-    let Ok(counters) = MapData::from_pin(&path) else {
-        return Ok(());
-    };
-    let info = counters.info().context("reading the pinned counters' layout")?;
-    if info.value_size() as usize != size_of::<CounterBlock>() || info.max_entries() != 1 {
-        tracing::warn!("the pinned counters were kept by an older smtpgate in another layout; they restart from zero");
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+/// Unpins maps that an older version of smtpgate kept in a layout this
+/// program would misread (see `smtpgate_common::RETIRED_MAPS`). The
+/// program they served keeps its own reference until it is swapped out.
+fn retire_stale_maps(pins: &PinDir) -> Result<()> {
+    for path in pins.retired_maps() {
+        if path.exists() {
+            tracing::info!(
+                "{} was kept by an older smtpgate in another layout; retiring it",
+                path.display()
+            );
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
     }
     Ok(())
 }
 
-/// Fails unless `iface` exists in this network namespace.
+/// Fails unless `iface` exists in this network namespace and carries
+/// Ethernet frames, the only framing the gate parses. A tunnel without a
+/// link-layer header (GRE, IPIP, WireGuard) must be refused: the gate would
+/// read its IP header as Ethernet.
 pub fn require_interface(iface: &str) -> Result<()> {
-    let name = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name '{iface}'"))?;
+    let name =
+        std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name '{iface}'"))?;
     // SAFETY: valid C string.
     if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
         bail!("no network interface named '{iface}'");
     }
+    let link_type =
+        link_type(&name).with_context(|| format!("reading the link type of {iface}"))?;
+    if link_type != libc::ARPHRD_ETHER {
+        bail!(
+            "{iface} does not carry Ethernet frames (link type {link_type}); the gate parses Ethernet only: \
+             gate the Ethernet interface the traffic arrives on, or filter port 25 on {iface} another way"
+        );
+    }
     Ok(())
+}
+
+/// The `ARPHRD_*` link type of an interface, asked of a socket in this
+/// thread's network namespace (sysfs shows the namespace it was mounted in).
+fn link_type(name: &std::ffi::CStr) -> io::Result<u16> {
+    // SAFETY: plain libc calls on a socket owned here; `ifreq` is zeroed
+    // and holds a NUL-terminated name shorter than IFNAMSIZ.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let socket = std::os::fd::OwnedFd::from_raw_fd(socket);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, &byte) in request
+            .ifr_name
+            .iter_mut()
+            .zip(name.to_bytes().iter().take(libc::IFNAMSIZ - 1))
+        {
+            *slot = byte as libc::c_char;
+        }
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut request) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(request.ifr_ifru.ifru_hwaddr.sa_family)
+    }
 }
 
 /// Whether `run` created a new attachment or took over an existing one.
@@ -123,7 +172,13 @@ pub enum Attached {
 
 /// Attaches (or re-attaches) the gate to `iface` through `hook`, then removes
 /// an attachment of the other hook on the same interface, if any.
-pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, hook: Hook, mode: XdpMode) -> Result<Attached> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    pins: &PinDir,
+    iface: &str,
+    hook: Hook,
+    mode: XdpMode,
+) -> Result<Attached> {
     let attached = match hook {
         Hook::Xdp => attach_xdp(ebpf, pins, iface, mode),
         Hook::Tc if tcx_supported() => attach_tcx(ebpf, pins, iface),
@@ -149,9 +204,12 @@ fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Res
     if replaced {
         return Ok(Attached::Replaced);
     }
-    let id = program.attach(iface, mode).map_err(|e| explain_attach_error(iface, e.into()))?;
-    let link = FdLink::try_from(program.take_link(id)?)
-        .map_err(|_| anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later"))?;
+    let id = program
+        .attach(iface, mode)
+        .map_err(|e| explain_attach_error(iface, e.into()))?;
+    let link = FdLink::try_from(program.take_link(id)?).map_err(|_| {
+        anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later")
+    })?;
     pin_link(link, &pin)
 }
 
@@ -178,20 +236,28 @@ fn attach_tcx(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Attached> {
 fn take_over(pin: &Path, swap: impl FnOnce(FdLink) -> Result<()>) -> Result<bool> {
     let link = match PinnedLink::from_pin(pin) {
         Ok(link) => FdLink::from(link),
-        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+            return Ok(false)
+        }
         Err(e) => return Err(e).with_context(|| format!("opening {}", pin.display())),
     };
-    let Err(err) = swap(link) else { return Ok(true) };
+    let Err(err) = swap(link) else {
+        return Ok(true);
+    };
     if errno(&err) != Some(libc::ENOLINK) {
         return Err(err.context(format!("replacing the program in {}", pin.display())));
     }
-    tracing::info!("{} belonged to a vanished interface; attaching afresh", pin.display());
+    tracing::info!(
+        "{} belonged to a vanished interface; attaching afresh",
+        pin.display()
+    );
     remove_if_present(pin)?;
     Ok(false)
 }
 
 fn pin_link(link: FdLink, pin: &Path) -> Result<Attached> {
-    link.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
+    link.pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
     Ok(Attached::New)
 }
 
@@ -204,7 +270,13 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Atta
     let record = pins.tc_netlink_record(iface);
     let (id, attached) = match read_netlink_record(&record)? {
         Some((priority, handle)) => {
-            let link = SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None)?;
+            let link = SchedClassifierLink::attached(
+                iface,
+                TcAttachType::Ingress,
+                priority,
+                handle,
+                None,
+            )?;
             (program.attach_to_link(link)?, Attached::Replaced)
         }
         None => {
@@ -215,7 +287,10 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Atta
                 }
             }
             let netlink = TcAttachOptions::Netlink(NlOptions::default());
-            (program.attach_with_options(iface, TcAttachType::Ingress, netlink)?, Attached::New)
+            (
+                program.attach_with_options(iface, TcAttachType::Ingress, netlink)?,
+                Attached::New,
+            )
         }
     };
     let link = program.take_link(id)?;
@@ -256,7 +331,9 @@ pub fn detach_one(pins: &PinDir, hook: Hook, iface: &str) -> Result<bool> {
     if hook == Hook::Tc {
         if let Some((priority, handle)) = read_netlink_record(&record)? {
             // A vanished interface took its filter with it.
-            if let Ok(link) = SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None) {
+            if let Ok(link) =
+                SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None)
+            {
                 drop(link);
             }
             removed_filter = remove_if_present(&record)?;
@@ -274,7 +351,8 @@ fn remove_if_present(path: &Path) -> Result<bool> {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the BPF object"))
 }
 
 fn explain_attach_error(iface: &str, err: anyhow::Error) -> anyhow::Error {

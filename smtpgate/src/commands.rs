@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use smtpgate_common::{ALLOWLIST_MAP, COUNTERS_MAP};
+use smtpgate_common::COUNTERS_MAP;
 
 use crate::{
     addr,
@@ -154,7 +154,7 @@ fn print_stats(
 
 fn allowlist(pins: &PinDir, action: AllowlistAction) -> Result<()> {
     pins.require_gate()?;
-    let mut list = Allowlist::new(maps::open_pinned(&pins.map(ALLOWLIST_MAP))?)?;
+    let mut list = Allowlist::open_pinned(pins)?;
     match action {
         AllowlistAction::Add { prefixes } => {
             // Parse everything first: one bad prefix changes nothing.
@@ -211,7 +211,7 @@ fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
         println!("detached {iface} ({})", hook.name());
     }
     if pins.attachments()?.is_empty() {
-        for map in pins.maps() {
+        for map in pins.maps().into_iter().chain(pins.retired_maps()) {
             std::fs::remove_file(&map).ok();
         }
         std::fs::remove_dir(pins.path()).ok();

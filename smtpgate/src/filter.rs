@@ -18,84 +18,55 @@
 //! covers the half in use, which no rebuild touches, so that the entry
 //! never sits in the map unseen by the gate.
 
-use std::{
-    io,
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
-    sync::atomic::{
-        fence, AtomicU64,
-        Ordering::{Relaxed, SeqCst},
-    },
+use std::sync::atomic::{
+    fence, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
 };
 
-use anyhow::{bail, Context, Result};
-use aya::maps::{Map, MapData};
+use anyhow::{bail, Result};
+use aya::maps::Map;
 use smtpgate_common::{
     grant_filter::{self, GENERATION, HEADER_WORDS, MASK},
     AddrKey,
 };
 
+use crate::mapped::MappedWords;
+
 /// The filter's words, mapped into this process.
 pub struct GrantFilter {
-    words: NonNull<AtomicU64>,
-    len: usize,
+    words: MappedWords,
     half_words: u64,
-    // Keeps the map alive while it is mapped.
-    _map: MapData,
 }
-
-// SAFETY: the mapping is shared memory accessed only through atomics.
-unsafe impl Send for GrantFilter {}
-// SAFETY: as above.
-unsafe impl Sync for GrantFilter {}
 
 impl GrantFilter {
     pub fn new(map: Map) -> Result<Self> {
-        let Map::Array(map) = map else {
-            bail!("the grant filter map has an unexpected type");
-        };
-        let info = map.info().context("reading the grant filter's layout")?;
-        let len = info.max_entries() as usize;
+        let words = MappedWords::new(map, "grant filter")?;
+        let len = words.word_count();
         let half_words = (len.saturating_sub(HEADER_WORDS as usize) / 2) as u64;
-        if info.value_size() != 8 || !half_words.is_power_of_two() {
-            bail!("the grant filter map has an unexpected layout ({len} words of {} bytes)", info.value_size());
+        if !half_words.is_power_of_two() {
+            bail!("the grant filter map has an unexpected layout ({len} words)");
         }
-        let bytes = len * size_of::<u64>();
-        // SAFETY: maps the array's values (offset 0), shared with the kernel;
-        // the result is checked before use and unmapped on drop.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if at == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error()).context("mapping the grant filter into memory");
-        }
-        let words = NonNull::new(at.cast()).context("mmap returned null")?;
-        Ok(Self { words, len, half_words, _map: map })
+        Ok(Self { words, half_words })
     }
 
     fn word(&self, index: u64) -> &AtomicU64 {
-        assert!(index < self.len as u64, "filter word {index} out of range");
-        // SAFETY: in range of the mapping, which lives as long as `self`.
-        unsafe { &*self.words.as_ptr().add(index as usize) }
+        self.words.word(index)
     }
 
     /// Sets `key`'s bits in the half that starts at word `start`.
     fn set_bits(&self, start: u64, key: &AddrKey) {
         let (hash, bits) = grant_filter::probe(key);
-        self.word(start + (hash & (self.half_words - 1))).fetch_or(bits, SeqCst);
+        self.word(start + (hash & (self.half_words - 1)))
+            .fetch_or(bits, SeqCst);
     }
 
     fn set_in_both_halves(&self, key: &AddrKey) {
         // Generations 0 and 2 read one half each.
         for generation in [0, 2] {
-            self.set_bits(grant_filter::half_start(generation, self.half_words - 1), key);
+            self.set_bits(
+                grant_filter::half_start(generation, self.half_words - 1),
+                key,
+            );
         }
     }
 
@@ -125,7 +96,10 @@ impl GrantFilter {
         }
         // The zeroing is done before the scan reads the map.
         fence(SeqCst);
-        Rebuild { filter: self, start: unused }
+        Rebuild {
+            filter: self,
+            start: unused,
+        }
     }
 }
 
@@ -133,13 +107,6 @@ impl GrantFilter {
 /// agent killed or a scan that failed).
 fn rebuilding(generation: u64) -> bool {
     generation & 1 == 1
-}
-
-impl Drop for GrantFilter {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped.
-        unsafe { libc::munmap(self.words.as_ptr().cast(), self.len * size_of::<u64>()) };
-    }
 }
 
 /// A rebuild in progress, filling the half not in use. One dropped
@@ -159,6 +126,8 @@ impl Rebuild<'_> {
     /// and the filter with it after the first rebuild.
     pub fn finish(self) {
         self.filter.word(u64::from(GENERATION)).fetch_add(1, SeqCst);
-        self.filter.word(u64::from(MASK)).store(self.filter.half_words - 1, SeqCst);
+        self.filter
+            .word(u64::from(MASK))
+            .store(self.filter.half_words - 1, SeqCst);
     }
 }

@@ -156,22 +156,23 @@ impl std::fmt::Debug for KernelCounters {
 /// Metric name, help and label of each kernel counter.
 fn describe(counter: KernelCounter) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
     use KernelCounter::*;
-    const VERDICTS: &str = "Gated SYNs by verdict";
+    const VERDICTS: &str = "Gated SYNs and doubtful frames by verdict";
     const UNJUDGED: &str = "Frames passed without a verdict, by reason";
+    let verdict = |name| ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", name)));
     match counter {
         Frames => ("smtpgate_frames", "Frames the kernel program saw", None),
         GatedSyns => ("smtpgate_gated_syns", "TCP SYNs to a gated destination", None),
-        AllowedGrant => ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", "allowed_grant"))),
-        AllowedAllowlist => ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", "allowed_allowlist"))),
-        DroppedNoGrant => ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", "dropped_no_grant"))),
-        DroppedExpired => ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", "dropped_expired"))),
-        MonitorWouldDrop => ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", "monitor_would_drop"))),
+        GatedDoubtful => (
+            "smtpgate_gated_doubtful",
+            "Frames that could be SYNs to a gated destination but could not be read in full, judged like one",
+            None,
+        ),
+        AllowedGrant | AllowedAllowlist | DroppedNoGrant | DroppedExpired | RefusedVlanDepth | RefusedExtDepth
+        | RefusedFragment | RefusedNonlinear | MonitorWouldDrop => verdict(counter.name()),
         ResetsSent => ("smtpgate_resets_sent", "Refused SYNs answered with a TCP RST", None),
         PassedFragment => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "later_fragment"))),
         UnparsedTruncated => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "truncated"))),
         UnparsedMalformed => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "malformed"))),
-        UnparsedExtDepth => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "ipv6_ext_depth"))),
-        UnparsedVlanDepth => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "vlan_depth"))),
     }
 }
 

@@ -8,12 +8,12 @@
 use std::{
     ffi::CString,
     io,
-    os::unix::ffi::OsStrExt,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use smtpgate_common::{GRANTS_MAP, PINNED_MAPS};
+use smtpgate_common::{GRANTS_MAP, PINNED_MAPS, RETIRED_MAPS};
 
 /// Where pins live unless `--bpffs-dir` says otherwise.
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/smtpgate";
@@ -62,6 +62,25 @@ impl PinDir {
         PINNED_MAPS.map(|m| self.map(m))
     }
 
+    /// Where older versions pinned maps this one no longer reads.
+    pub fn retired_maps(&self) -> [PathBuf; RETIRED_MAPS.len()] {
+        RETIRED_MAPS.map(|m| self.map(m))
+    }
+
+    /// An exclusive lock on the directory, held until the guard drops.
+    /// Writers of state that changes in several steps (the allowlist and
+    /// its filter) take it, so that two processes never interleave them.
+    pub fn lock(&self) -> Result<DirLock> {
+        let dir = std::fs::File::open(&self.dir)
+            .with_context(|| format!("opening {}", self.dir.display()))?;
+        // SAFETY: a valid fd, owned by `dir` for the lock's lifetime.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("locking {}", self.dir.display()));
+        }
+        Ok(DirLock { _dir: dir })
+    }
+
     /// The pinned bpf_link of the program on `iface` through `hook`.
     pub fn link(&self, hook: Hook, iface: &str) -> PathBuf {
         self.dir.join(format!("link-{}-{iface}", hook.name()))
@@ -86,7 +105,11 @@ impl PinDir {
         for entry in entries {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            for (prefix, hook) in [("link-xdp-", Hook::Xdp), ("link-tc-", Hook::Tc), ("tc-netlink-", Hook::Tc)] {
+            for (prefix, hook) in [
+                ("link-xdp-", Hook::Xdp),
+                ("link-tc-", Hook::Tc),
+                ("tc-netlink-", Hook::Tc),
+            ] {
                 if let Some(iface) = name.strip_prefix(prefix) {
                     found.push((hook, iface.to_string()));
                 }
@@ -128,6 +151,11 @@ impl PinDir {
     }
 }
 
+/// Holds [`PinDir::lock`]; closing the directory releases it.
+pub struct DirLock {
+    _dir: std::fs::File,
+}
+
 fn is_bpffs(path: &Path) -> Result<bool> {
     let c_path = CString::new(path.as_os_str().as_bytes())?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -148,7 +176,13 @@ fn mount_bpffs(at: &Path) -> Result<()> {
     let target = CString::new(at.as_os_str().as_bytes())?;
     // SAFETY: valid C strings; no data argument.
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error())

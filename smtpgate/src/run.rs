@@ -8,10 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{programs::XdpMode, Ebpf};
-use smtpgate_common::{
-    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET,
-    GATED_DESTS_MAP, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS,
-};
+use smtpgate_common::{GateConfig, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, PORT_WORDS};
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
@@ -19,10 +16,10 @@ use tokio::{
 };
 
 use crate::{
-    allowlist::Allowlist,
     attach::{self, Attached},
     cli::{Action, Mode, RunArgs, XdpModeArg},
-    maps::{Config, Counters, GatedDests, Grants, Sweep},
+    gate_maps::GateMaps,
+    maps::{Grants, Sweep},
     metrics::Metrics,
     pins::{Hook, PinDir},
     settings::Settings,
@@ -57,14 +54,14 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
 
     // The settings go in before any attachment so the program never runs
     // with an empty port set.
-    GatedDests::new(take_map(&mut ebpf, GATED_DESTS_MAP)?)?.sync(&settings.dests)?;
-    Allowlist::new(take_map(&mut ebpf, ALLOWLIST_MAP)?)?.sync_config(&settings.allowlist)?;
-    Config::new(take_map(&mut ebpf, CONFIG_MAP)?)?.write(&gate_config(&settings))?;
+    let GateMaps { mut grants, mut allowlist, mut dests, mut config, counters } = GateMaps::take(&mut ebpf, pins)?;
+    dests.sync(&settings.dests)?;
+    allowlist.sync_config(&settings.allowlist)?;
+    config.write(&gate_config(&settings))?;
 
-    let metrics = Metrics::new(Counters::new(take_map(&mut ebpf, COUNTERS_MAP)?)?);
+    let metrics = Metrics::new(counters);
     // The filter is built from the grants already pinned before the program
     // is attached or swapped in: until then it would deny them all.
-    let mut grants = Grants::new(take_map(&mut ebpf, GRANTS_MAP)?, Some(take_map(&mut ebpf, GRANT_FILTER_MAP)?))?;
     report_sweep(&grants.sweep()?, grants.capacity(), &metrics);
     let scanner = Grants::open_pinned(pins)?;
 
@@ -135,9 +132,7 @@ fn gate_config(settings: &Settings) -> GateConfig {
     config
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).with_context(|| format!("map {name} missing from the BPF object"))
-}
+
 
 /// Runs until a signal, until the gate is detached from under the agent
 /// (checked every `check_every`), or until the sweeper fails.

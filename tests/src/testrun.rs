@@ -12,12 +12,11 @@ use aya::{
 use smtpgate::{
     allowlist::{self, Allowlist, Origin},
     attach::{self, GateClock},
+    gate_maps::GateMaps,
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,
 };
-use smtpgate_common::{
-    GateConfig, ALLOWLIST_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS,
-};
+use smtpgate_common::{GateConfig, PORT_WORDS};
 
 use crate::{unique_name, BpfFs};
 
@@ -70,13 +69,19 @@ impl LoadedGate {
             None => attach::load(&pins, grants, level)?,
             Some(clock) => attach::load_with_clock(&pins, grants, level, clock)?,
         };
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
+        let GateMaps {
+            grants,
+            allowlist,
+            dests,
+            config,
+            counters,
+        } = GateMaps::take(&mut ebpf, &pins)?;
         let mut gate = Self {
-            grants: Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?,
-            allowlist: Allowlist::new(take(ALLOWLIST_MAP)?)?,
-            dests: GatedDests::new(take(GATED_DESTS_MAP)?)?,
-            config: Config::new(take(CONFIG_MAP)?)?,
-            counters: Counters::new(take(COUNTERS_MAP)?)?,
+            grants,
+            allowlist,
+            dests,
+            config,
+            counters,
             ebpf,
             bpffs,
         };
@@ -88,7 +93,11 @@ impl LoadedGate {
     }
 
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        let mut config = GateConfig { flags, reserved: 0, ports: [0; PORT_WORDS] };
+        let mut config = GateConfig {
+            flags,
+            reserved: 0,
+            ports: [0; PORT_WORDS],
+        };
         for &port in ports {
             config.gate_port(port);
         }
@@ -106,22 +115,58 @@ impl LoadedGate {
     }
 
     pub fn allow_prefix(&mut self, prefix: &str) -> Result<()> {
-        self.allowlist.add(allowlist::parse_prefix(prefix)?, Origin::Cli)
+        self.allowlist
+            .add(allowlist::parse_prefix(prefix)?, Origin::Cli)
     }
 
     pub fn run_xdp(&self, frame: &[u8]) -> Result<Outcome> {
-        let program: &Xdp = self.ebpf.program("smtpgate_xdp").context("xdp program")?.try_into()?;
+        let program: &Xdp = self
+            .ebpf
+            .program("smtpgate_xdp")
+            .context("xdp program")?
+            .try_into()?;
         run_with(frame, |opts| program.test_run(opts))
     }
 
     pub fn run_tc(&self, frame: &[u8]) -> Result<Outcome> {
-        let program: &SchedClassifier = self.ebpf.program("smtpgate_tc").context("tc program")?.try_into()?;
+        let program: &SchedClassifier = self
+            .ebpf
+            .program("smtpgate_tc")
+            .context("tc program")?
+            .try_into()?;
         run_with(frame, |opts| program.test_run(opts))
+    }
+
+    /// How many instructions the verifier processed for each program.
+    pub fn verified_instruction_counts(&self) -> Result<Vec<(&'static str, u32)>> {
+        let xdp: &Xdp = self
+            .ebpf
+            .program("smtpgate_xdp")
+            .context("xdp program")?
+            .try_into()?;
+        let tc: &SchedClassifier = self
+            .ebpf
+            .program("smtpgate_tc")
+            .context("tc program")?
+            .try_into()?;
+        let count = |info: aya::programs::ProgramInfo| {
+            info.verified_instruction_count()
+                .context("the kernel reports no count")
+        };
+        Ok(vec![
+            ("smtpgate_xdp", count(xdp.info()?)?),
+            ("smtpgate_tc", count(tc.info()?)?),
+        ])
     }
 
     /// Counter totals by name.
     pub fn counters(&self) -> Result<HashMap<&'static str, u64>> {
-        Ok(self.counters.totals()?.into_iter().map(|(c, v)| (c.name(), v)).collect())
+        Ok(self
+            .counters
+            .totals()?
+            .into_iter()
+            .map(|(c, v)| (c.name(), v))
+            .collect())
     }
 }
 
@@ -130,8 +175,15 @@ fn run_with(
     test_run: impl FnOnce(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError>,
 ) -> Result<Outcome> {
     let mut out = vec![0u8; frame.len() + 256];
-    let result = test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
-        .context("BPF_PROG_TEST_RUN")?;
+    let result = test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })
+    .context("BPF_PROG_TEST_RUN")?;
     out.truncate(result.data_size_out as usize);
-    Ok(Outcome { action: result.return_value, frame: out })
+    Ok(Outcome {
+        action: result.return_value,
+        frame: out,
+    })
 }

@@ -1,0 +1,42 @@
+//! The maps of a freshly loaded gate, taken out of its BPF object in one
+//! place for `run`, the tests and the benchmark alike.
+
+use anyhow::{Context, Result};
+use aya::{maps::Map, Ebpf};
+use smtpgate_common::{
+    ALLOWLIST_MAP, ALLOW_FILTER_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP,
+    GRANT_FILTER_MAP,
+};
+
+use crate::{
+    allowlist::Allowlist,
+    maps::{Config, Counters, GatedDests, Grants},
+    pins::PinDir,
+};
+
+pub struct GateMaps {
+    pub grants: Grants,
+    pub allowlist: Allowlist,
+    pub dests: GatedDests,
+    pub config: Config,
+    pub counters: Counters,
+}
+
+impl GateMaps {
+    /// Takes every map out of `ebpf`, which was loaded with its maps pinned
+    /// under `pins` (see `attach::load`). The programs hold the maps by fd
+    /// already, so taking them changes nothing for the kernel.
+    pub fn take(ebpf: &mut Ebpf, pins: &PinDir) -> Result<Self> {
+        let mut take = |name: &str| -> Result<Map> {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the BPF object"))
+        };
+        Ok(Self {
+            grants: Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?,
+            allowlist: Allowlist::new(take(ALLOWLIST_MAP)?, take(ALLOW_FILTER_MAP)?, pins)?,
+            dests: GatedDests::new(take(GATED_DESTS_MAP)?)?,
+            config: Config::new(take(CONFIG_MAP)?)?,
+            counters: Counters::new(take(COUNTERS_MAP)?)?,
+        })
+    }
+}
