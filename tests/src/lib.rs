@@ -9,6 +9,7 @@ pub mod frames;
 pub mod mail;
 pub mod raw;
 pub mod testrun;
+pub mod tools;
 
 use std::{
     fs,

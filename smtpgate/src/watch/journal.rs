@@ -8,7 +8,7 @@ use std::{process::Stdio, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use serde_json::Value;
-use smtpgate_logins::Verdict;
+use smtpgate_logins::{Entry, Verdict};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
@@ -56,16 +56,20 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
 }
 
 /// The login an entry records, judged by the same parser as log lines,
-/// with the identifier and time stamp the journal keeps apart.
+/// with the identifier, host and time stamp the journal keeps apart.
 fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
     let message = field_bytes(&entry["MESSAGE"])?;
-    let program = entry["SYSLOG_IDENTIFIER"].as_str().unwrap_or_default();
     let micros = entry["_SOURCE_REALTIME_TIMESTAMP"]
         .as_str()
         .or(entry["__REALTIME_TIMESTAMP"].as_str())
         .and_then(|t| t.parse::<i64>().ok());
-    let time = micros.and_then(|us| Timestamp::from_microsecond(us).ok());
-    match watch.parser.parse_message(program, &message, time) {
+    let entry = Entry {
+        identifier: entry["SYSLOG_IDENTIFIER"].as_str().unwrap_or_default(),
+        message: &message,
+        time: micros.and_then(|us| Timestamp::from_microsecond(us).ok()),
+        host: entry["_HOSTNAME"].as_str(),
+    };
+    match watch.parser.parse_entry(&entry, Timestamp::now()) {
         Verdict::Grant(login) => Some(login),
         Verdict::NoGrant(_) => None,
     }
