@@ -6,6 +6,7 @@
 //! behind. Tests need root.
 
 pub mod frames;
+pub mod fuzz;
 pub mod mail;
 pub mod raw;
 pub mod testrun;
