@@ -118,6 +118,7 @@ pub use parser::{Entry, Error, Parser, ParserOptions};
 pub use prefix::Format;
 pub use report::{Report, ReportError, MAX_REPORT};
 pub use stream::{Stream, OTHER_SHAPE, UNSTAMPED};
+pub use time::{FUTURE_STAMP, IMPOSSIBLE_STAMP};
 
 /// The mail-retrieval protocol a client logged in with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -34,13 +34,17 @@ pub(crate) enum StampError {
     Future,
 }
 
+/// Why a login stamped too far ahead of now does not grant.
+pub const FUTURE_STAMP: &str =
+    "time stamp in the future (a year-less stamp from last year, or a wrong clock or --timezone)";
+/// Why a login stamped on a day no calendar has does not grant.
+pub const IMPOSSIBLE_STAMP: &str = "impossible time stamp";
+
 impl StampError {
     pub(crate) fn reason(self) -> &'static str {
         match self {
-            StampError::Impossible => "impossible time stamp",
-            StampError::Future => {
-                "time stamp in the future (a year-less stamp from last year, or a wrong clock or --timezone)"
-            }
+            StampError::Impossible => IMPOSSIBLE_STAMP,
+            StampError::Future => FUTURE_STAMP,
         }
     }
 }

@@ -33,17 +33,26 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
     match watch.state.journal_cursor() {
         Some(cursor) => cmd.arg(format!("--after-cursor={cursor}")),
         // A first start reads back one TTL: those logins still grant.
-        None => cmd.arg(format!("--since=@{}", Timestamp::now().as_second() - watch.ttl.as_secs() as i64)),
+        None => cmd.arg(format!(
+            "--since=@{}",
+            Timestamp::now().as_second() - watch.ttl.as_secs() as i64
+        )),
     };
     for unit in units {
         cmd.arg(format!("--unit={unit}"));
     }
-    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true).spawn()?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
     tracing::info!("watching the journal for logins");
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if let Some(login) = login_of(watch, &entry) {
             watch.grant_login(&login, "journal");
         }
@@ -80,7 +89,10 @@ fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
 fn field_bytes(value: &Value) -> Option<Vec<u8>> {
     match value {
         Value::String(text) => Some(text.clone().into_bytes()),
-        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect(),
+        Value::Array(bytes) => bytes
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect(),
         _ => None,
     }
 }
