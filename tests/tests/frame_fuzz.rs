@@ -557,9 +557,11 @@ fn fuzzed_frames_find_no_way_past_the_gate() -> Result<()> {
     };
     let outcome = campaign::run(&settings, |line| println!("{line}"), || false)?;
     print!("{outcome}");
+    // About 38% are answered; far fewer means the lab or the generator broke.
     ensure!(
-        outcome.kernel.answered > 0,
-        "the kernel answered no case: the lab or the generator is broken"
+        outcome.kernel.answered * 5 >= BOUNDED_CASES,
+        "the kernel answered only {} of {BOUNDED_CASES} cases: the lab or the generator is broken",
+        outcome.kernel.answered
     );
     ensure!(
         outcome.gates.iter().all(|(_, t)| t.strays == 0),

@@ -98,63 +98,8 @@ impl FuzzLab {
     /// gating [`GATED_PORTS`], with grants for the granted sources.
     pub fn new(gate: Option<Hook>) -> Result<Self> {
         let mut lab = Lab::new()?;
-        let (server, client) = (&lab.server, &lab.client);
-        let (server_iface, client_iface) = (lab.server_iface.as_str(), lab.client_iface.as_str());
-        // Fixed MACs, so that a case's frames are the same bytes in every lab.
-        for (ns, iface, mac) in [
-            (server, server_iface, SERVER_MAC),
-            (client, client_iface, CLIENT_MAC),
-        ] {
-            ns.ip(&["link", "set", "dev", iface, "address", &mac_text(mac)])?;
-        }
-        server.ip(&[
-            "addr",
-            "add",
-            &format!("{SECOND_V4}/24"),
-            "dev",
-            server_iface,
-        ])?;
-        server.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{SECOND_V6}/64"),
-            "dev",
-            server_iface,
-            "nodad",
-        ])?;
-        for (net, via) in CLIENT_NETS {
-            server.ip(&["route", "add", net, "via", via])?;
-            client.ip(&["route", "add", "local", net, "dev", "lo"])?;
-        }
-        // Static neighbours: no resolution delays or queue limits in a burst.
-        for addr in [CLIENT_V4, CLIENT_V6] {
-            server.ip(&[
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                &mac_text(CLIENT_MAC),
-                "dev",
-                server_iface,
-                "nud",
-                "permanent",
-            ])?;
-        }
-        for addr in [SERVER_V4, SERVER_V6, SECOND_V4, SECOND_V6] {
-            client.ip(&[
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                &mac_text(SERVER_MAC),
-                "dev",
-                client_iface,
-                "nud",
-                "permanent",
-            ])?;
-        }
-        server.run(|| -> Result<()> {
+        address_plan(&lab)?;
+        lab.server.run(|| -> Result<()> {
             for knob in ["ipv4/ipfrag_high_thresh", "ipv6/ip6frag_high_thresh"] {
                 fs::write(format!("/proc/sys/net/{knob}"), FRAG_MEMORY)
                     .with_context(|| format!("setting {knob}"))?;
@@ -177,6 +122,60 @@ impl FuzzLab {
         }
         Ok(Self { lab })
     }
+}
+
+/// Fixed MACs (so that a case's frames are the same bytes in every lab),
+/// the server's second addresses, the client's source prefixes with their
+/// routes, and static neighbours (no resolution delay or queue limit in a
+/// burst).
+fn address_plan(lab: &Lab) -> Result<()> {
+    let (server, client) = (&lab.server, &lab.client);
+    let sides = [
+        (server, lab.server_iface.as_str(), SERVER_MAC),
+        (client, lab.client_iface.as_str(), CLIENT_MAC),
+    ];
+    for (ns, iface, mac) in sides {
+        ns.ip(&["link", "set", "dev", iface, "address", &mac_text(mac)])?;
+    }
+    let [(_, server_iface, _), (_, client_iface, _)] = sides;
+    for second in [format!("{SECOND_V4}/24"), format!("{SECOND_V6}/64")] {
+        server.ip(&["addr", "add", &second, "dev", server_iface, "nodad"])?;
+    }
+    for (net, via) in CLIENT_NETS {
+        server.ip(&["route", "add", net, "via", via])?;
+        client.ip(&["route", "add", "local", net, "dev", "lo"])?;
+    }
+    let neighbours = [
+        (
+            server,
+            server_iface,
+            CLIENT_MAC,
+            &[CLIENT_V4, CLIENT_V6][..],
+        ),
+        (
+            client,
+            client_iface,
+            SERVER_MAC,
+            &[SERVER_V4, SERVER_V6, SECOND_V4, SECOND_V6][..],
+        ),
+    ];
+    for (ns, iface, mac, addrs) in neighbours {
+        for addr in addrs {
+            let lladdr = mac_text(mac);
+            ns.ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                &lladdr,
+                "dev",
+                iface,
+                "nud",
+                "permanent",
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
