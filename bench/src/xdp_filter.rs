@@ -15,7 +15,7 @@ use aya::{
     maps::{MapData, PerCpuArray},
     programs::{loaded_programs, ProgramFd},
 };
-use smtpgate_tests::Netns;
+use smtpgate_tests::{tools, Netns};
 
 const PINS: &str = "/sys/fs/bpf/xdp-filter";
 /// Key of XDP_DROP in xdp-filter's per-action statistics.
@@ -68,11 +68,11 @@ impl Drop for XdpFilter<'_> {
 
 fn run(netns: &Netns, args: &[&str]) -> Result<()> {
     let out = netns
-        .command("xdp-filter")
+        .command(tools::require("xdp-filter")?)
         .args(args)
         .env("LIBXDP_SKIP_DISPATCHER", "1")
         .output()
-        .context("running xdp-filter (is xdp-tools installed?)")?;
+        .context("running xdp-filter")?;
     if !out.status.success() {
         bail!("xdp-filter {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -19,9 +19,56 @@ pub(crate) fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
+/// Refuses, with the reason, an address that cannot be a customer's: the
+/// source of an SMTP connection is never unspecified (`0.0.0.0`, `::`),
+/// broadcast or multicast, and loopback always passes the gate, so a login
+/// from it (a webmail on the host, a proxy that hides the client) names no
+/// customer.
+pub fn customer_address(ip: IpAddr) -> Result<(), &'static str> {
+    let ip = ip.to_canonical();
+    if ip.is_unspecified() {
+        return Err("unspecified address: no client has it");
+    }
+    if ip.is_multicast() {
+        return Err("multicast address: no client connects from it");
+    }
+    if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        return Err("broadcast address: no client connects from it");
+    }
+    if ip.is_loopback() {
+        return Err("loopback address: it always passes the gate (a local webmail or proxy?)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_customer_addresses() {
+        for ip in [
+            "192.0.2.10",
+            "2001:db8::7",
+            "::ffff:198.51.100.1",
+            "fe80::1",
+        ] {
+            assert_eq!(customer_address(ip.parse().unwrap()), Ok(()), "{ip}");
+        }
+        for ip in [
+            "0.0.0.0",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(customer_address(ip.parse().unwrap()).is_err(), "{ip}");
+        }
+    }
 
     #[test]
     fn v4_mapped_v6_becomes_v4() {

@@ -1,11 +1,13 @@
-//! Turns one mail-log line into a POP-before-SMTP verdict.
+//! Turns mail-log lines into POP-before-SMTP verdicts.
 //!
 //! smtpgate grants a client address SMTP access for a while after that
 //! address proved a mailbox password over POP3 or IMAP. This crate reads the
 //! evidence: given one line of a mail log (a syslog file, the systemd journal,
 //! Dovecot's own log file, stdin) it answers either [`Verdict::Grant`] with
 //! the client address of a *successful* login, or [`Verdict::NoGrant`] with a
-//! short reason. It is pure and synchronous: no I/O, no threads, no clock.
+//! short reason; the lines of one log are judged in order by a [`Stream`].
+//! It also reads a login hook's [`Report`]. It is pure and synchronous: no
+//! I/O, no threads, no clock.
 //!
 //! ```
 //! use smtpgate_logins::{Parser, ParserOptions, Verdict};
@@ -25,9 +27,9 @@
 //! message, see [`Format`]:
 //!
 //! * classic syslog (RFC 3164) `Nov 22 20:25:01 host dovecot[1234]: …`, with
-//!   an optional `<PRI>`; the year is inferred so that the stamp lies no more
-//!   than a day after `now`, and [`ParserOptions::timezone`] supplies the
-//!   offset;
+//!   an optional `<PRI>`; the year is the latest that puts the stamp before
+//!   `now` (plus a minute of clock drift), and [`ParserOptions::timezone`]
+//!   supplies the offset;
 //! * rsyslog's high-precision stamps `2026-11-22T20:25:01.123456+01:00 host
 //!   dovecot[1234]: …` and RFC 5424 `<22>1 2026-11-22T20:25:01Z host dovecot
 //!   1234 - - …` (structured data is skipped, a BOM before the message too);
@@ -48,8 +50,8 @@
 //! |---|---|---|---|
 //! | Dovecot 1.x–2.3 | `dovecot`, or `pop3-login`/`imap-login` in `log_path` | `pop3-login: Login: user=<…>, method=…, rip=…, …` | `src/login-common/client-common*.c` (`client_get_log_str`, `login_log_format_elements`) in dovecot/core |
 //! | Dovecot 2.4 | as above | `imap-login: Logged in: user=<…>, …, rip=…, …` | 2.4 `login-settings.c` defaults and logs of 2.4.1 |
-//! | Courier-IMAP | `pop3d`, `pop3d-ssl`, `imapd`, `imapd-ssl`, `courierpop3login`, `courierpop3d`, `pop3login`, `imaplogin` | `LOGIN, user=…, ip=[…], port=[…]` (`, protocol=…`, `, stls=1`) | `pop3dserver.c`, `imaplogin.c`, `pop3login.c` in courier-imap |
-//! | Cyrus IMAP 2.x/3.x | `imap`, `imaps`, `pop3`, `pop3s`, `imapd`, `pop3d`, any of them after `prefix/` (`cyrus/imap`) | `login: host [ip] user mech User logged in` (` SESSIONID=<…>`) | `imap/imapd.c`, `imap/pop3d.c` in cyrus-imapd |
+//! | Courier-IMAP | `pop3d`, `pop3d-ssl`, `imapd`, `imapd-ssl`, `courierpop3login`, `courierpop3d`, `pop3login`, `imaplogin` | `LOGIN, user=…, ip=[…]` (`, port=[…]`, `, protocol=…`, `, stls=1` or `, starttls=1`) | `pop3dserver.c`, `imaplogin.c`, `pop3login.c`, `imaptoken.c` in courier-imap, `liblog/logger.c` in courier-libs |
+//! | Cyrus IMAP 2.x/3.x | `imap`, `imaps`, `pop3`, `pop3s`, `imapd`, `pop3d`, any of them after `prefix/` (`cyrus/imap`) | `login: host [ip] user mech User logged in` (` SESSIONID=<…>`; older `host[ip]`) | `imap/imapd.c`, `imap/pop3d.c`, `imap/global.c` in cyrus-imapd |
 //! | UW imapd / ipop3d | `imapd`, `imapsd`, `ipop3d`, `ipop3sd` | `Login user=… host=… [ip]`, `Authenticated user=… host=… [ip]` (` mech=…`); ipop3d `Login`/`Auth`/`APOP user=… host=… [ip] nmsgs=n/m` | `src/imapd/imapd.c`, `src/ipop3d/ipop3d.c`, `tcp_unix.c` in UW IMAP 2007 |
 //! | Qpopper | `popper`, `qpopper`, `in.qpopper`, `in.popper` | `(v4.0.9) POP login by user "u" at (host) ip`, `Stats: u 0 0 0 0 host ip` | `pop_init.c` (`pLog_login`), `pop_updt.c` in qpopper, and the patterns of pop-before-smtp |
 //!
@@ -101,7 +103,9 @@ mod addr;
 mod custom;
 mod parser;
 mod prefix;
+mod report;
 mod servers;
+mod stream;
 mod time;
 
 use std::borrow::Cow;
@@ -109,8 +113,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-pub use parser::{Error, Parser, ParserOptions};
+pub use addr::customer_address;
+pub use parser::{Entry, Error, Parser, ParserOptions};
 pub use prefix::Format;
+pub use report::{Report, ReportError, MAX_REPORT};
+pub use stream::{Stream, OTHER_SHAPE, UNSTAMPED};
+pub use time::{FUTURE_STAMP, IMPOSSIBLE_STAMP};
 
 /// The mail-retrieval protocol a client logged in with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -68,13 +68,43 @@ impl FromStr for Format {
     }
 }
 
-/// A line taken apart: who wrote the message, and when.
+/// A line taken apart: who wrote the message, where, and when.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Envelope<'a> {
     pub stamp: Option<Stamp>,
+    /// The host field of syslog and RFC 5424 lines.
+    pub host: Option<&'a [u8]>,
     /// The program tag without `[pid]` and `:`.
     pub program: &'a [u8],
+    /// The `pid` of a `prog[pid]` tag, or RFC 5424's PROCID.
+    pub pid: Option<&'a [u8]>,
     pub message: &'a [u8],
+    pub shape: Shape,
+}
+
+/// The kind of prefix a line has. One daemon writes every line of a log
+/// file with the same kind, so a line of another kind in it is not the
+/// daemon's: see [`crate::Stream`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A time stamp, a host field if `host`, and a program tag.
+    Stamped { host: bool },
+    /// RFC 5424.
+    Rfc5424,
+    /// Just a program tag.
+    Bare,
+}
+
+impl Shape {
+    /// How [`crate::Stream`]'s refusals name the shape.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Shape::Stamped { host: true } => "time stamp and host",
+            Shape::Stamped { host: false } => "time stamp without host",
+            Shape::Rfc5424 => "RFC 5424 header",
+            Shape::Bare => "no time stamp",
+        }
+    }
 }
 
 /// Why a line has no recognisable prefix.
@@ -85,7 +115,8 @@ pub(crate) const UNRECOGNISED: &str = "unrecognised line format";
 enum Host {
     Present,
     Absent,
-    /// Decided per line: a first word ending in `:` is the tag.
+    /// Decided per line: a first word ending in `:` is the tag, a first word
+    /// that can be a host name is the host.
     Either,
 }
 
@@ -100,7 +131,7 @@ pub(crate) fn split(format: Format, line: &[u8]) -> Result<Envelope<'_>, &'stati
         Format::Journal => stamped(line, Host::Present, false),
         Format::DovecotFile => stamped(line, Host::Absent, true),
         Format::Rfc5424 => skip_priority(line).and_then(|(_, rest)| rfc5424(rest)),
-        Format::Bare => tagged(line, None),
+        Format::Bare => tagged(line, None, None),
     };
     envelope.ok_or(UNRECOGNISED)
 }
@@ -114,7 +145,7 @@ fn auto(line: &[u8]) -> Option<Envelope<'_>> {
             stamped(rest, Host::Present, false)
         };
     }
-    stamped(line, Host::Either, true).or_else(|| tagged(line, None))
+    stamped(line, Host::Either, true).or_else(|| tagged(line, None, None))
 }
 
 /// Skips an RFC 3164/5424 `<PRI>`, returning the priority and the rest.
@@ -140,44 +171,74 @@ fn stamped(line: &[u8], host: Host, space_iso: bool) -> Option<Envelope<'_>> {
     let has_host = match host {
         Host::Present => true,
         Host::Absent => false,
-        Host::Either => !first_word.ends_with(b":"),
+        // A Dovecot `log_path` line starts with its process, which ends in
+        // `:`; one of a post-login process (`imap(user)<pid><session>:`)
+        // whose user name holds a space must not pass for host and tag, and
+        // a host name holds no `(`.
+        Host::Either if first_word.ends_with(b":") => false,
+        Host::Either if is_host_field(first_word) => true,
+        Host::Either => return None,
     };
-    let rest = if has_host {
-        rest[first_word.len()..].strip_prefix(b" ")?
+    let (host, rest) = if has_host {
+        (
+            Some(first_word),
+            rest[first_word.len()..].strip_prefix(b" ")?,
+        )
     } else {
-        rest
+        (None, rest)
     };
-    tagged(rest, Some(stamp))
+    tagged(rest, Some(stamp), host)
+}
+
+/// A syslog host field: a host name or an address, as collectors write it.
+fn is_host_field(word: &[u8]) -> bool {
+    !word.is_empty()
+        && word
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
 }
 
 /// `TAG: MESSAGE` where the tag is `prog`, `prog[pid]` and the message may
 /// be empty.
-fn tagged(text: &[u8], stamp: Option<Stamp>) -> Option<Envelope<'_>> {
+fn tagged<'a>(
+    text: &'a [u8],
+    stamp: Option<Stamp>,
+    host: Option<&'a [u8]>,
+) -> Option<Envelope<'a>> {
     let word_end = memchr(b' ', text).unwrap_or(text.len());
     let tag = text[..word_end].strip_suffix(b":")?;
     let message = text.get(word_end + 1..).unwrap_or_default();
+    let (program, pid) = split_tag(tag)?;
     Some(Envelope {
+        shape: match stamp {
+            Some(_) => Shape::Stamped {
+                host: host.is_some(),
+            },
+            None => Shape::Bare,
+        },
         stamp,
-        program: program_name(tag)?,
+        host,
+        program,
+        pid,
         message,
     })
 }
 
-/// `prog[pid]` or `prog` to `prog`.
-pub(crate) fn program_name(tag: &[u8]) -> Option<&[u8]> {
-    let program = match tag.strip_suffix(b"]") {
+/// `prog[pid]` or `prog` to the program and the pid.
+pub(crate) fn split_tag(tag: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (program, pid) = match tag.strip_suffix(b"]") {
         Some(with_pid) => {
             let open = memchr::memrchr(b'[', with_pid)?;
             let pid = &with_pid[open + 1..];
             if pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            &with_pid[..open]
+            (&with_pid[..open], Some(pid))
         }
-        None => tag,
+        None => (tag, None),
     };
     let valid = !program.is_empty() && !program.iter().any(|&b| matches!(b, b'[' | b']' | b':'));
-    valid.then_some(program)
+    valid.then_some((program, pid))
 }
 
 /// RFC 5424 after `<PRI>`:
@@ -191,9 +252,9 @@ fn rfc5424(text: &[u8]) -> Option<Envelope<'_>> {
         (!field.is_empty()).then_some(field)
     };
     let stamp_field = next_field()?;
-    let _host = next_field()?;
+    let host = next_field()?;
     let app_name = next_field()?;
-    let _procid = next_field()?;
+    let procid = next_field()?;
     let _msgid = next_field()?;
     let stamp = match stamp_field {
         b"-" => None,
@@ -215,8 +276,11 @@ fn rfc5424(text: &[u8]) -> Option<Envelope<'_>> {
     };
     Some(Envelope {
         stamp,
+        host: (host != b"-").then_some(host),
         program,
+        pid: (procid != b"-").then_some(procid),
         message,
+        shape: Shape::Rfc5424,
     })
 }
 
@@ -401,6 +465,55 @@ mod tests {
         ] {
             assert_eq!(parts(Format::Auto, line), None, "{line}");
         }
+    }
+
+    #[test]
+    fn host_fields_and_shapes() {
+        let host_and_shape = |format, line: &str| {
+            let envelope = split(format, line.as_bytes()).unwrap();
+            (
+                envelope
+                    .host
+                    .map(|h| String::from_utf8_lossy(h).into_owned()),
+                envelope.shape,
+            )
+        };
+        let with_host = Shape::Stamped { host: true };
+        assert_eq!(
+            host_and_shape(Format::Auto, "Nov 22 20:25:01 mx.example dovecot: m"),
+            (Some("mx.example".into()), with_host)
+        );
+        assert_eq!(
+            host_and_shape(Format::Auto, "Nov 22 20:25:01 2001:db8::5 imapd[1]: m"),
+            (Some("2001:db8::5".into()), with_host)
+        );
+        assert_eq!(
+            host_and_shape(Format::Auto, "Nov 22 20:25:01 pop3-login: Info: m"),
+            (None, Shape::Stamped { host: false })
+        );
+        assert_eq!(
+            host_and_shape(
+                Format::Auto,
+                "<22>1 2026-11-22T20:25:01Z mx dovecot 7 - - m"
+            ),
+            (Some("mx".into()), Shape::Rfc5424)
+        );
+        assert_eq!(
+            host_and_shape(Format::Auto, "<22>1 2026-11-22T20:25:01Z - dovecot - - - m"),
+            (None, Shape::Rfc5424)
+        );
+        assert_eq!(
+            host_and_shape(Format::Auto, "dovecot: m"),
+            (None, Shape::Bare)
+        );
+    }
+
+    #[test]
+    fn a_post_login_tag_with_a_spaced_user_is_no_host() {
+        // Dovecot's log_path: the process `imap(x pop3-login:` with a user
+        // name holding spaces, not the host `imap(x` and the tag `pop3-login`.
+        let line = "Nov 22 20:25:01 imap(x pop3-login: Info: Login: user=<y>, rip=192.0.2.9, lip=192.0.2.1)<7><s>: Info: Logged out";
+        assert_eq!(parts(Format::Auto, line), None);
     }
 
     #[test]

@@ -9,10 +9,56 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{Offset, TimeZone};
 use jiff::{SignedDuration, Timestamp};
 
-/// How far into the future of `now` a year-less stamp may lie before it is
-/// taken to be from last year: clocks of log sources drift a little, and a
-/// stamp written in one zone may be read in another.
-const FUTURE_SLACK: SignedDuration = SignedDuration::from_hours(24);
+/// How far ahead of `now` a login may be stamped and still grant.
+///
+/// Clocks of hosts that log to one collector drift by a few seconds, so a
+/// stamp slightly ahead is a login that just happened. Anything further
+/// ahead is refused rather than granted from now: such a line is either a
+/// year-less stamp from last year's part of a log that is never rotated (a
+/// first start reads whole files), whose login is long over, or a clock or
+/// `--timezone` that is wrong, which the refusal's reason points out. Granting
+/// it would replay an old login; refusing it costs a customer one retry
+/// after the clock is fixed.
+pub(crate) const FUTURE_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
+
+/// How far ahead of `now` a year-less stamp read as this year's is taken
+/// to be this year's and refused, rather than last year's.
+const AHEAD_AND_AMBIGUOUS: SignedDuration = SignedDuration::from_hours(24);
+
+/// Why a stamp names no usable instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StampError {
+    /// A date no calendar has (`Feb 30`, `Dec 32`).
+    Impossible,
+    /// Later than `now` plus [`FUTURE_TOLERANCE`].
+    Future,
+}
+
+/// Why a login stamped too far ahead of now does not grant.
+pub const FUTURE_STAMP: &str =
+    "time stamp in the future (a year-less stamp from last year, or a wrong clock or --timezone)";
+/// Why a login stamped on a day no calendar has does not grant.
+pub const IMPOSSIBLE_STAMP: &str = "impossible time stamp";
+
+impl StampError {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            StampError::Impossible => IMPOSSIBLE_STAMP,
+            StampError::Future => FUTURE_STAMP,
+        }
+    }
+}
+
+/// Refuses an instant later than `now` plus [`FUTURE_TOLERANCE`].
+pub(crate) fn not_in_future(instant: Timestamp, now: Timestamp) -> Result<Timestamp, StampError> {
+    let latest = now
+        .checked_add(FUTURE_TOLERANCE)
+        .map_err(|_| StampError::Future)?;
+    if instant > latest {
+        return Err(StampError::Future);
+    }
+    Ok(instant)
+}
 
 /// A time stamp as written at the start of a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,28 +74,55 @@ pub(crate) enum Stamp {
 }
 
 impl Stamp {
-    /// The instant this stamp denotes: offset-less stamps are read in `tz`,
-    /// and a year-less stamp gets the latest year that puts it no more than
-    /// a day after `now` (a `Dec 31` line read on `Jan 1` is last year's).
-    pub(crate) fn resolve(self, tz: &TimeZone, now: Timestamp) -> Option<Timestamp> {
+    /// The instant this stamp denotes, if it is no later than `now` plus
+    /// [`FUTURE_TOLERANCE`]. Offset-less stamps are read in `tz`. A year-less
+    /// stamp gets the latest year that puts it no later than that (a `Dec 31`
+    /// line read on `Jan 1` is last year's), unless this year's reading is
+    /// ahead by less than a day: that is either last year's line or a wrong
+    /// clock, and neither grants.
+    pub(crate) fn resolve(self, tz: &TimeZone, now: Timestamp) -> Result<Timestamp, StampError> {
         match self {
             Stamp::Civil {
                 datetime,
                 offset: Some(offset),
-            } => offset.to_timestamp(datetime).ok(),
+            } => not_in_future(
+                offset
+                    .to_timestamp(datetime)
+                    .map_err(|_| StampError::Impossible)?,
+                now,
+            ),
             Stamp::Civil {
                 datetime,
                 offset: None,
-            } => tz.to_ambiguous_timestamp(datetime).compatible().ok(),
+            } => not_in_future(
+                tz.to_ambiguous_timestamp(datetime)
+                    .compatible()
+                    .map_err(|_| StampError::Impossible)?,
+                now,
+            ),
             Stamp::YearLess { month, day, time } => {
-                let latest = now.checked_add(FUTURE_SLACK).ok()?;
                 let this_year = tz.to_datetime(now).year();
                 // Eight years back reaches a leap year for any `Feb 29`.
-                (this_year - 8..=this_year + 1).rev().find_map(|year| {
+                let mut readings = (this_year - 8..=this_year + 1).rev().filter_map(|year| {
                     let datetime = Date::new(year, month, day).ok()?.to_datetime(time);
-                    let instant = tz.to_ambiguous_timestamp(datetime).compatible().ok()?;
-                    (instant <= latest).then_some(instant)
-                })
+                    tz.to_ambiguous_timestamp(datetime).compatible().ok()
+                });
+                let mut earliest_ahead = None;
+                let latest_past = readings.find(|&instant| {
+                    let past = not_in_future(instant, now).is_ok();
+                    if !past {
+                        earliest_ahead = Some(instant);
+                    }
+                    past
+                });
+                let ambiguous = earliest_ahead
+                    .is_some_and(|ahead| ahead.duration_since(now) < AHEAD_AND_AMBIGUOUS);
+                match latest_past {
+                    _ if ambiguous => Err(StampError::Future),
+                    Some(instant) => Ok(instant),
+                    None if earliest_ahead.is_some() => Err(StampError::Future),
+                    None => Err(StampError::Impossible),
+                }
             }
         }
     }
@@ -185,37 +258,37 @@ mod tests {
     fn dec_31_read_on_jan_1_is_last_year() {
         let stamp = year_less("Dec 31 23:59:58");
         let got = stamp.resolve(&TimeZone::UTC, ts("2027-01-01T00:00:05Z"));
-        assert_eq!(got, Some(ts("2026-12-31T23:59:58Z")));
+        assert_eq!(got, Ok(ts("2026-12-31T23:59:58Z")));
     }
 
     #[test]
     fn jan_1_read_on_dec_31_is_next_year_within_a_day() {
         let stamp = year_less("Jan  1 00:00:10");
         let got = stamp.resolve(&TimeZone::UTC, ts("2026-12-31T23:59:50Z"));
-        assert_eq!(got, Some(ts("2027-01-01T00:00:10Z")));
+        assert_eq!(got, Ok(ts("2027-01-01T00:00:10Z")));
     }
 
     #[test]
     fn a_stamp_two_days_ahead_is_last_year() {
         let stamp = year_less("Nov 24 12:00:00");
         let got = stamp.resolve(&TimeZone::UTC, ts("2026-11-22T12:00:00Z"));
-        assert_eq!(got, Some(ts("2025-11-24T12:00:00Z")));
+        assert_eq!(got, Ok(ts("2025-11-24T12:00:00Z")));
     }
 
     #[test]
     fn feb_29_finds_the_last_leap_year() {
         let stamp = year_less("Feb 29 10:00:00");
         let got = stamp.resolve(&TimeZone::UTC, ts("2027-03-01T00:00:00Z"));
-        assert_eq!(got, Some(ts("2024-02-29T10:00:00Z")));
+        assert_eq!(got, Ok(ts("2024-02-29T10:00:00Z")));
     }
 
     #[test]
     fn year_less_stamps_use_the_time_zone() {
         let tz = TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
         let winter = year_less("Nov 22 20:25:01").resolve(&tz, ts("2026-11-23T00:00:00Z"));
-        assert_eq!(winter, Some(ts("2026-11-22T19:25:01Z")));
+        assert_eq!(winter, Ok(ts("2026-11-22T19:25:01Z")));
         let summer = year_less("Jul  2 20:25:01").resolve(&tz, ts("2026-11-23T00:00:00Z"));
-        assert_eq!(summer, Some(ts("2026-07-02T18:25:01Z")));
+        assert_eq!(summer, Ok(ts("2026-07-02T18:25:01Z")));
     }
 
     #[test]
@@ -224,7 +297,7 @@ mod tests {
         let tz = TimeZone::fixed(Offset::from_hours(2).unwrap());
         let stamp = year_less("Jan  1 01:00:00");
         let got = stamp.resolve(&tz, ts("2026-12-31T23:30:00Z"));
-        assert_eq!(got, Some(ts("2026-12-31T23:00:00Z")));
+        assert_eq!(got, Ok(ts("2026-12-31T23:00:00Z")));
     }
 
     #[test]
@@ -248,7 +321,7 @@ mod tests {
         ] {
             let (stamp, len) = scan_iso(text.as_bytes(), false).unwrap();
             assert_eq!(len, text.len(), "{text}");
-            assert_eq!(stamp.resolve(&tz, now), Some(ts(want)), "{text}");
+            assert_eq!(stamp.resolve(&tz, now), Ok(ts(want)), "{text}");
         }
     }
 
@@ -257,7 +330,7 @@ mod tests {
         let tz = TimeZone::fixed(Offset::from_hours(-3).unwrap());
         let (stamp, _) = scan_iso(b"2026-11-22 20:25:01", true).unwrap();
         let got = stamp.resolve(&tz, ts("2030-01-01T00:00:00Z"));
-        assert_eq!(got, Some(ts("2026-11-22T23:25:01Z")));
+        assert_eq!(got, Ok(ts("2026-11-22T23:25:01Z")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Runs every line of `tests/fixtures/logs/*.log` through the parser and
-//! compares the verdict with the line's expectation. The syntax is described
+//! Runs every line of `tests/fixtures/logs/*.log` through the parser, each
+//! file as one log (a [`smtpgate_logins::Stream`]), and compares the
+//! verdict with the line's expectation. The syntax is described
 //! in `tests/fixtures/logs/README.md`.
 
 use std::fmt;
@@ -53,8 +54,10 @@ fn check_file(path: &Path, failures: &mut Vec<String>) -> usize {
     let mut fail =
         |line: usize, problem: String| failures.push(format!("{name}:{line}: {problem}"));
 
+    // Each file is one log, judged in order, from its start or from where
+    // its settings change.
     let mut settings = Settings::default();
-    let mut parser = settings.parser();
+    let mut stream = settings.parser().stream();
     let mut pending: Option<(usize, Expectation)> = None;
     let mut checked = 0;
     for (index, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -71,7 +74,7 @@ fn check_file(path: &Path, failures: &mut Vec<String>) -> usize {
                 }
             } else if let Some(spec) = text.strip_prefix("# fixture ") {
                 match settings.apply(spec) {
-                    Ok(()) => parser = settings.parser(),
+                    Ok(()) => stream = settings.parser().stream(),
                     Err(problem) => fail(number, problem),
                 }
             }
@@ -85,7 +88,7 @@ fn check_file(path: &Path, failures: &mut Vec<String>) -> usize {
             );
             continue;
         };
-        let verdict = parser.parse(line, settings.now);
+        let verdict = stream.judge(line, settings.now);
         if let Err(problem) = expectation.check(&verdict) {
             fail(number, problem);
         }
@@ -105,6 +108,8 @@ struct Settings {
     timezone: TimeZone,
     format: Format,
     services: Vec<Service>,
+    trusted_hosts: Vec<String>,
+    patterns: Vec<String>,
 }
 
 impl Default for Settings {
@@ -114,12 +119,22 @@ impl Default for Settings {
             timezone: TimeZone::UTC,
             format: Format::Auto,
             services: vec![Service::Pop3, Service::Imap],
+            trusted_hosts: Vec::new(),
+            patterns: Vec::new(),
         }
     }
 }
 
 impl Settings {
     fn apply(&mut self, spec: &str) -> Result<(), String> {
+        // A pattern holds spaces: it takes the rest of the line.
+        let spec = match spec.split_once("pattern=") {
+            Some((settings, pattern)) => {
+                self.patterns.push(pattern.to_owned());
+                settings
+            }
+            None => spec,
+        };
         for pair in spec.split_whitespace() {
             let (key, value) = pair
                 .split_once('=')
@@ -129,6 +144,13 @@ impl Settings {
                 "now" => self.now = value.parse().map_err(|e| bad(&e))?,
                 "timezone" => self.timezone = time_zone(value).map_err(|e| bad(&e))?,
                 "format" => self.format = value.parse().map_err(|e| bad(&e))?,
+                "trusted-hosts" => {
+                    self.trusted_hosts = value
+                        .split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 "services" => {
                     self.services = value
                         .split(',')
@@ -145,9 +167,10 @@ impl Settings {
     fn parser(&self) -> Parser {
         Parser::new(ParserOptions {
             format: self.format,
-            custom_patterns: Vec::new(),
+            custom_patterns: self.patterns.clone(),
             timezone: self.timezone.clone(),
             services: self.services.clone(),
+            trusted_hosts: self.trusted_hosts.clone(),
         })
         .unwrap()
     }

@@ -3,7 +3,7 @@
 
 use jiff::tz::{Offset, TimeZone};
 use jiff::Timestamp;
-use smtpgate_logins::{Error, Format, Login, Parser, ParserOptions, Service, Verdict};
+use smtpgate_logins::{Entry, Error, Format, Login, Parser, ParserOptions, Service, Verdict};
 
 fn ts(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -208,26 +208,36 @@ fn invalid_custom_patterns_are_clear_errors() {
 #[test]
 fn journal_messages_with_a_separate_identifier_and_time() {
     let parser = parser();
+    let now = ts("2026-11-22T20:30:00Z");
     let time = Some(ts("2026-11-22T20:25:01.5Z"));
     let message =
         b"imap-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.5, lip=192.0.2.1, mpid=1, TLS";
-    let login = grant(parser.parse_message("dovecot", message, time));
+    let entry = |identifier, message, time| Entry {
+        identifier,
+        message,
+        time,
+        host: None,
+    };
+    let login = grant(parser.parse_entry(&entry("dovecot", message, time), now));
     assert_eq!(
         (login.ip.to_string(), login.time),
         ("192.0.2.5".to_owned(), time)
     );
-    let login = grant(parser.parse_message(
-        "pop3d[42]",
-        b"LOGIN, user=b, ip=[192.0.2.6], port=[1]",
-        None,
+    let login = grant(parser.parse_entry(
+        &entry(
+            "pop3d[42]",
+            b"LOGIN, user=b, ip=[192.0.2.6], port=[1]",
+            None,
+        ),
+        now,
     ));
     assert_eq!((login.service, login.time), (Service::Pop3, None));
     assert_eq!(
-        reason(parser.parse_message("postfix/smtpd", message, time)),
+        reason(parser.parse_entry(&entry("postfix/smtpd", message, time), now)),
         "not a login line"
     );
     assert_eq!(
-        reason(parser.parse_message("", message, time)),
+        reason(parser.parse_entry(&entry("", message, time), now)),
         "unrecognised line format"
     );
 }
@@ -315,5 +325,115 @@ fn damaged_lines_never_grant_another_address() {
                 }
             }
         }
+    }
+}
+
+const DOVECOT_LOGIN: &str = "dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, mpid=1, TLS, session=<a>";
+
+#[test]
+fn logins_stamped_in_the_future_or_on_impossible_days_do_not_grant() {
+    let parser = parser();
+    let now = ts("2026-11-23T12:00:00Z");
+    let line = |stamp: &str| format!("{stamp} mx {DOVECOT_LOGIN}");
+    // Within the minute a clock may drift: granted.
+    grant(parser.parse(line("Nov 23 12:00:30").as_bytes(), now));
+    grant(parser.parse(line("2026-11-23T12:00:59Z").as_bytes(), now));
+    for stamp in [
+        // Later today: last year's line in a never-rotated log, or a wrong clock.
+        "Nov 23 13:00:00",
+        "2026-11-23T12:05:00Z",
+        "9999-12-31T23:59:59Z",
+        "Feb 30 10:00:00",
+        "Dec 32 10:00:00",
+    ] {
+        let refused = reason(parser.parse(line(stamp).as_bytes(), now));
+        assert!(
+            refused.contains("future") || refused.contains("impossible"),
+            "{stamp}: {refused}"
+        );
+    }
+    // Tomorrow's date is last year's.
+    let login = grant(parser.parse(line("Nov 24 13:00:00").as_bytes(), now));
+    assert_eq!(login.time, Some(ts("2025-11-24T13:00:00Z")));
+    // A journal entry's time is checked the same way.
+    let entry = Entry {
+        identifier: "dovecot",
+        message: DOVECOT_LOGIN.strip_prefix("dovecot: ").unwrap().as_bytes(),
+        time: Some(ts("2026-11-23T13:00:00Z")),
+        host: None,
+    };
+    assert!(reason(parser.parse_entry(&entry, now)).contains("future"));
+}
+
+#[test]
+fn only_trusted_hosts_grant_when_some_are_named() {
+    let parser =
+        parser_with(|options| options.trusted_hosts = vec!["mx1.example".into(), "MX2".into()]);
+    let now = ts("2026-11-23T12:00:00Z");
+    for host in ["mx1.example", "MX1.EXAMPLE", "mx2"] {
+        let line = format!("Nov 23 11:59:00 {host} {DOVECOT_LOGIN}");
+        grant(parser.parse(line.as_bytes(), now));
+    }
+    let stranger = format!("Nov 23 11:59:00 relay.example {DOVECOT_LOGIN}");
+    assert_eq!(
+        reason(parser.parse(stranger.as_bytes(), now)),
+        "host relay.example is not a trusted host"
+    );
+    let rfc5424 = "<22>1 2026-11-23T11:59:00Z mx2 dovecot 7 - - pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1";
+    grant(parser.parse(rfc5424.as_bytes(), now));
+    let no_host = "Nov 23 11:59:00 pop3-login: Info: Login: user=<a>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1";
+    assert!(reason(parser.parse(no_host.as_bytes(), now)).contains("no host field"));
+    let entry = Entry {
+        identifier: "dovecot",
+        message: DOVECOT_LOGIN.strip_prefix("dovecot: ").unwrap().as_bytes(),
+        time: None,
+        host: Some("mx1.example"),
+    };
+    grant(parser.parse_entry(&entry, now));
+}
+
+#[test]
+fn the_readme_pattern_matches_the_real_line_and_not_an_outsiders_text() {
+    let parser = parser_with(|options| {
+        options.custom_patterns = vec![r"mypopd\[\d+\]: login ok .* from (?P<ip>\S+)".into()]
+    });
+    assert!(parser.warnings().is_empty(), "{:?}", parser.warnings());
+    let now = ts("2026-11-23T12:00:00Z");
+    let login = grant(parser.parse(
+        b"Nov 23 11:59:00 mx mypopd[812]: login ok user alice from 192.0.2.7",
+        now,
+    ));
+    assert_eq!(
+        (login.ip.to_string(), login.server),
+        ("192.0.2.7".to_owned(), "custom")
+    );
+    for outsider in [
+        &b"Nov 23 11:59:01 mx postfix/smtpd[99]: NOQUEUE: reject: RCPT from unknown[198.51.100.9]: 554 5.7.1 from=<mypopd[1]: login ok x from 6.6.6.6> to=<a@example.org>"[..],
+        b"Nov 23 11:59:02 mx postfix/cleanup[98]: 1A2B3C: message-id=<mypopd[1]: login ok x from 6.6.6.6>",
+        b"Nov 23 11:59:03 mx mypopd[812]: login ok x from 6.6.6.6 failed",
+    ] {
+        reason(parser.parse(outsider, now));
+    }
+    let loose = parser_with(|options| {
+        options.custom_patterns = vec![r"login ok .* from (?P<ip>\S+)".into()]
+    });
+    assert_eq!(loose.warnings().len(), 1);
+}
+
+#[test]
+fn addresses_no_customer_has_do_not_grant() {
+    let parser = parser();
+    let now = ts("2026-11-23T12:00:00Z");
+    for ip in [
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.251",
+        "ff02::fb",
+        "127.0.0.1",
+        "::1",
+    ] {
+        let line = format!("Nov 23 11:59:00 mx dovecot: imap-login: Login: user=<a>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=1");
+        reason(parser.parse(line.as_bytes(), now));
     }
 }

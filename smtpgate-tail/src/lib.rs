@@ -57,7 +57,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use lines::MAX_LINE_LEN;
+pub use lines::{ReadLine, ReadLines, MAX_LINE_LEN};
 pub use position::{Fingerprint, Position};
 
 use position::FileId;
@@ -83,6 +83,9 @@ pub struct Line {
     /// The line without its `\n` or `\r\n`, as raw bytes (logs need not be
     /// UTF-8), cut to at most [`MAX_LINE_LEN`] bytes.
     pub bytes: Vec<u8>,
+    /// The line was longer than [`MAX_LINE_LEN`], and only its start is
+    /// kept: what it said at its end is lost.
+    pub cut: bool,
     /// Just past this line: saving it marks the line as done.
     pub position: Position,
 }

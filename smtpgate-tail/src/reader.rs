@@ -69,9 +69,10 @@ impl Reader {
         let n = source.read(&mut self.buf)?;
         let chunk_start = source.offset() - n as u64;
         let (path, ready) = (&self.path, &mut self.ready);
-        self.splitter.feed(&self.buf[..n], |bytes, end| {
+        self.splitter.feed(&self.buf[..n], |bytes, cut, end| {
             ready.push_back(Line {
                 bytes,
+                cut,
                 position: source.position(path, chunk_start + end as u64),
             });
         });
@@ -82,9 +83,10 @@ impl Reader {
     /// file has ended for good, and no newline will come.
     pub fn finish(&mut self, source: &Source) {
         self.note_handed_out(source);
-        if let Some(bytes) = self.splitter.finish() {
+        if let Some((bytes, cut)) = self.splitter.finish() {
             self.ready.push_back(Line {
                 bytes,
+                cut,
                 position: source.position(&self.path, source.offset()),
             });
         }

@@ -2,35 +2,55 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read},
+    io::{Read, Write},
     path::Path,
 };
 
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use smtpgate_logins::{Parser, ParserOptions, Verdict};
+use smtpgate_tail::ReadLines;
 
+use crate::watch::LogJudge;
+
+/// Judges every line of `file` (`-`: standard input) through the agent's
+/// own [`LogJudge`], read with the agent's bound on line length, and prints
+/// each verdict (only the grants with `grants_only`) and a summary.
 pub fn check_log(file: &Path, options: ParserOptions, grants_only: bool) -> Result<()> {
     let parser = Parser::new(options).map_err(|e| anyhow::anyhow!("pattern: {e}"))?;
+    for warning in parser.warnings() {
+        eprintln!("smtpgate: warning: {warning}");
+    }
     let input: Box<dyn Read> = if file == Path::new("-") {
         Box::new(std::io::stdin())
     } else {
         Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
     };
     let now = Timestamp::now();
+    let mut judge = LogJudge::new(&parser);
     let (mut lines, mut grants) = (0u64, 0u64);
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut out = std::io::stdout().lock();
-    for (index, line) in BufReader::new(input).split(b'\n').enumerate() {
+    for (index, line) in ReadLines::new(input).enumerate() {
         let line = line.with_context(|| format!("reading {}", file.display()))?;
         lines += 1;
         let number = index + 1;
-        match parser.parse(&line, now) {
+        match judge.judge(&line.bytes, line.cut, now) {
             Verdict::Grant(login) => {
                 grants += 1;
-                let user = if login.user.is_empty() { "-" } else { &login.user };
-                let when = login.time.map_or_else(|| "no time stamp".to_string(), |t| t.to_string());
-                writeln!(out, "{number}: grant {} ({} via {}, user {user}, {when})", login.ip, login.service, login.server)?;
+                let user = if login.user.is_empty() {
+                    "-"
+                } else {
+                    &login.user
+                };
+                let when = login
+                    .time
+                    .map_or_else(|| "no time stamp".to_string(), |t| t.to_string());
+                writeln!(
+                    out,
+                    "{number}: grant {} ({} via {}, user {user}, {when})",
+                    login.ip, login.service, login.server
+                )?;
             }
             Verdict::NoGrant(reason) => {
                 *reasons.entry(reason.as_str().to_string()).or_default() += 1;
@@ -40,11 +60,13 @@ pub fn check_log(file: &Path, options: ParserOptions, grants_only: bool) -> Resu
             }
         }
     }
-    writeln!(out, "{lines} lines: {grants} grant, {} do not", lines - grants)?;
+    writeln!(
+        out,
+        "{lines} lines: {grants} grant, {} do not",
+        lines - grants
+    )?;
     for (reason, count) in reasons {
         writeln!(out, "  {count:>8}  {reason}")?;
     }
     Ok(())
 }
-
-use std::io::Write;

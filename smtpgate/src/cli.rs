@@ -13,7 +13,11 @@ use crate::{clock::parse_duration, pins};
 pub const DEFAULT_NOTIFY_SOCKET: &str = "/run/smtpgate/notify.sock";
 
 #[derive(Parser)]
-#[command(name = "smtpgate", version, about = "POP-before-SMTP enforced in the Linux kernel")]
+#[command(
+    name = "smtpgate",
+    version,
+    about = "POP-before-SMTP enforced in the Linux kernel"
+)]
 pub struct Cli {
     /// bpffs directory holding the gate's pinned maps and attachments.
     #[arg(long, global = true, value_name = "DIR", default_value = pins::DEFAULT_DIR)]
@@ -98,6 +102,9 @@ pub enum Command {
         /// Time zone of stamps that carry none [default: the system's].
         #[arg(long)]
         timezone: Option<String>,
+        /// Only lines from this syslog host grant (repeatable), as for `run --trust-host`.
+        #[arg(long = "trust-host", value_name = "NAME")]
+        trusted_hosts: Vec<String>,
         /// Print only the summary and the granting lines.
         #[arg(long)]
         grants_only: bool,
@@ -229,8 +236,15 @@ pub struct RunArgs {
 
     /// Extra login pattern (repeatable): a regular expression with a named
     /// `ip` group (and optional `user`, `service`), for servers not built in.
+    /// It must match a whole `PROGRAM[PID]: MESSAGE` (or `PROGRAM: MESSAGE`).
     #[arg(long = "pattern", value_name = "REGEX")]
     pub patterns: Vec<String>,
+
+    /// Only logins from lines whose syslog host field is this host grant
+    /// (repeatable): for a central syslog collector. Lines without a host
+    /// field (Dovecot's own log file) then never grant.
+    #[arg(long = "trust-host", value_name = "NAME")]
+    pub trusted_hosts: Vec<String>,
 
     /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
     #[arg(long, value_name = "DIR")]

@@ -6,6 +6,7 @@
 //! library side also serves the integration tests and benchmarks, which load
 //! the same program.
 
+pub mod accept;
 pub mod addr;
 pub mod allowlist;
 pub mod attach;
@@ -24,4 +25,5 @@ pub mod notify;
 pub mod pins;
 pub mod run;
 pub mod settings;
+pub mod throttle;
 pub mod watch;

@@ -18,9 +18,13 @@ use smtpgate_common::Counter as KernelCounter;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::Semaphore,
 };
 
-use crate::maps::Counters;
+use crate::{accept::AcceptErrors, maps::Counters};
+
+/// Scrapes answered at once.
+const MAX_SCRAPES: usize = 16;
 
 /// Labels of `smtpgate_grants_issued_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,12 +97,18 @@ impl Metrics {
         Ok(self.serve(listener))
     }
 
+    /// Serves scrapes, a few at a time: a scraper asks once every few
+    /// seconds, so a flood of idle connections holds at most
+    /// [`MAX_SCRAPES`] descriptors and the rest wait in the backlog.
     async fn serve(self, listener: TcpListener) {
+        let scrapes = Arc::new(Semaphore::new(MAX_SCRAPES));
+        let mut errors = AcceptErrors::new("metrics endpoint");
         loop {
+            let slot = scrapes.clone().acquire_owned().await.expect("the semaphore is never closed");
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!("metrics endpoint: {e}");
+                    errors.failed(e).await;
                     continue;
                 }
             };
@@ -107,6 +117,7 @@ impl Metrics {
                 if let Err(e) = tokio::time::timeout(Duration::from_secs(10), metrics.answer(stream)).await {
                     tracing::debug!("metrics request timed out: {e}");
                 }
+                drop(slot);
             });
         }
     }

@@ -17,9 +17,14 @@ pub const ROUTING: u8 = 43;
 pub const FRAGMENT: u8 = 44;
 pub const DEST_OPTS: u8 = 60;
 
+pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+pub const ECE: u8 = 0x40;
+pub const CWR: u8 = 0x80;
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -182,11 +187,12 @@ pub fn tcp_fields(frame: &[u8]) -> Option<(u16, u16, u32, u32, u8)> {
 
 /// The Internet checksum's 16-bit one's-complement sum of `bytes`, added to
 /// `init`, not yet folded.
-fn ones_sum(bytes: &[u8], init: u32) -> u32 {
+pub fn ones_sum(bytes: &[u8], init: u32) -> u32 {
     bytes.chunks(2).fold(init, |acc, c| acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
 }
 
-fn fold(mut sum: u32) -> u16 {
+/// Folds a [`ones_sum`] into 16 bits; its complement is the checksum.
+pub fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

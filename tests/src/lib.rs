@@ -6,9 +6,11 @@
 //! behind. Tests need root.
 
 pub mod frames;
+pub mod fuzz;
 pub mod mail;
 pub mod raw;
 pub mod testrun;
+pub mod tools;
 
 use std::{
     fs,

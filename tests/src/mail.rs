@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{sh, unique_name, Family, Lab, Netns, Scratch};
+use crate::{sh, tools, unique_name, Family, Lab, Netns, Scratch};
 
 /// The mailbox every test uses.
 pub const USER: &str = "customer";
@@ -246,14 +246,14 @@ impl Dovecot {
             ),
         )?;
 
-        let checked = run_bounded(Command::new("doveconf").arg("-c").arg(&conf).arg("-n"), START)?;
+        let checked = run_bounded(Command::new(tools::require("doveconf")?).arg("-c").arg(&conf).arg("-n"), START)?;
         if !checked.status.success() {
             bail!("doveconf rejected {}: {}", conf.display(), String::from_utf8_lossy(&checked.stderr).trim());
         }
 
         let stderr = fs::File::create(dir.dir().join("dovecot.stderr"))?;
         let master = ns
-            .command("dovecot")
+            .command(tools::require("dovecot")?)
             .arg("-F")
             .arg("-c")
             .arg(&conf)
@@ -380,6 +380,7 @@ impl Postfix {
     /// and waits until port 25 greets on both addresses. Mail for
     /// [`RECIPIENT`] is delivered to the maildir `<mail_root>/customer/`.
     pub fn start(ns: &Netns, mail_root: &Path) -> Result<Self> {
+        tools::require("postfix")?;
         let dir = Scratch::labelled("postfix")?;
         let d = dir.dir();
         let config = d.join("etc");
@@ -569,7 +570,7 @@ impl MailLab {
     pub fn send_mail(&self, family: Family, subject: &str) -> Result<String> {
         let server = self.lab.server_addr(family).to_string();
         let out = run_bounded(
-            self.lab.client.command("swaks").args([
+            self.lab.client.command(tools::require("swaks")?).args([
                 "--server",
                 &server,
                 "--port",
@@ -648,7 +649,7 @@ fn url(scheme: &str, server: IpAddr, password: &str) -> String {
 }
 
 fn curl(lab: &Lab, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
-    let mut cmd = lab.client.command("curl");
+    let mut cmd = lab.client.command(tools::require("curl")?);
     cmd.args(["--silent", "--show-error", "--connect-timeout", "5", "--max-time", "8"]);
     if let Some(source) = source {
         cmd.arg("--interface").arg(source.to_string());

@@ -48,6 +48,13 @@ enum Command {
     /// A narrated, throw-away lab: Dovecot and Postfix behind the gate, a
     /// customer and a stranger. Cleans up on exit or Ctrl-C.
     Demo,
+    /// Differential fuzzing of the gate against the kernel's own stack,
+    /// longer than the test suite's run: `cargo xtask fuzz-frames --cases N --seed S`.
+    FuzzFrames {
+        /// Arguments for the fuzzer: --cases N, --seed S, --first I, --hook xdp|tc.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, then run the unit tests and the privileged integration tests.
     Test {
         /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
@@ -65,7 +72,8 @@ fn main() -> Result<()> {
             shell::exec(std::process::Command::new(agent).args(args))
         }
         Command::Test { args } => test(&args),
-        Command::Demo => demo(),
+        Command::Demo => run_with_agent("demo", &[]),
+        Command::FuzzFrames { args } => run_with_agent("fuzz_frames", &args),
         Command::Bench { args } => bench::run(&args),
     }
 }
@@ -95,10 +103,11 @@ fn test(args: &[String]) -> Result<()> {
     shell::run(&mut cmd)
 }
 
-fn demo() -> Result<()> {
+/// Sets up, builds the agent, and runs a binary of the tests crate against it.
+fn run_with_agent(bin: &str, args: &[String]) -> Result<()> {
     setup::everything()?;
     let agent = build(false)?;
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "--package", "smtpgate-tests", "--bin", "demo"]).env("SMTPGATE_BIN", agent);
+    cmd.args(["run", "--quiet", "--package", "smtpgate-tests", "--bin", bin, "--"]).args(args).env("SMTPGATE_BIN", agent);
     shell::run(&mut cmd)
 }

@@ -1,6 +1,8 @@
 //! Prerequisites: what a fresh Debian/Ubuntu machine lacks, checked and
 //! installed idempotently.
 
+mod tools;
+
 use std::{process::Command, sync::Once};
 
 use anyhow::{bail, Context, Result};
@@ -12,32 +14,11 @@ const NIGHTLY: &str = "nightly";
 /// The bpf-linker line known to build against Debian's LLVM packages.
 const BPF_LINKER_VERSION: &str = "^0.13";
 
-/// Debian packages the tests and benchmarks drive: namespaces and veth
-/// (iproute2), nsenter/setpriv (util-linux), real mail servers, traffic and
-/// NIC tools, and a font for the benchmark chart's labels.
-const TEST_PACKAGES: &[&str] = &[
-    "iproute2",
-    "util-linux",
-    "procps",
-    "python3",
-    "curl",
-    "swaks",
-    "dovecot-pop3d",
-    "dovecot-imapd",
-    "postfix",
-    "hping3",
-    "nftables",
-    "netsniff-ng",
-    "xdp-tools",
-    "bpftool",
-    "ethtool",
-    "fonts-dejavu-core",
-];
-
-/// Everything: build prerequisites plus the test and benchmark tools.
+/// Everything: build prerequisites plus what the tests, the demo and the
+/// benchmark need from the machine's tools.
 pub fn everything() -> Result<()> {
     build_prerequisites()?;
-    apt_install(TEST_PACKAGES)?;
+    tools::ensure()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -66,7 +47,11 @@ fn ensure_build_prerequisites() -> Result<()> {
     let path = format!("{prefix}/bin:{}", std::env::var("PATH").unwrap_or_default());
     run(Command::new("cargo")
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", &format!("llvm-{llvm}")])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm}"),
+        ])
         .env("LLVM_PREFIX", &prefix)
         .env("PATH", path))
 }
@@ -75,10 +60,22 @@ fn ensure_nightly() -> Result<()> {
     let installed = probe(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with(NIGHTLY)) {
         eprintln!("xtask: installing the {NIGHTLY} toolchain");
-        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let components = probe(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
-        .unwrap_or_default();
+    let components = probe(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+    .unwrap_or_default();
     if components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: ok: {NIGHTLY} with rust-src");
         return Ok(());
@@ -98,32 +95,40 @@ fn nightly_llvm_major() -> Result<u32> {
         .context("`rustc +nightly -vV` did not report an LLVM version")
 }
 
-fn is_installed(package: &str) -> bool {
-    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .is_some_and(|status| status.contains("install ok installed"))
-}
-
-/// Installs the missing packages among `packages` with apt-get.
+/// Installs `packages` with apt-get, without their Recommends: whatever a
+/// capability needs beyond a package's Depends is named in the list.
+/// Packages already installed are left as they are. The package lists are
+/// refreshed only when an install from the current ones fails (a fresh
+/// machine has none, an old one may name versions the mirror no longer has).
 fn apt_install(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
-    if missing.is_empty() {
-        eprintln!("xtask: ok: {}", packages.join(" "));
+    if !is_root() {
+        bail!(
+            "installing Debian packages ({}) needs root",
+            packages.join(" ")
+        );
+    }
+    let install = || {
+        run(apt_get()
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_ok() {
         return Ok(());
     }
-    if effective_uid() != 0 {
-        bail!("missing Debian packages ({}); run as root so xtask can install them", missing.join(" "));
-    }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    static UPDATED: Once = Once::new();
-    let mut update = Ok(());
-    UPDATED.call_once(|| update = run(Command::new("apt-get").args(["update", "-q"])));
-    update?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    eprintln!("xtask: refreshing the package lists and trying again");
+    run(apt_get().args(["update", "-q"]))?;
+    install()
 }
 
-fn effective_uid() -> u32 {
-    probe(Command::new("id").arg("-u")).and_then(|s| s.trim().parse().ok()).unwrap_or(u32::MAX)
+/// apt-get waiting for the package database when another apt or dpkg holds
+/// it (two setups at once), instead of failing.
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["-o", "DPkg::Lock::Timeout=300"]);
+    cmd
+}
+
+fn is_root() -> bool {
+    probe(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }

@@ -8,7 +8,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// `cargo` as invoked by `cargo xtask`, working in the workspace root.
@@ -41,8 +44,14 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs `cmd` quietly and returns its standard output, or None if it could
 /// not run or failed. For probes.
 pub fn probe(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Replaces this process with `cmd` (keeps signals and exit code intact).

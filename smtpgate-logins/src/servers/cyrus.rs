@@ -5,11 +5,18 @@
 //!
 //! `login: CLIENTHOST USER[+MAGIC] MECH[+TLS] User logged in[ SESSIONID=<…>]`
 //!
-//! where CLIENTHOST is `name [ip]` or `[ip]`. Failures are `badlogin: …`.
-//! The address stands before the user name, so the user cannot move it; the
-//! user name and mechanism are single words, and the line must end with
-//! `User logged in` and at most a session id, which no failure reason that a
-//! line break could have pushed onto its own line does.
+//! where CLIENTHOST is `name [ip]`, `[ip]`, or in older releases `name[ip]`.
+//! Failures are `badlogin: …`. The address stands before the user name, so
+//! the user cannot move it; the user name and mechanism are single words,
+//! and the line must end with `User logged in` and at most a session id.
+//! Cyrus passes client text through `beautify_string()`, which writes
+//! control characters as `^X`, so no line of Cyrus is split by a client;
+//! and it writes its lines with `syslog()`, whose messages it keeps short.
+//!
+//! An anonymous login (`login: CLIENTHOST anonymous PASSWORD`, where
+//! `allowanonymouslogin` is on) proves no password, and the "password" is
+//! any text the client chose, `PLAIN User logged in` included: it never
+//! grants. No account can be named `anonymous`, which Cyrus reserves.
 
 use super::{host_and_ip, word, Outcome};
 use crate::Service;
@@ -35,11 +42,14 @@ pub(super) fn recognise<'a>(program: &[u8], message: &'a [u8]) -> Option<Outcome
 }
 
 fn login(service: Service, text: &[u8]) -> Option<Outcome<'_>> {
-    let (ip, rest) = host_and_ip(text)?;
+    let (ip, rest) = host_and_ip(text, true)?;
     let (user, rest) = word(rest.strip_prefix(b" ")?);
     let (mechanism, rest) = word(rest);
     if user.is_empty() || mechanism.is_empty() {
         return None;
+    }
+    if user.eq_ignore_ascii_case(b"anonymous") {
+        return Some(Outcome::Refused("cyrus: anonymous login"));
     }
     let tail = rest.strip_prefix(b"User logged in")?;
     if !(tail.is_empty() || is_session_id(tail)) {
@@ -82,6 +92,11 @@ mod tests {
                 server: SERVER,
             })
         );
+        let got = recognise(
+            b"pop3",
+            b"login: host.example[192.0.2.10] alice plaintext User logged in",
+        );
+        assert!(matches!(got, Some(Outcome::Login { .. })));
         let got = recognise(b"imaps", b"login: [2001:db8::1] bob PLAIN User logged in");
         assert!(matches!(
             got,
@@ -100,6 +115,9 @@ mod tests {
             b"login: host.example [192.0.2.10] two words plaintext User logged in",
             b"login: h\"x [192.0.2.10] alice plaintext User logged in",
             b"login: [192.0.2.10] alice plaintext User logged in SESSIONID=<a b>",
+            b"login: host.example [192.0.2.10] anonymous PLAIN User logged in",
+            b"login: host.example  [192.0.2.10] alice plaintext User logged in",
+            b"login:  [192.0.2.10] alice plaintext User logged in",
         ] {
             assert!(matches!(recognise(b"imap", message), Some(Outcome::Refused(_))), "{message:?}");
         }

@@ -15,9 +15,27 @@
 //! (`imap-login: Info: Login: …`).
 //!
 //! Dovecot passes user names through `str_sanitize()` (control characters
-//! become `?`), so a user name cannot break a line, but it may contain `>`,
-//! `, ` and `rip=`. The client address is therefore read from the one and
-//! only `, rip=` element; a line with two is ambiguous and refused.
+//! become `?`, at most 80 characters), so a user name cannot break a line,
+//! but it may contain `>`, `, ` and `rip=`. The client address is therefore
+//! read from the one and only `, rip=` element; a line with two is
+//! ambiguous and refused.
+//!
+//! # Split messages
+//!
+//! A Dovecot process hands each message to the log process through a pipe,
+//! in writes of at most `PIPE_BUF` bytes (4096 on Linux) so that messages
+//! of several processes never mix. A longer message is cut into pieces of
+//! 4096 bytes less the write's header (`\x01`, the level, the pid and a
+//! space: 4085 to 4091 bytes of text), and the log process writes each
+//! piece as a line of its own, with the process prefix and level of a
+//! whole message (`src/lib/failures.c`, `internal_send_split`). An IMAP
+//! client makes such a message before it logs in: with `imap_id_log` set,
+//! `ID sent: k=v, …` holds whatever keys and values it sends, as many as it
+//! likes. A piece starts wherever the cut falls, so the client can make one
+//! start with `Login: user=<…>, …, rip=ANY, …` (measured with Dovecot
+//! 2.3.19: 4088-byte pieces from a process with a four-digit pid). Two
+//! rules keep pieces from granting, see [`MAX_LOGIN_MESSAGE`] and
+//! [`second_element_list`].
 
 use memchr::memmem;
 
@@ -46,7 +64,7 @@ pub(super) fn recognise<'a>(program: &[u8], message: &'a [u8]) -> Option<Outcome
         .strip_prefix(b"Login: ")
         .or_else(|| body.strip_prefix(b"Logged in: "))
     {
-        return Some(login(service, elements));
+        return Some(login(service, body.len(), elements));
     }
     refusal(body).map(Outcome::Refused)
 }
@@ -57,12 +75,47 @@ fn split_process(message: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&message[..colon], message[colon + 1..].strip_prefix(b" ")?))
 }
 
+/// The longest message (`Login: ELEMENTS`) a successful login of Dovecot
+/// is taken from.
+///
+/// Stops the pieces of a split message, all but the last of which are a
+/// full piece of at least 4085 bytes and may start and end with anything a
+/// client sent. It cannot refuse a real login line: each of its elements is
+/// bounded (the user name by `str_sanitize` to 80 characters, the mechanism
+/// to 64, a TLS error to one OpenSSL message), so the whole is well under
+/// 1 KiB; a message that long would not even have been split.
+pub(crate) const MAX_LOGIN_MESSAGE: usize = 2048;
+
+/// Whether `rest` (the elements after the leading `user=<`) holds the start
+/// of a second element list.
+///
+/// Stops the last piece of a split message. Dovecot ends every message of a
+/// login process that is not yet logged in with `: ` and that client's own
+/// elements (`ID sent: …: user=<>, rip=CLIENT, lip=…`), so a last piece that
+/// starts like a login reads `Login: user=<TEXT…: user=<>, rip=CLIENT, …`;
+/// were it taken as a login of a user named `TEXT…: user=<`, the client
+/// would be granted without a password. It cannot refuse a real login: its
+/// one element list starts the message, and a user name holding `: user=<`
+/// or `, user=<` is impossible with Dovecot's default
+/// `auth_username_chars`, which allow neither `<` nor spaces.
+pub(crate) fn second_element_list(rest: &[u8]) -> bool {
+    memmem::find(rest, b": user=<").is_some() || memmem::find(rest, b", user=<").is_some()
+}
+
 /// Reads the elements of a successful login.
-fn login(service: Service, elements: &[u8]) -> Outcome<'_> {
+fn login(service: Service, message_len: usize, elements: &[u8]) -> Outcome<'_> {
     const RIP: &[u8] = b", rip=";
+    if message_len > MAX_LOGIN_MESSAGE {
+        return Outcome::Refused(
+            "dovecot: longer than any login line (a piece of a split message)",
+        );
+    }
     let Some(user_and_more) = elements.strip_prefix(b"user=<") else {
         return Outcome::Refused("dovecot: login line without user element");
     };
+    if second_element_list(user_and_more) {
+        return Outcome::Refused("dovecot: two element lists (the end of a split message)");
+    }
     let Some(rip_at) = memmem::find(user_and_more, RIP) else {
         return Outcome::Refused("dovecot: login line without rip element");
     };
@@ -173,6 +226,49 @@ mod tests {
             None
         );
         assert_eq!(recognise(b"dovecot", b"auth: Warning: something"), None);
+    }
+
+    #[test]
+    fn pieces_of_a_split_message() {
+        // A full piece: ~4088 bytes that start like a login.
+        let mut piece = b"imap-login: Login: user=<m>, method=PLAIN, rip=6.6.6.6, lip=192.0.2.1, mpid=1, session=<x>, b0=".to_vec();
+        piece.resize(b"imap-login: ".len() + 4088, b'v');
+        assert_eq!(
+            recognise(b"dovecot", &piece),
+            Some(Outcome::Refused(
+                "dovecot: longer than any login line (a piece of a split message)"
+            ))
+        );
+        // The last piece: attacker text, then the client's own elements.
+        let last = b"imap-login: Login: user=<m>, method=PLAIN, mpid=1: user=<>, rip=192.0.2.2, lip=192.0.2.1, secured, session=<C3iu05RhfOx/AAAB>";
+        assert_eq!(
+            recognise(b"dovecot", last),
+            Some(Outcome::Refused(
+                "dovecot: two element lists (the end of a split message)"
+            ))
+        );
+        let after_failed_auth = b"imap-login: Login: user=<m>, x=y: user=<tried>, method=PLAIN, rip=192.0.2.2, lip=192.0.2.1, session=<s>";
+        assert!(matches!(
+            recognise(b"dovecot", after_failed_auth),
+            Some(Outcome::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn the_longest_real_login_line_grants() {
+        // An 80-character user name of four-byte characters, a long TLS
+        // error and every optional element still fit the bound.
+        let user = "\u{1F600}".repeat(80);
+        let line = format!(
+            "imap-login: Login: user=<{user}>, method=SCRAM-SHA-256-PLUS, rip=2001:db8:ffff:ffff:ffff:ffff:ffff:ffff, \
+             lip=2001:db8:ffff:ffff:ffff:ffff:ffff:fffe, mpid=4194304, TLS handshaking: SSL_accept() failed: \
+             error:0A00010B:SSL routines::wrong version number, TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits), \
+             session=<0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01>"
+        );
+        assert!(matches!(
+            recognise(b"dovecot", line.as_bytes()),
+            Some(Outcome::Login { .. })
+        ));
     }
 
     #[test]

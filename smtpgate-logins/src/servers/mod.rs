@@ -67,16 +67,23 @@ fn bracketed_ip(text: &[u8]) -> Option<(IpAddr, &[u8])> {
     Some((parse_ip(&inner[..close])?, &inner[close + 1..]))
 }
 
-/// `[ip]` or `name [ip]`, the client host as UW IMAP and Cyrus print it.
-fn host_and_ip(text: &[u8]) -> Option<(IpAddr, &[u8])> {
+/// `[ip]` or `name [ip]`, the client host as UW IMAP and Cyrus print it;
+/// with `joined` also `name[ip]`, as older Cyrus releases print it.
+/// Returns the address and the text after `]`.
+fn host_and_ip(text: &[u8], joined: bool) -> Option<(IpAddr, &[u8])> {
     if text.starts_with(b"[") {
         return bracketed_ip(text);
     }
-    let (name, rest) = word(text);
+    let open = memchr(b'[', text)?;
+    let name = match text[..open].strip_suffix(b" ") {
+        Some(name) => name,
+        None if joined => &text[..open],
+        None => return None,
+    };
     if !is_host_name(name) {
         return None;
     }
-    bracketed_ip(rest)
+    bracketed_ip(&text[open..])
 }
 
 /// Whether `text` is a non-empty run of ASCII digits.
@@ -91,18 +98,27 @@ mod tests {
     #[test]
     fn host_and_ip_forms() {
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        assert_eq!(host_and_ip(b"[192.0.2.10] rest"), Some((ip, &b" rest"[..])));
+        for joined in [false, true] {
+            let host_and_ip = |text| host_and_ip(text, joined);
+            assert_eq!(host_and_ip(b"[192.0.2.10] rest"), Some((ip, &b" rest"[..])));
+            assert_eq!(
+                host_and_ip(b"host.example [192.0.2.10]"),
+                Some((ip, &b""[..]))
+            );
+            assert_eq!(
+                host_and_ip(b"host.example [::ffff:192.0.2.10]x"),
+                Some((ip, &b"x"[..]))
+            );
+            assert_eq!(host_and_ip(b"evil\" [192.0.2.10]"), None);
+            assert_eq!(host_and_ip(b"host.example  [192.0.2.10]"), None);
+            assert_eq!(host_and_ip(b"host.example [192.0.2.10"), None);
+            assert_eq!(host_and_ip(b"a b [192.0.2.10]"), None);
+        }
+        assert_eq!(host_and_ip(b"host.example[192.0.2.10]", false), None);
         assert_eq!(
-            host_and_ip(b"host.example [192.0.2.10]"),
+            host_and_ip(b"host.example[192.0.2.10]", true),
             Some((ip, &b""[..]))
         );
-        assert_eq!(
-            host_and_ip(b"host.example [::ffff:192.0.2.10]x"),
-            Some((ip, &b"x"[..]))
-        );
-        assert_eq!(host_and_ip(b"evil\" [192.0.2.10]"), None);
-        assert_eq!(host_and_ip(b"host.example  [192.0.2.10]"), None);
-        assert_eq!(host_and_ip(b"host.example [192.0.2.10"), None);
     }
 
     #[test]

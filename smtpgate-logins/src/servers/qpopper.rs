@@ -18,7 +18,8 @@
 //! word without quotes, and the line must end right after the address.
 //! Both lines end with the address, so a line cut short inside it cannot be
 //! told from a whole one; syslog daemons cut at 1 KiB or more, far beyond
-//! Qpopper's lines.
+//! Qpopper's lines, whose longest field is the client's host name (at most
+//! 253 bytes), and Qpopper itself neither cuts nor splits them.
 //!
 //! Lines are matched at the start of the message under Qpopper's own tag, so
 //! a `MAIL FROM:<"POP login by user …">` that an MTA logs (the historical

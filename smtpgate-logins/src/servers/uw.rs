@@ -15,6 +15,15 @@
 //! The user name comes first. UW logins are system accounts, whose names
 //! have no spaces, so a user name with a space is refused, and the line must
 //! end right after the host or with the daemon's own trailer.
+//!
+//! UW cuts every field to 80 bytes (`%.80s`), so its lines stay far below
+//! any syslog daemon's limit and are never cut or split. It does write a
+//! failed login's user and authentication names as the client sent them,
+//! line breaks included (an IMAP literal), and the failure line then ends
+//! exactly as a success line does (` host=NAME [CLIENT]`): only the syslog
+//! daemon keeps such a line break out of the file (rsyslog writes `#012`),
+//! and [`crate::Stream`] refuses the second line if it lacks the log's
+//! time stamp.
 
 use super::{host_and_ip, is_number, word, Outcome};
 use crate::Service;
@@ -46,7 +55,7 @@ pub(super) fn recognise<'a>(program: &[u8], message: &'a [u8]) -> Option<Outcome
 /// `USER host=HOST [TRAILER]`
 fn login(service: Service, fields: &[u8]) -> Option<Outcome<'_>> {
     let (user, rest) = word(fields);
-    let (ip, trailer) = host_and_ip(rest.strip_prefix(b"host=")?)?;
+    let (ip, trailer) = host_and_ip(rest.strip_prefix(b"host=")?, false)?;
     if user.is_empty() || !is_trailer(trailer) {
         return None;
     }

@@ -53,9 +53,11 @@ async fn over_long_line_is_cut() {
     append(&path, b"tail of the long line\nnext\n");
     let long = next(&mut follower).await;
     assert_eq!(long.bytes, vec![b'x'; MAX_LINE_LEN]);
+    assert!(long.cut, "a cut line says so");
     assert_eq!(long.position.offset as usize, 3 * MAX_LINE_LEN + 22);
     let next_line = next(&mut follower).await;
     assert_eq!(next_line.bytes, b"next");
+    assert!(!next_line.cut);
     assert_eq!(
         next_line.position.offset,
         fs::metadata(&path).unwrap().len()

@@ -8,7 +8,7 @@ use std::{process::Stdio, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use serde_json::Value;
-use smtpgate_logins::Verdict;
+use smtpgate_logins::{Entry, Verdict};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
@@ -33,17 +33,26 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
     match watch.state.journal_cursor() {
         Some(cursor) => cmd.arg(format!("--after-cursor={cursor}")),
         // A first start reads back one TTL: those logins still grant.
-        None => cmd.arg(format!("--since=@{}", Timestamp::now().as_second() - watch.ttl.as_secs() as i64)),
+        None => cmd.arg(format!(
+            "--since=@{}",
+            Timestamp::now().as_second() - watch.ttl.as_secs() as i64
+        )),
     };
     for unit in units {
         cmd.arg(format!("--unit={unit}"));
     }
-    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true).spawn()?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
     tracing::info!("watching the journal for logins");
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if let Some(login) = login_of(watch, &entry) {
             watch.grant_login(&login, "journal");
         }
@@ -56,16 +65,20 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
 }
 
 /// The login an entry records, judged by the same parser as log lines,
-/// with the identifier and time stamp the journal keeps apart.
+/// with the identifier, host and time stamp the journal keeps apart.
 fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
     let message = field_bytes(&entry["MESSAGE"])?;
-    let program = entry["SYSLOG_IDENTIFIER"].as_str().unwrap_or_default();
     let micros = entry["_SOURCE_REALTIME_TIMESTAMP"]
         .as_str()
         .or(entry["__REALTIME_TIMESTAMP"].as_str())
         .and_then(|t| t.parse::<i64>().ok());
-    let time = micros.and_then(|us| Timestamp::from_microsecond(us).ok());
-    match watch.parser.parse_message(program, &message, time) {
+    let entry = Entry {
+        identifier: entry["SYSLOG_IDENTIFIER"].as_str().unwrap_or_default(),
+        message: &message,
+        time: micros.and_then(|us| Timestamp::from_microsecond(us).ok()),
+        host: entry["_HOSTNAME"].as_str(),
+    };
+    match watch.parser.parse_entry(&entry, Timestamp::now()) {
         Verdict::Grant(login) => Some(login),
         Verdict::NoGrant(_) => None,
     }
@@ -76,7 +89,10 @@ fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
 fn field_bytes(value: &Value) -> Option<Vec<u8>> {
     match value {
         Value::String(text) => Some(text.clone().into_bytes()),
-        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect(),
+        Value::Array(bytes) => bytes
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect(),
         _ => None,
     }
 }

@@ -3,23 +3,29 @@
 //! A Dovecot post-login script (see the README) runs `smtpgate notify` as the
 //! mail user, which writes one line `IP SERVICE [USER]` to this socket. Who
 //! may report is decided by the socket file's owner, group and mode; the
-//! reporting process's uid is logged with each grant.
+//! reporting process's uid, which the kernel vouches for (`SO_PEERCRED`), is
+//! logged with each grant.
 
 use std::{ffi::CString, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use smtpgate_logins::Service;
+use smtpgate_logins::{Report, MAX_REPORT};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
+    sync::Semaphore,
 };
 
 use super::Watch;
-use crate::{addr, settings::SocketSettings};
+use crate::{accept::AcceptErrors, settings::SocketSettings};
 
-/// A report is one short line; anything longer is refused.
-const MAX_REPORT: usize = 512;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reporters served at once. A login hook's report takes a millisecond, so
+/// this many at once is far beyond any burst of logins; a flood of idle
+/// connections holds at most this many descriptors (for [`CLIENT_TIMEOUT`]),
+/// and the rest wait in the socket's backlog, leaving the agent descriptors
+/// for its logs and its state file.
+const MAX_REPORTERS: usize = 64;
 
 pub fn bind(settings: &SocketSettings) -> Result<UnixListener> {
     let path = &settings.path;
@@ -34,14 +40,20 @@ pub fn bind(settings: &SocketSettings) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     if let Some(group) = &settings.group {
         let gid = group_id(group)?;
-        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| format!("chgrp {group} {}", path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chgrp {group} {}", path.display()))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.mode))
         .with_context(|| format!("chmod {:o} {}", settings.mode, path.display()))?;
-    tracing::info!("accepting login reports on {} (mode {:04o})", path.display(), settings.mode);
+    tracing::info!(
+        "accepting login reports on {} (mode {:04o})",
+        path.display(),
+        settings.mode
+    );
     Ok(listener)
 }
 
@@ -56,28 +68,45 @@ fn group_id(name: &str) -> Result<u32> {
 }
 
 pub async fn serve(watch: Arc<Watch>, listener: UnixListener) {
+    let reporters = Arc::new(Semaphore::new(MAX_REPORTERS));
+    let mut errors = AcceptErrors::new("login socket");
     loop {
+        let slot = reporters
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         match listener.accept().await {
             Ok((stream, _)) => {
                 let watch = watch.clone();
                 tokio::spawn(async move {
-                    if tokio::time::timeout(CLIENT_TIMEOUT, answer(&watch, stream)).await.is_err() {
+                    if tokio::time::timeout(CLIENT_TIMEOUT, answer(&watch, stream))
+                        .await
+                        .is_err()
+                    {
                         tracing::debug!("login report timed out");
                     }
+                    drop(slot);
                 });
             }
-            Err(e) => tracing::warn!("login socket: {e}"),
+            Err(e) => errors.failed(e).await,
         }
     }
 }
 
+/// Answers each report line of one connection with `ok IP SECONDS` or
+/// `error: REASON`.
 async fn answer(watch: &Watch, stream: UnixStream) -> Result<()> {
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    // The kernel's word for who connected; without it nothing is granted.
+    let uid = stream
+        .peer_cred()
+        .map(|c| c.uid())
+        .context("reading the reporter's credentials")?;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REPORT as u64 + 1));
-    let mut line = String::new();
-    while reader.read_line(&mut line).await? > 0 {
-        let reply = match report(watch, line.trim_end_matches(['\r', '\n']), uid) {
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).await? > 0 {
+        let reply = match report(watch, &line, uid) {
             Ok(reply) => reply,
             Err(e) => format!("error: {e:#}"),
         };
@@ -87,22 +116,22 @@ async fn answer(watch: &Watch, stream: UnixStream) -> Result<()> {
     Ok(())
 }
 
-/// Grants the login in one report line: `IP SERVICE [USER]`.
-fn report(watch: &Watch, line: &str, uid: Option<u32>) -> Result<String> {
-    if line.len() > MAX_REPORT {
-        bail!("report longer than {MAX_REPORT} bytes");
+/// Grants the login in one report line, `IP SERVICE [USER]`, reported by `uid`.
+fn report(watch: &Watch, line: &[u8], uid: u32) -> Result<String> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = std::str::from_utf8(line).context("the report is not UTF-8")?;
+    let report = Report::parse(line)?;
+    if !watch.services.contains(&report.service) {
+        bail!("{} logins do not grant here", report.service);
     }
-    let mut fields = line.split_whitespace();
-    let (Some(ip), Some(service)) = (fields.next(), fields.next()) else {
-        bail!("expected 'IP SERVICE [USER]'");
-    };
-    let ip = addr::parse(ip)?;
-    let service: Service = service.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !watch.services.contains(&service) {
-        bail!("{service} logins do not grant here");
-    }
-    let user = fields.next().unwrap_or("");
-    tracing::debug!(%ip, ?uid, "login report");
-    let left = watch.grant(ip, service, user, watch.ttl, "socket")?;
-    Ok(format!("ok {ip} {}", left.as_secs()))
+    let left = watch.grant(
+        report.ip,
+        report.service,
+        &report.user,
+        watch.ttl,
+        "socket",
+        Some(uid),
+    )?;
+    Ok(format!("ok {} {}", report.ip, left.as_secs()))
 }

@@ -34,19 +34,28 @@ impl StateStore {
     /// that cannot be parsed is set aside, not fatal: the sources then read
     /// back a TTL's worth of logins, which is what a first start does.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
         let path = dir.join("state.json");
         let saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 let aside = path.with_extension("json.corrupt");
-                tracing::warn!("{} is unreadable ({e}); moved to {}, reading logs back one TTL", path.display(), aside.display());
+                tracing::warn!(
+                    "{} is unreadable ({e}); moved to {}, reading logs back one TTL",
+                    path.display(),
+                    aside.display()
+                );
                 let _ = std::fs::rename(&path, &aside);
                 Saved::default()
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self { path, saved: Mutex::new(saved), dirty: AtomicBool::new(false) })
+        Ok(Self {
+            path,
+            saved: Mutex::new(saved),
+            dirty: AtomicBool::new(false),
+        })
     }
 
     /// Where to start following `path`: where the last run stopped, or the
@@ -60,12 +69,20 @@ impl StateStore {
     }
 
     pub fn record_file(&self, path: &Path, position: Position) {
-        self.saved.lock().expect("state lock").files.insert(path.to_path_buf(), position);
+        self.saved
+            .lock()
+            .expect("state lock")
+            .files
+            .insert(path.to_path_buf(), position);
         self.dirty.store(true, Ordering::Release);
     }
 
     pub fn journal_cursor(&self) -> Option<String> {
-        self.saved.lock().expect("state lock").journal_cursor.clone()
+        self.saved
+            .lock()
+            .expect("state lock")
+            .journal_cursor
+            .clone()
     }
 
     pub fn record_journal_cursor(&self, cursor: String) {
@@ -81,6 +98,7 @@ impl StateStore {
         let bytes = serde_json::to_vec_pretty(&*self.saved.lock().expect("state lock"))?;
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))
     }
 }

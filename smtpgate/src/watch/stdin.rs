@@ -2,25 +2,28 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use smtpgate_tail::ReadLines;
 
-use super::Watch;
+use super::{LogSource, Watch};
 
-pub async fn read(watch: Arc<Watch>) {
-    let mut input = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line).await {
-            Ok(0) => {
-                tracing::info!("standard input closed; no more logins from it");
-                return;
+/// Reads standard input on a thread of its own, with the follower's bound
+/// on line length. The read blocks; on a thread outside the runtime it does
+/// not hold up the agent's exit, as a blocking task of the runtime would.
+pub fn spawn(watch: Arc<Watch>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut log = LogSource::new("standard input".into(), &watch.parser);
+            for line in ReadLines::new(std::io::stdin().lock()) {
+                match line {
+                    Ok(line) => watch.handle_line(&mut log, &line.bytes, line.cut, "stdin"),
+                    Err(e) => {
+                        tracing::warn!("reading standard input: {e}");
+                        return;
+                    }
+                }
             }
-            Ok(_) => watch.handle_line(line.strip_suffix(b"\n").unwrap_or(&line), "stdin"),
-            Err(e) => {
-                tracing::warn!("reading standard input: {e}");
-                return;
-            }
-        }
-    }
+            tracing::info!("standard input closed; no more logins from it");
+        })?;
+    Ok(())
 }
