@@ -109,8 +109,15 @@ impl Ext {
         if len - 2 <= 7 {
             pad_options(&mut body, len - 2);
         } else {
-            body.extend_from_slice(&[SKIPPABLE_OPTION, (len - 4) as u8]);
-            body.resize(len - 2, 0);
+            // Options of at most 255 data bytes each: at most eight of them
+            // in the longest header, the kernel's default limit.
+            while len - 2 - body.len() >= 2 {
+                let data = (len - 2 - body.len() - 2).min(255);
+                body.extend_from_slice(&[SKIPPABLE_OPTION, data as u8]);
+                body.resize(body.len() + data, 0);
+            }
+            let rest = len - 2 - body.len();
+            pad_options(&mut body, rest);
         }
         Ext::DestOpts(body)
     }
