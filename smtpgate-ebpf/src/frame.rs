@@ -48,13 +48,13 @@ impl Frame {
 
     /// The packet's length, readable or not.
     #[inline(always)]
-    pub fn len(&self) -> usize {
+    pub fn packet_len(&self) -> usize {
         self.len
     }
 
     /// A reference to a `T` at `offset` that must end by `limit`, the
     /// offset where the enclosing header says the packet ends (at most
-    /// [`Frame::len`]).
+    /// [`Frame::packet_len`]).
     #[inline(always)]
     pub fn header<T>(&self, offset: usize, limit: usize) -> Result<&T, Cut> {
         if offset + size_of::<T>() > limit {
@@ -74,7 +74,7 @@ impl Frame {
 
     /// A mutable `T` at `offset`, for rewriting the packet in place.
     #[inline(always)]
-    pub fn header_mut<T>(&self, offset: usize) -> Option<&mut T> {
+    pub fn header_mut<T>(&mut self, offset: usize) -> Option<&mut T> {
         let at = self.start + offset;
         if at + size_of::<T>() > self.end {
             return None;

@@ -156,7 +156,7 @@ pub fn look(frame: &Frame) -> Look {
 #[inline(always)]
 fn ethernet(frame: &Frame) -> Result<(u16, usize), Look> {
     let eth = frame
-        .header::<EthHdr>(0, frame.len())
+        .header::<EthHdr>(0, frame.packet_len())
         .map_err(out_of_sight)?;
     let mut ethertype = u16::from_be_bytes(eth.ethertype);
     let mut offset = size_of::<EthHdr>();
@@ -181,7 +181,7 @@ fn is_vlan(ethertype: u16) -> bool {
 #[inline(always)]
 fn vlan(frame: &Frame, offset: usize) -> Result<(u16, usize), Look> {
     let tag = frame
-        .header::<VlanTag>(offset, frame.len())
+        .header::<VlanTag>(offset, frame.packet_len())
         .map_err(out_of_sight)?;
     Ok((
         u16::from_be_bytes(tag.ethertype),
@@ -204,11 +204,11 @@ fn out_of_sight(cut: Cut) -> Look {
 #[inline(always)]
 fn packet_end(frame: &Frame, offset: usize, declared: usize) -> Option<usize> {
     let end = if declared == 0 {
-        frame.len()
+        frame.packet_len()
     } else {
         offset + declared
     };
-    (end <= frame.len()).then_some(end)
+    (end <= frame.packet_len()).then_some(end)
 }
 
 /// The end of a fragment that is not the last: only whole 8-byte units of
@@ -221,7 +221,7 @@ fn whole_units_end(payload: usize, end: usize) -> usize {
 /// The IPv4 header, options included.
 #[inline(always)]
 fn ipv4(frame: &Frame, offset: usize) -> Look {
-    let ip = match frame.header::<Ipv4Hdr>(offset, frame.len()) {
+    let ip = match frame.header::<Ipv4Hdr>(offset, frame.packet_len()) {
         Ok(ip) => ip,
         Err(cut) => return out_of_sight(cut),
     };
@@ -270,7 +270,7 @@ fn ipv4(frame: &Frame, offset: usize) -> Look {
 /// The IPv6 header and its extension-header chain.
 #[inline(always)]
 fn ipv6(frame: &Frame, offset: usize) -> Look {
-    let hdr = match frame.header::<Ipv6Hdr>(offset, frame.len()) {
+    let hdr = match frame.header::<Ipv6Hdr>(offset, frame.packet_len()) {
         Ok(hdr) => hdr,
         Err(cut) => return out_of_sight(cut),
     };

@@ -22,29 +22,29 @@ const REPLY_TTL: u8 = 64;
 /// rewritten, in which case the caller drops it.
 #[inline(always)]
 pub fn rewrite(ctx: &XdpContext, reply: PlainHeaders) -> bool {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
-    if swap_macs(&frame).is_none() {
+    let mut frame = Frame::new(ctx.data(), ctx.data_end());
+    if swap_macs(&mut frame).is_none() {
         return false;
     }
     let pseudo_sum = if reply.ipv6 {
-        ipv6_reply(&frame, reply.network_offset)
+        ipv6_reply(&mut frame, reply.network_offset)
     } else {
-        ipv4_reply(&frame, reply.network_offset)
+        ipv4_reply(&mut frame, reply.network_offset)
     };
     let Some(pseudo_sum) = pseudo_sum else {
         return false;
     };
-    if tcp_reply(&frame, reply.transport_offset, pseudo_sum).is_none() {
+    if tcp_reply(&mut frame, reply.transport_offset, pseudo_sum).is_none() {
         return false;
     }
     // Cut TCP options and any payload: the reply ends after its TCP header.
-    let excess = frame.len() as i32 - (reply.transport_offset as i32 + TCP_HEADER_LEN as i32);
+    let excess = frame.packet_len() as i32 - (reply.transport_offset as i32 + TCP_HEADER_LEN as i32);
     // SAFETY: shrinking an XDP frame; the context pointer is valid.
     excess <= 0 || unsafe { bpf_xdp_adjust_tail(ctx.as_ptr() as *mut _, -excess) } == 0
 }
 
 #[inline(always)]
-fn swap_macs(frame: &Frame) -> Option<()> {
+fn swap_macs(frame: &mut Frame) -> Option<()> {
     let eth = frame.header_mut::<EthHdr>(0)?;
     swap(&mut eth.dst, &mut eth.src);
     Some(())
@@ -52,7 +52,7 @@ fn swap_macs(frame: &Frame) -> Option<()> {
 
 /// Rewrites the IPv4 header; returns the TCP pseudo-header sum.
 #[inline(always)]
-fn ipv4_reply(frame: &Frame, offset: usize) -> Option<u32> {
+fn ipv4_reply(frame: &mut Frame, offset: usize) -> Option<u32> {
     let ip = frame.header_mut::<Ipv4Hdr>(offset)?;
     swap(&mut ip.src, &mut ip.dst);
     ip.tos = 0;
@@ -71,7 +71,7 @@ fn ipv4_reply(frame: &Frame, offset: usize) -> Option<u32> {
 
 /// Rewrites the IPv6 header; returns the TCP pseudo-header sum.
 #[inline(always)]
-fn ipv6_reply(frame: &Frame, offset: usize) -> Option<u32> {
+fn ipv6_reply(frame: &mut Frame, offset: usize) -> Option<u32> {
     let ip = frame.header_mut::<Ipv6Hdr>(offset)?;
     swap(&mut ip.src, &mut ip.dst);
     ip.payload_len = TCP_HEADER_LEN.to_be_bytes();
@@ -82,7 +82,7 @@ fn ipv6_reply(frame: &Frame, offset: usize) -> Option<u32> {
 }
 
 #[inline(always)]
-fn tcp_reply(frame: &Frame, offset: usize, pseudo_sum: u32) -> Option<()> {
+fn tcp_reply(frame: &mut Frame, offset: usize, pseudo_sum: u32) -> Option<()> {
     let tcp = frame.header_mut::<TcpHdr>(offset)?;
     swap(&mut tcp.src_port, &mut tcp.dst_port);
     // The SYN occupies one sequence number: acknowledge it.
