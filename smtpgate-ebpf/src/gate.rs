@@ -106,23 +106,20 @@ impl Tally {
     }
 }
 
-/// With a destination filter, only the listed local addresses are gated
-/// (say, the customers' relay address but not the public MX address).
-#[inline(always)]
-fn gates_destination(config: &GateConfig, dst: &AddrKey) -> bool {
-    config.flags & FLAG_DEST_FILTER == 0 || GATED_DESTS.get_ptr(dst).is_some()
-}
-
 /// Whether the configuration gates `segment`. What the frame does not show
 /// (a port in a tiny fragment, a destination behind a source route) is
-/// taken to be gated.
+/// taken to be gated. With a destination filter, only the listed local
+/// addresses are gated (say, the customers' relay address but not the
+/// public MX address).
 #[inline(always)]
-fn gates(config: &GateConfig, segment: &Segment) -> bool {
-    segment
-        .port
-        .get()
-        .is_none_or(|port| config.gates_port(port))
-        && (!segment.dst_final || gates_destination(config, &segment.dst))
+fn gates(config: &GateConfig, segment: &Segment, frame: &Frame) -> bool {
+    if segment.port.get().is_some_and(|port| !config.gates_port(port)) {
+        return false;
+    }
+    if config.flags & FLAG_DEST_FILTER == 0 || !segment.dst_final {
+        return true;
+    }
+    segment.destination(frame).is_none_or(|dst| GATED_DESTS.get_ptr(dst).is_some())
 }
 
 /// False only if the grant filter proves `src` holds no grant; true also
@@ -207,7 +204,7 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdic
     let Some(config) = CONFIG.get(0) else {
         return Verdict::Drop;
     };
-    if !gates(config, &segment) {
+    if !gates(config, &segment, &frame) {
         return Verdict::Pass;
     }
     tally.add(if segment.doubt.is_some() {
@@ -215,14 +212,18 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdic
     } else {
         Counter::GatedSyns
     });
-    let refusal = match standing(&segment.src) {
+    // The walk read the source already; a frame without one cannot pass.
+    let Some(src) = segment.source(&frame) else {
+        return refuse(config.flags, Counter::DroppedNoGrant, None, tally);
+    };
+    let refusal = match standing(&src) {
         Ok(allowed) => {
             tally.add(allowed);
             return Verdict::Pass;
         }
         Err(refusal) => segment.doubt.unwrap_or(refusal),
     };
-    debug!(ctx, "smtpgate: refused SYN from {:i}", segment.src);
+    debug!(ctx, "smtpgate: refused SYN from {:i}", src);
     refuse(config.flags, refusal, segment.reply(), tally)
 }
 

@@ -61,14 +61,14 @@ pub enum Look {
     Hidden(Counter),
 }
 
-/// A (possible) connection-opening segment.
+/// A (possible) connection-opening segment. Its addresses stay in the
+/// packet until the gate needs them ([`Segment::source`],
+/// [`Segment::destination`]): most SYNs are decided before.
 ///
 /// Plain fields only, no `Option` with a payload: a `None` leaves its
 /// payload undefined, and the compiler may fill it from any register,
 /// which the verifier rejects when that register held a pointer.
 pub struct Segment {
-    pub src: AddrKey,
-    pub dst: AddrKey,
     /// The destination port, where the frame shows it.
     pub port: Port,
     /// False where a source route could deliver the segment to another
@@ -111,10 +111,14 @@ pub struct PlainHeaders {
     pub ipv6: bool,
 }
 
+/// Where the addresses sit in the IPv4 and IPv6 headers.
+const IPV4_SOURCE: usize = 12;
+const IPV4_DESTINATION: usize = 16;
+const IPV6_SOURCE: usize = 8;
+const IPV6_DESTINATION: usize = 24;
+
 /// The network layer as the walk has seen it so far.
 struct Ip {
-    src: AddrKey,
-    dst: AddrKey,
     network_offset: usize,
     ipv6: bool,
     /// Where the bytes the kernel keeps of this packet end: the declared
@@ -130,6 +134,31 @@ struct Ip {
 }
 
 impl Segment {
+    /// The source address, as the grant map keys it.
+    #[inline(always)]
+    pub fn source(&self, frame: &Frame) -> Option<AddrKey> {
+        self.address(frame, IPV4_SOURCE, IPV6_SOURCE)
+    }
+
+    /// The destination address, as the gated destinations are keyed.
+    #[inline(always)]
+    pub fn destination(&self, frame: &Frame) -> Option<AddrKey> {
+        self.address(frame, IPV4_DESTINATION, IPV6_DESTINATION)
+    }
+
+    /// The address at `v4` or `v6` bytes into the network header. The walk
+    /// read the whole header already; this reads it again for the verifier.
+    #[inline(always)]
+    fn address(&self, frame: &Frame, v4: usize, v6: usize) -> Option<AddrKey> {
+        let at = self.headers.network_offset;
+        let limit = frame.packet_len();
+        if self.headers.ipv6 {
+            frame.header::<AddrKey>(at + v6, limit).ok().copied()
+        } else {
+            frame.header::<[u8; 4]>(at + v4, limit).ok().map(|&octets| v4_key(octets))
+        }
+    }
+
     /// Where to write the RST that answers a certain, plain SYN.
     #[inline(always)]
     pub fn reply(&self) -> Option<PlainHeaders> {
@@ -250,8 +279,6 @@ fn ipv4(frame: &Frame, offset: usize) -> Look {
     let more_fragments = flags_offset & 0x2000 != 0;
     let plain = header_len == size_of::<Ipv4Hdr>();
     let ip = Ip {
-        src: v4_key(ip.src),
-        dst: v4_key(ip.dst),
         network_offset: offset,
         ipv6: false,
         end: if more_fragments {
@@ -282,8 +309,6 @@ fn ipv6(frame: &Frame, offset: usize) -> Look {
         return Look::Counted(Counter::UnparsedTruncated);
     };
     let mut ip = Ip {
-        src: hdr.src,
-        dst: hdr.dst,
         network_offset: offset,
         ipv6: true,
         end,
@@ -383,8 +408,6 @@ impl Ip {
     #[inline(always)]
     fn segment(&self, port: Port, doubt: Option<Counter>, at: usize) -> Look {
         Look::Segment(Segment {
-            src: self.src,
-            dst: self.dst,
             port,
             dst_final: self.dst_final,
             doubt,
