@@ -156,8 +156,14 @@ mod tests {
         assert!(err(&format!("192.0.2.7 imap {}", "u".repeat(600))).contains("longer than"));
         // Found by the notify_report fuzz target: a vertical tab is no
         // field separator, and no user name either.
-        assert_eq!(err(" ::5 pop\r\x0b\r"), "the report holds a control character");
-        assert_eq!(err("192.0.2.7 imap al\x1bice"), "the report holds a control character");
+        assert_eq!(
+            err(" ::5 pop\r\x0b\r"),
+            "the report holds a control character"
+        );
+        assert_eq!(
+            err("192.0.2.7 imap al\x1bice"),
+            "the report holds a control character"
+        );
     }
 
     #[test]
