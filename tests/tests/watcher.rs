@@ -500,6 +500,22 @@ impl WatchedAgent {
         Ok(agent)
     }
 
+    /// An agent that takes reports on `notify.sock` in `scratch`, from
+    /// anyone, plus `flags`.
+    fn with_socket(lab: &Lab, scratch: &Scratch, flags: &[&str]) -> Result<Self> {
+        let socket = scratch.path("notify.sock");
+        let state = scratch.path("state");
+        let mut all = vec![
+            "--listen-unix",
+            socket.to_str().unwrap(),
+            "--listen-unix-mode",
+            "0666",
+        ];
+        all.extend(["--state-dir", state.to_str().unwrap()]);
+        all.extend_from_slice(flags);
+        Self::start(lab, &all)
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -573,18 +589,7 @@ fn reports_name_their_reporter_and_no_customer_address_is_granted() -> Result<()
     let lab = Lab::new()?;
     let scratch = Scratch::new()?;
     let socket = scratch.path("notify.sock");
-    let state = scratch.path("state");
-    let agent = WatchedAgent::start(
-        &lab,
-        &[
-            "--listen-unix",
-            socket.to_str().unwrap(),
-            "--listen-unix-mode",
-            "0666",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    )?;
+    let agent = WatchedAgent::with_socket(&lab, &scratch, &[])?;
     let out = notify_as_mail_user(&socket, CLIENT_V4)?;
     ensure!(
         out.status.success(),
@@ -642,20 +647,7 @@ fn a_flood_at_the_descriptor_limit_neither_spins_nor_stops_grants() -> Result<()
     let lab = Lab::new()?;
     let scratch = Scratch::new()?;
     let socket = scratch.path("notify.sock");
-    let state = scratch.path("state");
-    let agent = WatchedAgent::start(
-        &lab,
-        &[
-            "--listen-unix",
-            socket.to_str().unwrap(),
-            "--listen-unix-mode",
-            "0666",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--metrics-listen",
-            "127.0.0.1:9925",
-        ],
-    )?;
+    let agent = WatchedAgent::with_socket(&lab, &scratch, &["--metrics-listen", "127.0.0.1:9925"])?;
     // A handful of descriptors beyond those the agent holds.
     let open = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))?.count();
     let limit = open + 8;
@@ -830,6 +822,45 @@ fn check_log_holds_no_more_than_a_bounded_piece_of_a_huge_line_and_judges_as_the
         err.contains("warning: custom pattern")
             && err.contains("does not start with a fixed program name"),
         "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn lines_unlike_the_logs_own_never_grant_and_are_warned_about_once() -> Result<()> {
+    let lab = Lab::new()?;
+    let scratch = Scratch::new()?;
+    let log = scratch.path("mail.log");
+    let state = scratch.path("state");
+    let agent = WatchedAgent::start(
+        &lab,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )?;
+    append(&log, &dovecot_login(CLIENT_V4, Duration::ZERO))?;
+    wait_for_grant(&lab, CLIENT_V4, Duration::from_secs(2))?;
+    // What a syslog daemon that writes a client's line breaks unescaped
+    // would put in the file: lines without the log's stamp and host.
+    for n in 1..=20 {
+        append(&log, &format!("dovecot: pop3-login: Login: user=<x>, method=PLAIN, rip=198.51.100.{n}, lip=192.0.2.1, mpid=1"))?;
+    }
+    append(&log, &dovecot_login(CLIENT_V6, Duration::ZERO))?;
+    wait_for_grant(&lab, CLIENT_V6, Duration::from_secs(2))
+        .context("a login after the foreign lines")?;
+    ensure!((1..=20)
+        .all(|n| seconds_left(&lab, &format!("198.51.100.{n}")).is_ok_and(|left| left.is_none())));
+    let warnings = agent.log_lines(&["a line was not judged a login", "no time stamp"]);
+    ensure!(
+        warnings.len() == 1,
+        "one warning a minute, got {warnings:?}"
+    );
+    ensure!(
+        warnings[0].contains("similar_lines_since=0") && warnings[0].contains("--log-format bare"),
+        "{warnings:?}"
     );
     Ok(())
 }
