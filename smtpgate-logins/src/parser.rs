@@ -35,7 +35,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidPattern { pattern, source } => {
-                write!(f, "invalid custom pattern {pattern:?}: {source}")
+                // The regex crate draws the pattern and a caret over several
+                // lines, then names the problem on the last one.
+                let text = source.to_string();
+                let last = text.lines().last().unwrap_or_default();
+                let problem = last.strip_prefix("error: ").unwrap_or(last);
+                write!(f, "invalid custom pattern {pattern:?}: {problem}")
             }
             Error::PatternWithoutIp { pattern } => write!(
                 f,

@@ -25,6 +25,8 @@ pub struct Report {
 pub enum ReportError {
     /// Longer than [`MAX_REPORT`] bytes.
     TooLong,
+    /// Holds a control character other than a tab between fields.
+    ControlCharacter,
     /// Not `IP SERVICE [USER]`.
     Shape,
     /// The first field is no address.
@@ -41,6 +43,7 @@ impl fmt::Display for ReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReportError::TooLong => write!(f, "report longer than {MAX_REPORT} bytes"),
+            ReportError::ControlCharacter => f.write_str("the report holds a control character"),
             ReportError::Shape => f.write_str("expected 'IP SERVICE [USER]'"),
             ReportError::NotAnAddress(text) => write!(f, "'{text}' is not an IPv4 or IPv6 address"),
             ReportError::NoCustomer(ip, reason) => write!(f, "{ip}: {reason}"),
@@ -62,6 +65,9 @@ impl Report {
     pub fn parse(line: &str) -> Result<Report, ReportError> {
         if line.len() > MAX_REPORT {
             return Err(ReportError::TooLong);
+        }
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ReportError::ControlCharacter);
         }
         let mut fields = line.split_ascii_whitespace();
         let (Some(ip), Some(service)) = (fields.next(), fields.next()) else {
@@ -148,6 +154,16 @@ mod tests {
         assert!(err("ff05::2 pop3").contains("multicast"));
         assert!(err("127.0.0.1 pop3").contains("loopback"));
         assert!(err(&format!("192.0.2.7 imap {}", "u".repeat(600))).contains("longer than"));
+        // Found by the notify_report fuzz target: a vertical tab is no
+        // field separator, and no user name either.
+        assert_eq!(
+            err(" ::5 pop\r\x0b\r"),
+            "the report holds a control character"
+        );
+        assert_eq!(
+            err("192.0.2.7 imap al\x1bice"),
+            "the report holds a control character"
+        );
     }
 
     #[test]

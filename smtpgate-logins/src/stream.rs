@@ -18,8 +18,9 @@ use crate::{Parser, Verdict};
 /// a line without a time stamp is never a login, and once the first line
 /// has shown the log's prefix, a line with another one is not either. This
 /// cannot refuse a real login: its line has the log's prefix. Logs without
-/// time stamps are read as [`Format::Bare`], and a log whose daemon is
-/// reconfigured to write other prefixes is judged by a new stream.
+/// time stamps are read as [`Format::Bare`]; when a log's daemon is
+/// reconfigured to write other prefixes, its reader starts a new stream (the
+/// agent does at each rotation and start).
 #[derive(Clone, Debug)]
 pub struct Stream {
     parser: Parser,

@@ -193,6 +193,10 @@ fn invalid_custom_patterns_are_clear_errors() {
     );
     let err = build(r"login from (?P<ip>\S+").unwrap_err();
     assert!(matches!(err, Error::InvalidPattern { .. }));
+    assert_eq!(
+        err.to_string(),
+        r#"invalid custom pattern "login from (?P<ip>\\S+": unclosed group"#
+    );
     assert!(
         err.to_string()
             .starts_with(r#"invalid custom pattern "login from (?P<ip>\\S+": "#),

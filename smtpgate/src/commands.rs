@@ -23,8 +23,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     // These two touch no BPF object: mail users and administrators run them.
     match cli.command {
         Command::Notify { ip, service, user, socket } => return notify::notify(&socket, &ip, &service, user.as_deref()),
-        Command::CheckLog { file, format, patterns, services, timezone, trusted_hosts, grants_only } => {
-            let options = settings::parser_options(format, patterns, services, timezone, trusted_hosts)?;
+        Command::CheckLog {
+            file,
+            format,
+            patterns,
+            services,
+            timezone,
+            trusted_hosts,
+            grants_only,
+        } => {
+            let options =
+                settings::parser_options(format, patterns, services, timezone, trusted_hosts)?;
             return check_log::check_log(&file, options, grants_only);
         }
         _ => {}

@@ -104,7 +104,11 @@ impl Metrics {
         let scrapes = Arc::new(Semaphore::new(MAX_SCRAPES));
         let mut errors = AcceptErrors::new("metrics endpoint");
         loop {
-            let slot = scrapes.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let slot = scrapes
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -114,7 +118,9 @@ impl Metrics {
             };
             let metrics = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = tokio::time::timeout(Duration::from_secs(10), metrics.answer(stream)).await {
+                if let Err(e) =
+                    tokio::time::timeout(Duration::from_secs(10), metrics.answer(stream)).await
+                {
                     tracing::debug!("metrics request timed out: {e}");
                 }
                 drop(slot);

@@ -80,8 +80,18 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
             buf
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -94,7 +104,11 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// Pids of processes whose working directory or root lies under `dir`:
@@ -102,14 +116,17 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
 /// processes all chdir or chroot into their private directories).
 fn processes_under(dir: &Path) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
         .filter(|pid| {
             ["cwd", "root"].iter().any(|link| {
-                fs::read_link(format!("/proc/{pid}/{link}")).is_ok_and(|target| target.starts_with(dir))
+                fs::read_link(format!("/proc/{pid}/{link}"))
+                    .is_ok_and(|target| target.starts_with(dir))
             })
         })
         .collect()
@@ -126,13 +143,17 @@ fn reap_processes_under(dir: &Path, grace: Duration) {
         }
         if Instant::now() > deadline {
             for pid in &left {
-                eprintln!("[mail] killing leftover process {pid} under {}", dir.display());
+                eprintln!(
+                    "[mail] killing leftover process {pid} under {}",
+                    dir.display()
+                );
                 // SAFETY: plain signal to a process we started (found by its
                 // directory, which is unique to this test).
                 unsafe { libc::kill(*pid, libc::SIGKILL) };
             }
             thread::sleep(Duration::from_millis(100));
-            if processes_under(dir).is_empty() || Instant::now() > deadline + Duration::from_secs(5) {
+            if processes_under(dir).is_empty() || Instant::now() > deadline + Duration::from_secs(5)
+            {
                 return;
             }
         }
@@ -142,11 +163,18 @@ fn reap_processes_under(dir: &Path, grace: Duration) {
 
 /// The text of a log file so far ("" if it does not exist yet).
 fn read_log(path: &Path) -> String {
-    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Waits until a line of the log at `path` satisfies `pred`; returns it.
-fn wait_for_line(path: &Path, timeout: Duration, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
+fn wait_for_line(
+    path: &Path,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
         let text = read_log(path);
@@ -154,7 +182,10 @@ fn wait_for_line(path: &Path, timeout: Duration, what: &str, pred: impl Fn(&str)
             return Ok(line.to_owned());
         }
         if Instant::now() > deadline {
-            bail!("no {what} in {} within {timeout:?}; the log:\n{text}", path.display());
+            bail!(
+                "no {what} in {} within {timeout:?}; the log:\n{text}",
+                path.display()
+            );
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -163,7 +194,12 @@ fn wait_for_line(path: &Path, timeout: Duration, what: &str, pred: impl Fn(&str)
 /// Waits until a greeting starting with `banner` arrives on `addr`,
 /// connecting from inside `ns` (the gate only filters the veth's ingress,
 /// so this does not pass it).
-fn wait_for_banner(ns: &Netns, addr: SocketAddr, banner: &'static str, timeout: Duration) -> Result<()> {
+fn wait_for_banner(
+    ns: &Netns,
+    addr: SocketAddr,
+    banner: &'static str,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let greeted = ns.run(move || -> io::Result<String> {
@@ -175,8 +211,12 @@ fn wait_for_banner(ns: &Netns, addr: SocketAddr, banner: &'static str, timeout: 
         })?;
         match greeted {
             Ok(line) if line.starts_with(banner) => return Ok(()),
-            Ok(line) if Instant::now() > deadline => bail!("{addr} greeted with {line:?}, expected {banner:?}"),
-            Err(e) if Instant::now() > deadline => bail!("{addr} did not answer within {timeout:?}: {e}"),
+            Ok(line) if Instant::now() > deadline => {
+                bail!("{addr} greeted with {line:?}, expected {banner:?}")
+            }
+            Err(e) if Instant::now() > deadline => {
+                bail!("{addr} did not answer within {timeout:?}: {e}")
+            }
             _ => thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -197,6 +237,12 @@ impl Dovecot {
     /// Writes the configuration, checks it with `doveconf`, starts
     /// `dovecot -F` in `ns` and waits until every listener greets.
     pub fn start(ns: &Netns) -> Result<Self> {
+        Self::start_with(ns, "")
+    }
+
+    /// [`Dovecot::start`] with `settings` (lines of `dovecot.conf`, such as
+    /// `imap_id_log = *`) added to the configuration.
+    pub fn start_with(ns: &Netns, settings: &str) -> Result<Self> {
         let dir = Scratch::labelled("dovecot")?;
         let d = dir.dir().to_path_buf();
         let conf = d.join("dovecot.conf");
@@ -240,15 +286,26 @@ impl Dovecot {
                  # customer's next login from the same address by seconds.\n\
                  service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
                  service pop3-login {{\n  inet_listener pop3 {{\n    port = {POP3}\n  }}\n}}\n\
-                 service imap-login {{\n  inet_listener imap {{\n    port = {IMAP}\n  }}\n}}\n",
+                 service imap-login {{\n  inet_listener imap {{\n    port = {IMAP}\n  }}\n}}\n\
+                 {settings}",
                 v4 = crate::SERVER_V4,
                 v6 = crate::SERVER_V6,
             ),
         )?;
 
-        let checked = run_bounded(Command::new(tools::require("doveconf")?).arg("-c").arg(&conf).arg("-n"), START)?;
+        let checked = run_bounded(
+            Command::new(tools::require("doveconf")?)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-n"),
+            START,
+        )?;
         if !checked.status.success() {
-            bail!("doveconf rejected {}: {}", conf.display(), String::from_utf8_lossy(&checked.stderr).trim());
+            bail!(
+                "doveconf rejected {}: {}",
+                conf.display(),
+                String::from_utf8_lossy(&checked.stderr).trim()
+            );
         }
 
         let stderr = fs::File::create(dir.dir().join("dovecot.stderr"))?;
@@ -262,7 +319,13 @@ impl Dovecot {
             .stderr(stderr)
             .spawn()
             .context("starting dovecot")?;
-        let mut dovecot = Self { master, conf, log, mail_root, dir };
+        let mut dovecot = Self {
+            master,
+            conf,
+            log,
+            mail_root,
+            dir,
+        };
         dovecot.wait_ready(ns).with_context(|| {
             format!(
                 "Dovecot did not come up; stderr: {}; log:\n{}",
@@ -298,7 +361,12 @@ impl Dovecot {
     }
 
     /// Waits for a log line that satisfies `pred`; returns it.
-    pub fn wait_for_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+    pub fn wait_for_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         wait_for_line(&self.log, timeout, what, pred)
     }
 
@@ -434,7 +502,13 @@ impl Postfix {
         )?;
         fs::write(config.join("master.cf"), MASTER_CF)?;
 
-        let postfix = Self { config, queue, log, netns: ns.path(), dir };
+        let postfix = Self {
+            config,
+            queue,
+            log,
+            netns: ns.path(),
+            dir,
+        };
         // `postfix start` runs `postfix check` (creating the queue's
         // subdirectories) and returns once the master is ready. Its own
         // complaints go to maillog_file, not to stderr.
@@ -448,8 +522,13 @@ impl Postfix {
             );
         }
         for server in [crate::SERVER_V4, crate::SERVER_V6] {
-            wait_for_banner(ns, SocketAddr::new(server.parse()?, crate::SMTP), "220 ", START)
-                .with_context(|| format!("Postfix is not answering; log:\n{}", postfix.log()))?;
+            wait_for_banner(
+                ns,
+                SocketAddr::new(server.parse()?, crate::SMTP),
+                "220 ",
+                START,
+            )
+            .with_context(|| format!("Postfix is not answering; log:\n{}", postfix.log()))?;
         }
         Ok(postfix)
     }
@@ -457,7 +536,10 @@ impl Postfix {
     /// `postfix -c <config> VERB` inside the server namespace.
     fn command(&self, verb: &str) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.netns)).args(["--", "postfix", "-c"]).arg(&self.config).arg(verb);
+        cmd.arg(format!("--net={}", self.netns))
+            .args(["--", "postfix", "-c"])
+            .arg(&self.config)
+            .arg(verb);
         cmd
     }
 
@@ -477,18 +559,28 @@ impl Postfix {
     /// [`RECIPIENT`] (`status=sent` in Postfix's log); returns that line.
     pub fn wait_for_delivery(&self, queue_id: &str, timeout: Duration) -> Result<String> {
         let to = format!("{queue_id}: to=<{RECIPIENT}>");
-        wait_for_line(&self.log, timeout, &format!("delivery of {queue_id}"), |l| l.contains(&to) && l.contains("status=sent"))
+        wait_for_line(
+            &self.log,
+            timeout,
+            &format!("delivery of {queue_id}"),
+            |l| l.contains(&to) && l.contains("status=sent"),
+        )
     }
 
     /// The master's pid, from its pid file in the private queue directory.
     fn master_pid(&self) -> Option<i32> {
-        fs::read_to_string(self.queue.join("pid/master.pid")).ok()?.trim().parse().ok()
+        fs::read_to_string(self.queue.join("pid/master.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let stopped = run_bounded(&mut self.command("stop"), STOP).is_ok_and(|o| o.status.success());
+        let stopped =
+            run_bounded(&mut self.command("stop"), STOP).is_ok_and(|o| o.status.success());
         if !stopped {
             // The namespace may be gone already; stop the master directly.
             if let Some(pid) = self.master_pid() {
@@ -523,14 +615,32 @@ impl MailLab {
     /// Lab, Dovecot, Postfix, then `smtpgate run --log <dovecot log> --ttl
     /// TTL --state-dir <private dir>` plus `extra` flags.
     pub fn start(ttl: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with(ttl, extra, "")
+    }
+
+    /// [`MailLab::start`] with `dovecot_settings` added to Dovecot's
+    /// configuration (see [`Dovecot::start_with`]).
+    pub fn start_with(ttl: &str, extra: &[&str], dovecot_settings: &str) -> Result<Self> {
         let agent_state = Scratch::labelled("agent-state")?;
         let mut lab = Lab::new()?;
-        let dovecot = Dovecot::start(&lab.server)?;
+        let dovecot = Dovecot::start_with(&lab.server, dovecot_settings)?;
         let postfix = Postfix::start(&lab.server, dovecot.mail_root())?;
-        let mut flags = vec!["--log", path_str(dovecot.log_path()), "--ttl", ttl, "--state-dir", path_str(agent_state.dir())];
+        let mut flags = vec![
+            "--log",
+            path_str(dovecot.log_path()),
+            "--ttl",
+            ttl,
+            "--state-dir",
+            path_str(agent_state.dir()),
+        ];
         flags.extend_from_slice(extra);
         lab.start_agent(&flags)?;
-        Ok(Self { postfix, dovecot, lab, agent_state })
+        Ok(Self {
+            postfix,
+            dovecot,
+            lab,
+            agent_state,
+        })
     }
 
     /// A POP3 login (and LIST) as [`USER`] with `password` from the client
@@ -541,7 +651,11 @@ impl MailLab {
 
     /// Like [`MailLab::pop3_login`] from a given client `source` address.
     pub fn pop3_login_from(&self, source: IpAddr, password: &str) -> Result<Login> {
-        let family = if source.is_ipv4() { Family::V4 } else { Family::V6 };
+        let family = if source.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
         login(&self.lab, "pop3", family, Some(source), password)
     }
 
@@ -554,12 +668,22 @@ impl MailLab {
     pub fn fetch_mail(&self, family: Family) -> Result<Vec<String>> {
         let base = url("pop3", self.lab.server_addr(family), PASSWORD);
         let list = curl(&self.lab, &[&base], None)?;
-        ensure!(list.status.success(), "POP3 LIST failed: {}", String::from_utf8_lossy(&list.stderr).trim());
+        ensure!(
+            list.status.success(),
+            "POP3 LIST failed: {}",
+            String::from_utf8_lossy(&list.stderr).trim()
+        );
         let mut messages = Vec::new();
         for line in String::from_utf8_lossy(&list.stdout).lines() {
-            let Some(number) = line.split_whitespace().next() else { continue };
+            let Some(number) = line.split_whitespace().next() else {
+                continue;
+            };
             let retr = curl(&self.lab, &[&format!("{base}{number}")], None)?;
-            ensure!(retr.status.success(), "POP3 RETR {number} failed: {}", String::from_utf8_lossy(&retr.stderr).trim());
+            ensure!(
+                retr.status.success(),
+                "POP3 RETR {number} failed: {}",
+                String::from_utf8_lossy(&retr.stderr).trim()
+            );
             messages.push(String::from_utf8_lossy(&retr.stdout).into_owned());
         }
         Ok(messages)
@@ -597,12 +721,14 @@ impl MailLab {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        queue_id(&transcript).with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"))
+        queue_id(&transcript)
+            .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"))
     }
 
     /// The addresses holding a live grant (`smtpgate list --json`).
     pub fn grants(&self) -> Result<Vec<String>> {
-        let listed: serde_json::Value = serde_json::from_str(&self.lab.smtpgate_ok(&["list", "--json"])?)?;
+        let listed: serde_json::Value =
+            serde_json::from_str(&self.lab.smtpgate_ok(&["list", "--json"])?)?;
         Ok(listed
             .as_array()
             .context("list --json is not an array")?
@@ -621,7 +747,12 @@ impl MailLab {
         self.wait_for_grant_state(ip, false, timeout)
     }
 
-    fn wait_for_grant_state(&self, ip: IpAddr, granted: bool, timeout: Duration) -> Result<Duration> {
+    fn wait_for_grant_state(
+        &self,
+        ip: IpAddr,
+        granted: bool,
+        timeout: Duration,
+    ) -> Result<Duration> {
         let start = Instant::now();
         let ip = ip.to_string();
         loop {
@@ -631,7 +762,11 @@ impl MailLab {
             if start.elapsed() > timeout {
                 bail!(
                     "{ip} {} a grant after {timeout:?}; Dovecot's log:\n{}",
-                    if granted { "did not get" } else { "still holds" },
+                    if granted {
+                        "did not get"
+                    } else {
+                        "still holds"
+                    },
                     self.dovecot.log()
                 );
             }
@@ -650,7 +785,14 @@ fn url(scheme: &str, server: IpAddr, password: &str) -> String {
 
 fn curl(lab: &Lab, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
     let mut cmd = lab.client.command(tools::require("curl")?);
-    cmd.args(["--silent", "--show-error", "--connect-timeout", "5", "--max-time", "8"]);
+    cmd.args([
+        "--silent",
+        "--show-error",
+        "--connect-timeout",
+        "5",
+        "--max-time",
+        "8",
+    ]);
     if let Some(source) = source {
         cmd.arg("--interface").arg(source.to_string());
     }
@@ -660,19 +802,36 @@ fn curl(lab: &Lab, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
 /// curl's exit status for a refused login.
 const CURL_LOGIN_DENIED: i32 = 67;
 
-fn login(lab: &Lab, scheme: &str, family: Family, source: Option<IpAddr>, password: &str) -> Result<Login> {
-    let out = curl(lab, &[&url(scheme, lab.server_addr(family), password)], source)?;
+fn login(
+    lab: &Lab,
+    scheme: &str,
+    family: Family,
+    source: Option<IpAddr>,
+    password: &str,
+) -> Result<Login> {
+    let out = curl(
+        lab,
+        &[&url(scheme, lab.server_addr(family), password)],
+        source,
+    )?;
     match out.status.code() {
         Some(0) => Ok(Login::Accepted),
         Some(CURL_LOGIN_DENIED) => Ok(Login::Refused),
-        _ => bail!("{scheme} login: curl {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        _ => bail!(
+            "{scheme} login: curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
     }
 }
 
 /// The queue id in a "250 2.0.0 Ok: queued as ID" reply.
 fn queue_id(text: &str) -> Option<String> {
     let rest = &text[text.find("queued as ")? + "queued as ".len()..];
-    let id: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     (!id.is_empty()).then_some(id)
 }
 
@@ -681,7 +840,10 @@ fn expect_reply(reader: &mut impl BufRead, code: &str) -> Result<String> {
     let mut reply = String::new();
     loop {
         let mut line = String::new();
-        ensure!(reader.read_line(&mut line)? > 0, "connection closed; got so far: {reply:?}");
+        ensure!(
+            reader.read_line(&mut line)? > 0,
+            "connection closed; got so far: {reply:?}"
+        );
         reply.push_str(&line);
         if line.len() < 4 || line.as_bytes()[3] != b'-' {
             break;
@@ -716,6 +878,31 @@ pub fn send_on(stream: &TcpStream, subject: &str) -> Result<String> {
     queue_id(&queued).with_context(|| format!("no queue id in {queued:?}"))
 }
 
+/// Sends one IMAP command (`tag` and `command`, without the line end) on an
+/// open connection and reads up to its tagged reply; returns that reply's
+/// status and text (`OK ID completed.`).
+pub fn imap_command(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    tag: &str,
+    command: &str,
+) -> Result<String> {
+    writer.write_all(format!("{tag} {command}\r\n").as_bytes())?;
+    loop {
+        let mut line = String::new();
+        ensure!(
+            reader.read_line(&mut line)? > 0,
+            "connection closed before the reply to {tag}"
+        );
+        if let Some(status) = line
+            .strip_prefix(tag)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return Ok(status.trim_end().to_owned());
+        }
+    }
+}
+
 /// Lab extensions for tests with several client addresses.
 pub trait LabExt {
     /// Adds another address to the client's veth (e.g. 192.0.2.3/24).
@@ -738,16 +925,26 @@ impl LabExt for Lab {
     }
 
     fn connect_from(&self, source: IpAddr, port: u16, timeout: Duration) -> io::Result<TcpStream> {
-        let family = if source.is_ipv4() { Family::V4 } else { Family::V6 };
+        let family = if source.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
         let dest = SocketAddr::new(self.server_addr(family), port);
-        self.client.run(move || connect_bound(SocketAddr::new(source, 0), dest, timeout)).map_err(io::Error::other)?
+        self.client
+            .run(move || connect_bound(SocketAddr::new(source, 0), dest, timeout))
+            .map_err(io::Error::other)?
     }
 
     fn assert_no_answer_from(&self, source: IpAddr, port: u16) -> Result<()> {
         match self.connect_from(source, port, crate::DROPPED) {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(()),
-            Err(e) => bail!("expected the SYN from {source} to port {port} to be dropped silently, got {e}"),
-            Ok(_) => bail!("{source} connected to port {port}; the gate should have dropped the SYN"),
+            Err(e) => bail!(
+                "expected the SYN from {source} to port {port} to be dropped silently, got {e}"
+            ),
+            Ok(_) => {
+                bail!("{source} connected to port {port}; the gate should have dropped the SYN")
+            }
         }
     }
 }
@@ -781,9 +978,19 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// `connect` from a bound local address with a timeout (std binds only
 /// listeners).
 fn connect_bound(local: SocketAddr, dest: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let domain = if dest.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -806,9 +1013,16 @@ fn connect_bound(local: SocketAddr, dest: SocketAddr, timeout: Duration) -> io::
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dest} timed out")));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {dest} timed out"),
+            ));
         }
-        let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
         if n < 0 {
@@ -825,7 +1039,16 @@ fn connect_bound(local: SocketAddr, dest: SocketAddr, timeout: Duration) -> io::
     let mut error: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: SO_ERROR into a c_int of the stated size.
-    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut error as *mut _ as *mut libc::c_void, &mut len) } != 0 {
+    if unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut error as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     if error != 0 {

@@ -11,9 +11,15 @@ fn error_line(out: &Output) -> String {
 
 fn assert_clear_error(out: &Output, needle: &str) -> Result<()> {
     let err = error_line(out);
-    ensure!(!out.status.success(), "expected failure, got success: {err}");
+    ensure!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
     ensure!(err.lines().count() == 1, "expected one line, got: {err}");
-    ensure!(err.starts_with("smtpgate: error: "), "unexpected format: {err}");
+    ensure!(
+        err.starts_with("smtpgate: error: "),
+        "unexpected format: {err}"
+    );
     ensure!(err.contains(needle), "expected '{needle}' in: {err}");
     ensure!(!err.contains("panicked"), "panic: {err}");
     Ok(())
@@ -23,23 +29,44 @@ fn assert_clear_error(out: &Output, needle: &str) -> Result<()> {
 fn malformed_address_and_duration() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.start_agent(&[])?;
-    assert_clear_error(&lab.smtpgate(&["allow", "192.0.2.300"]), "'192.0.2.300' is not an IPv4 or IPv6 address")?;
-    assert_clear_error(&lab.smtpgate(&["revoke", "mail.example"]), "is not an IPv4 or IPv6 address")?;
-    assert_clear_error(&lab.smtpgate(&["allow", "192.0.2.2", "--ttl", "ten"]), "is not a duration")?;
-    assert_clear_error(&lab.smtpgate(&["run", "--iface", "lo", "--port", "0"]), "--port")?;
+    assert_clear_error(
+        &lab.smtpgate(&["allow", "192.0.2.300"]),
+        "'192.0.2.300' is not an IPv4 or IPv6 address",
+    )?;
+    assert_clear_error(
+        &lab.smtpgate(&["revoke", "mail.example"]),
+        "is not an IPv4 or IPv6 address",
+    )?;
+    assert_clear_error(
+        &lab.smtpgate(&["allow", "192.0.2.2", "--ttl", "ten"]),
+        "is not a duration",
+    )?;
+    assert_clear_error(
+        &lab.smtpgate(&["run", "--iface", "lo", "--port", "0"]),
+        "--port",
+    )?;
     Ok(())
 }
 
 #[test]
 fn unknown_interface() -> Result<()> {
     let lab = Lab::new()?;
-    assert_clear_error(&lab.smtpgate(&["run", "--iface", "nosuch0"]), "no network interface named 'nosuch0'")
+    assert_clear_error(
+        &lab.smtpgate(&["run", "--iface", "nosuch0"]),
+        "no network interface named 'nosuch0'",
+    )
 }
 
 #[test]
 fn nothing_attached_yet() -> Result<()> {
     let lab = Lab::new()?;
-    for args in [&["allow", "192.0.2.2"][..], &["revoke", "192.0.2.2"], &["list"], &["stats"], &["detach"]] {
+    for args in [
+        &["allow", "192.0.2.2"][..],
+        &["revoke", "192.0.2.2"],
+        &["list"],
+        &["stats"],
+        &["detach"],
+    ] {
         assert_clear_error(&lab.smtpgate(args), "nothing is attached yet")?;
     }
     Ok(())
@@ -60,7 +87,10 @@ fn bpf_not_permitted() -> Result<()> {
     let bpffs = BpfFs::new(&smtpgate_tests::unique_name())?;
     // Root, but without the capabilities BPF needs.
     let out = std::process::Command::new("setpriv")
-        .args(["--inh-caps=-all", "--bounding-set=-bpf,-sys_admin,-net_admin,-perfmon"])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-bpf,-sys_admin,-net_admin,-perfmon",
+        ])
         .arg(smtpgate_bin())
         .args(["run", "--iface", "lo", "--bpffs-dir"])
         .arg(bpffs.pin_dir())
@@ -72,6 +102,72 @@ fn bpf_not_permitted() -> Result<()> {
 fn foreign_xdp_program() -> Result<()> {
     let lab = Lab::new()?;
     let object = smtpgate_tests::foreign_xdp_object()?;
-    lab.server.ip(&["link", "set", "dev", &lab.server_iface, "xdpdrv", "obj", object.to_str().unwrap(), "sec", "xdp"])?;
-    assert_clear_error(&lab.smtpgate(&["run", "--iface", &lab.server_iface]), "already has an XDP program that smtpgate does not own")
+    lab.server.ip(&[
+        "link",
+        "set",
+        "dev",
+        &lab.server_iface,
+        "xdpdrv",
+        "obj",
+        object.to_str().unwrap(),
+        "sec",
+        "xdp",
+    ])?;
+    assert_clear_error(
+        &lab.smtpgate(&["run", "--iface", &lab.server_iface]),
+        "already has an XDP program that smtpgate does not own",
+    )
+}
+
+#[test]
+fn trust_hosts_patterns_and_reports_are_checked() -> Result<()> {
+    let lab = Lab::new()?;
+    let scratch = smtpgate_tests::Scratch::new()?;
+    let log = scratch.path("mail.log");
+    std::fs::write(&log, "")?;
+    let log = log.to_str().unwrap();
+    assert_clear_error(
+        &lab.smtpgate(&[
+            "run",
+            "--iface",
+            &lab.server_iface,
+            "--trust-host",
+            "mx 1",
+            "--check-config",
+        ]),
+        "trust-host: 'mx 1' is not a host name",
+    )?;
+    assert_clear_error(
+        &lab.smtpgate(&["check-log", "--trust-host", "", log]),
+        "trust-host: '' is not a host name",
+    )?;
+    assert_clear_error(
+        &lab.smtpgate(&["check-log", "--pattern", "from (?P<ip>", log]),
+        "invalid custom pattern",
+    )?;
+    // notify refuses what the agent would refuse before it connects.
+    let missing = scratch.path("no.sock");
+    let notify = |args: &[&str]| {
+        std::process::Command::new(smtpgate_bin())
+            .arg("notify")
+            .args(args)
+            .arg("--socket")
+            .arg(&missing)
+            .output()
+    };
+    assert_clear_error(&notify(&["0.0.0.0"])?, "0.0.0.0: unspecified address")?;
+    assert_clear_error(&notify(&["224.0.0.1"])?, "multicast address")?;
+    assert_clear_error(
+        &notify(&["192.0.2.9", "--user", "a b"])?,
+        "service and user must be single words",
+    )?;
+    assert_clear_error(
+        &notify(&["192.0.2.9", "--service", "smtp"])?,
+        "unknown service 'smtp'",
+    )?;
+    assert_clear_error(
+        &notify(&["192.0.2.9"])?,
+        "is `smtpgate run --listen-unix` running?",
+    )?;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! machine goes from clone to running gate (or passing suite) in one command.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod shell;
 
@@ -45,6 +46,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the fuzz targets (nightly, cargo-fuzz) for SECONDS each; all of
+    /// them, or those named.
+    Fuzz {
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        targets: Vec<String>,
+    },
     /// A narrated, throw-away lab: Dovecot and Postfix behind the gate, a
     /// customer and a stranger. Cleans up on exit or Ctrl-C.
     Demo,
@@ -75,6 +83,7 @@ fn main() -> Result<()> {
         Command::Demo => run_with_agent("demo", &[]),
         Command::FuzzFrames { args } => run_with_agent("fuzz_frames", &args),
         Command::Bench { args } => bench::run(&args),
+        Command::Fuzz { seconds, targets } => fuzz::run(&targets, seconds),
     }
 }
 

@@ -19,8 +19,22 @@ const BPF_LINKER_VERSION: &str = "^0.13";
 pub fn everything() -> Result<()> {
     build_prerequisites()?;
     tools::ensure()?;
+    ensure_cargo_fuzz()?;
     eprintln!("xtask: setup complete");
     Ok(())
+}
+
+/// cargo-fuzz, which runs the fuzz targets (`cargo xtask fuzz`, and briefly
+/// in the test suite) on the nightly toolchain.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let mut version = Command::new("rustup");
+    version.args(["run", NIGHTLY, "cargo", "fuzz", "--version"]);
+    if probe(&mut version).is_some() {
+        eprintln!("xtask: ok: cargo-fuzz");
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz (a few minutes)");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// What `cargo build` of the agent needs: nightly with rust-src, and a

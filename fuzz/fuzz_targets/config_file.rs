@@ -1,0 +1,25 @@
+//! The configuration file: any text is either settings or one line of
+//! error, never a panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use smtpgate::{
+    cli::RunArgs,
+    settings::{ConfigFile, Settings},
+};
+
+fuzz_target!(|input: &[u8]| {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    let result =
+        ConfigFile::parse(text).and_then(|file| Settings::from_parts(RunArgs::default(), file));
+    if let Err(error) = result {
+        let message = format!("{error:#}");
+        assert!(
+            !message.contains('\n'),
+            "an error of more than one line: {message}"
+        );
+    }
+});
