@@ -3,7 +3,12 @@
 
 use serde::Serialize;
 
-use crate::{agent::Agent, flood::Flood, perpacket::PerPacket, report::Table};
+use crate::{
+    agent::Agent,
+    flood::Flood,
+    perpacket::{PerPacket, Row},
+    report::Table,
+};
 
 #[derive(Serialize)]
 pub struct Goal {
@@ -14,40 +19,80 @@ pub struct Goal {
 }
 
 impl Goal {
-    /// A ratio that must stay at or under `limit`; `worst` names the case
-    /// that set it, where the ratio is the worst of several.
-    fn ratio_at_most(goal: &'static str, limit: f64, ratio: f64, worst: Option<&str>) -> Self {
+    /// A ratio that must stay at or under `limit`, with the case that set
+    /// it where it is the worst of several.
+    fn ratio_at_most(
+        goal: &'static str,
+        limit: f64,
+        (ratio, worst): (f64, Option<String>),
+    ) -> Self {
         let measured = match worst {
             Some(case) => format!("{ratio:.2}x (worst: {case})"),
             None => format!("{ratio:.2}x"),
         };
-        Self { goal, target: format!("≤ {limit:.2}x"), measured, met: ratio <= limit }
+        Self {
+            goal,
+            target: format!("≤ {limit:.2}x"),
+            measured,
+            met: ratio <= limit,
+        }
     }
 }
 
-pub fn evaluate(per_packet: Option<&PerPacket>, agent: Option<&Agent>, flood: Option<&Flood>) -> Vec<Goal> {
+/// The highest gate-to-parse-only ratio of `rows`, and its row.
+fn worst<'a>(rows: impl Iterator<Item = &'a Row>) -> (f64, Option<String>) {
+    rows.max_by(|a, b| a.gate_vs_parse.total_cmp(&b.gate_vs_parse))
+        .map_or((0.0, None), |r| {
+            (
+                r.gate_vs_parse,
+                Some(format!(
+                    "{}, {} grants, {} allowlist prefixes",
+                    r.case, r.grants, r.allowlist
+                )),
+            )
+        })
+}
+
+pub fn evaluate(
+    per_packet: Option<&PerPacket>,
+    agent: Option<&Agent>,
+    flood: Option<&Flood>,
+) -> Vec<Goal> {
     let mut goals = Vec::new();
     if let Some(p) = per_packet {
-        let worst = |rows: &mut dyn Iterator<Item = &crate::perpacket::Row>, ratio: fn(&crate::perpacket::Row) -> f64| {
-            rows.map(|r| (ratio(r), r.case)).fold((0.0, ""), |a, b| if b.0 > a.0 { b } else { a })
-        };
-        let (ratio, case) = worst(&mut p.rows.iter().filter(|r| !r.gated), |r| r.gate_vs_parse);
-        goals.push(Goal::ratio_at_most("non-gated traffic vs parse-only baseline", 1.2, ratio, Some(case)));
+        let passed = worst(p.rows.iter().filter(|r| !r.gated));
+        goals.push(Goal::ratio_at_most(
+            "traffic that is not a gated SYN vs parse-only baseline",
+            1.1,
+            passed,
+        ));
+        // The live-grant rows stay in the table but set no goal: a random
+        // line of an 88 MB map is a cache and TLB miss whatever the code.
         let max_grants = p.rows.iter().map(|r| r.grants).max().unwrap_or(0);
-        let gated = || p.rows.iter().filter(move |r| r.gated && r.grants == max_grants);
-        let (ratio, case) = worst(&mut gated(), |r| r.gate_vs_parse);
-        goals.push(Goal::ratio_at_most("gated SYN, 1,000,000 grants, vs parse-only baseline", 2.0, ratio, Some(case)));
-        let (ratio, case) = worst(&mut gated(), |r| r.gate_vs_xdp_filter);
-        goals.push(Goal::ratio_at_most("gated SYN, 1,000,000 grants, vs xdp-filter", 1.0, ratio, Some(case)));
+        let refused = worst(
+            p.rows
+                .iter()
+                .filter(|r| r.refused && r.grants == max_grants),
+        );
+        goals.push(Goal::ratio_at_most(
+            "refused SYN (gated, no grant), 1,000,000 grants, vs parse-only baseline",
+            1.5,
+            refused,
+        ));
     }
     if let Some(f) = flood {
-        let cpu_vs = |label: &str| f.contenders.iter().find(|c| c.label == label).map(|c| 1.0 / c.cpu_vs_smtpgate_xdp);
+        let cpu_vs = |label: &str| {
+            f.contenders
+                .iter()
+                .find(|c| c.label == label)
+                .map(|c| 1.0 / c.cpu_vs_smtpgate_xdp)
+        };
         for (label, goal, limit) in [
-            ("nftables (input)", "flood: smtpgate XDP CPU per drop vs nftables (input hook)", 0.5),
-            ("xdp-filter", "flood: smtpgate XDP CPU per drop vs xdp-filter", 1.0),
+            ("nftables (input)", "SYN flood: smtpgate XDP CPU per drop vs nftables (input hook)", 0.5),
+            ("xdp-filter", "SYN flood, 1,000,000 grants and 1,000 allowlist prefixes: smtpgate XDP CPU per drop vs xdp-filter", 1.0),
         ] {
             if let Some(ratio) = cpu_vs(label) {
-                goals.push(Goal::ratio_at_most(goal, limit, ratio, None));
+                goals.push(Goal::ratio_at_most(goal, limit, (ratio, None)));
             }
         }
     }
@@ -61,7 +106,10 @@ pub fn evaluate(per_packet: Option<&PerPacket>, agent: Option<&Agent>, flood: Op
         });
         for (goal, delay) in [
             ("grant delay p99", &a.grant_delay),
-            ("grant delay p99, 1,000,000 grants swept every second", &a.grant_delay_full_map),
+            (
+                "grant delay p99, 1,000,000 grants swept every second",
+                &a.grant_delay_full_map,
+            ),
         ] {
             goals.push(Goal {
                 goal,
@@ -80,7 +128,12 @@ pub fn markdown(goals: &[Goal]) -> String {
     }
     let mut table = Table::new(&["goal", "target", "measured", "met"]);
     for g in goals {
-        table.row(vec![g.goal.into(), g.target.clone(), g.measured.clone(), if g.met { "yes" } else { "**no**" }.into()]);
+        table.row(vec![
+            g.goal.into(),
+            g.target.clone(),
+            g.measured.clone(),
+            if g.met { "yes" } else { "**no**" }.into(),
+        ]);
     }
     format!("## Goals\n\n{}", table.render())
 }

@@ -18,8 +18,10 @@ mod chart;
 mod cputime;
 mod flood;
 mod goals;
+mod load;
 mod perpacket;
 mod report;
+mod sources;
 mod stats;
 mod xdp_filter;
 
@@ -28,11 +30,15 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 
-use crate::report::{Machine, Report};
+use crate::{
+    load::Load,
+    report::{Machine, Report},
+};
 
 /// bench-ebpf's programs (the baselines, the harness, the flood generator),
 /// compiled by build.rs.
-static BENCH_PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
+static BENCH_PROGRAMS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
 
 #[derive(Parser)]
 #[command(name = "smtpgate-bench")]
@@ -60,9 +66,15 @@ fn main() -> Result<()> {
     configure_agent();
     let started = Instant::now();
     let runs = |part| args.only.is_empty() || args.only.contains(&part);
-    let per_packet = runs(Part::PerPacket).then(|| perpacket::run(&perpacket_plan(args.quick))).transpose()?;
-    let agent = runs(Part::Agent).then(|| agent::run(&agent_plan(args.quick))).transpose()?;
-    let flood = runs(Part::Flood).then(|| flood::run(&flood_plan(args.quick))).transpose()?;
+    let per_packet = runs(Part::PerPacket)
+        .then(|| perpacket::run(&perpacket_plan(args.quick)))
+        .transpose()?;
+    let agent = runs(Part::Agent)
+        .then(|| agent::run(&agent_plan(args.quick)))
+        .transpose()?;
+    let flood = runs(Part::Flood)
+        .then(|| flood::run(&flood_plan(args.quick)))
+        .transpose()?;
     let goals = goals::evaluate(per_packet.as_ref(), agent.as_ref(), flood.as_ref());
     let report = Report {
         machine: Machine::this(),
@@ -88,18 +100,32 @@ fn main() -> Result<()> {
 /// bench's own output. Called before any thread exists.
 fn configure_agent() {
     if std::env::var_os("SMTPGATE_BIN").is_none() {
-        std::env::set_var("SMTPGATE_BIN", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/smtpgate"));
+        std::env::set_var(
+            "SMTPGATE_BIN",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/smtpgate"),
+        );
     }
     if std::env::var_os("SMTPGATE_LOG").is_none() {
         std::env::set_var("SMTPGATE_LOG", "info,smtpgate::watch=warn");
     }
 }
 
+/// The fullest gate of the issue: a million grants and a thousand
+/// allowlist prefixes.
+const FULL_LOAD: Load = Load {
+    grants: 1_000_000,
+    allowlist: 1_000,
+};
+
 fn perpacket_plan(quick: bool) -> perpacket::Plan {
+    let grants = |grants| Load {
+        grants,
+        allowlist: 0,
+    };
     perpacket::Plan {
         repeat: if quick { 500_000 } else { 2_000_000 },
         rounds: if quick { 1 } else { 5 },
-        grants: vec![0, 100_000, 1_000_000],
+        loads: vec![grants(0), grants(100_000), grants(1_000_000), FULL_LOAD],
     }
 }
 
@@ -112,5 +138,9 @@ fn agent_plan(quick: bool) -> agent::Plan {
 }
 
 fn flood_plan(quick: bool) -> flood::Plan {
-    flood::Plan { seconds: if quick { 3 } else { 5 }, rounds: if quick { 1 } else { 2 } }
+    flood::Plan {
+        seconds: if quick { 3 } else { 5 },
+        rounds: if quick { 1 } else { 2 },
+        load: FULL_LOAD,
+    }
 }

@@ -2,7 +2,8 @@
 //! XDP and in TC mode, xdp-filter, nftables (input and ingress hooks) and no
 //! filter at all. For each: how many flood packets it drops per second, the
 //! CPU its receive path spends per million of them, and whether the granted
-//! client's session to port 25 still completes during the flood.
+//! client's session to port 25 still completes during the flood. smtpgate
+//! runs fully loaded: the plan's grants and allowlist are in its maps.
 
 mod cpu;
 mod filters;
@@ -17,9 +18,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use smtpgate::{allowlist::Allowlist, maps::Grants, pins::PinDir};
 use smtpgate_tests::{assert_echoes, Family, Lab, CLIENT_V4, SMTP};
 
-use crate::{report::Table, stats::median};
+use crate::{
+    load::{Load, Loaded},
+    report::Table,
+    stats::median,
+};
 use filters::{Filter, Installed};
 use generator::Progress;
 
@@ -28,6 +34,8 @@ pub struct Plan {
     pub seconds: u64,
     /// Rounds over all contenders; each contender's windows are pooled.
     pub rounds: usize,
+    /// What smtpgate's maps hold besides the granted client.
+    pub load: Load,
 }
 
 /// The flood runs this long before the window opens.
@@ -43,6 +51,7 @@ const SATURATED: f64 = 0.9;
 pub struct Flood {
     pub window_seconds: u64,
     pub rounds: usize,
+    pub smtpgate_load: Load,
     pub contenders: Vec<Contender>,
 }
 
@@ -90,8 +99,13 @@ fn flood_all(plan: &Plan) -> Result<Flood> {
     let mut pooled: Vec<Option<Window>> = Filter::ALL.iter().map(|_| None).collect();
     for round in 1..=plan.rounds {
         for (filter, pool) in Filter::ALL.into_iter().zip(&mut pooled) {
-            eprintln!("bench: SYN flood against {} (round {round} of {})", filter.label(), plan.rounds);
-            let window = contend(&mut lab, filter, plan).with_context(|| format!("flooding {}", filter.label()))?;
+            eprintln!(
+                "bench: SYN flood against {} (round {round} of {})",
+                filter.label(),
+                plan.rounds
+            );
+            let window = contend(&mut lab, filter, plan)
+                .with_context(|| format!("flooding {}", filter.label()))?;
             *pool = Some(match pool.take() {
                 Some(earlier) => earlier.merge(window),
                 None => window,
@@ -108,7 +122,12 @@ fn flood_all(plan: &Plan) -> Result<Flood> {
         c.cpu_vs_smtpgate_xdp = c.cpu_ms_per_million / cpu;
         c.rate_vs_smtpgate_xdp = c.dropped_pps / rate;
     }
-    Ok(Flood { window_seconds: plan.seconds, rounds: plan.rounds, contenders })
+    Ok(Flood {
+        window_seconds: plan.seconds,
+        rounds: plan.rounds,
+        smtpgate_load: plan.load,
+        contenders,
+    })
 }
 
 /// Sets up one contender, floods it, and takes it away again.
@@ -116,6 +135,7 @@ fn contend(lab: &mut Lab, filter: Filter, plan: &Plan) -> Result<Window> {
     if let Some(hook) = filter.smtpgate_hook() {
         lab.start_agent(&["--attach", hook])?;
         lab.smtpgate_ok(&["allow", CLIENT_V4])?;
+        fill_gate(lab, plan.load).context("filling the agent's gate")?;
     }
     let measured = Installed::new(filter, lab).and_then(|installed| flood(lab, &installed, plan));
     if filter.smtpgate_hook().is_some() {
@@ -123,6 +143,15 @@ fn contend(lab: &mut Lab, filter: Filter, plan: &Plan) -> Result<Window> {
         lab.smtpgate_ok(&["detach"])?;
     }
     measured
+}
+
+/// Fills the running agent's maps through their pins, as the per-packet
+/// bench fills its gate: the flood's sources hold no grant and no
+/// allowlist prefix covers them, so each is refused with the maps full.
+fn fill_gate(lab: &Lab, load: Load) -> Result<()> {
+    let pins = PinDir::new(lab.bpffs.pin_dir());
+    let (mut grants, mut allowlist) = (Grants::open_pinned(&pins)?, Allowlist::open_pinned(&pins)?);
+    Loaded::default().top_up(&mut grants, &mut allowlist, load)
 }
 
 /// What one window measured.
@@ -164,7 +193,9 @@ fn flood(lab: &Lab, installed: &Installed, plan: &Plan) -> Result<Window> {
             })
         })();
         progress.stop.store(true, Ordering::Relaxed);
-        let sent = sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))?;
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sender panicked"))?;
         sent??;
         measured
     })
@@ -203,7 +234,12 @@ impl Window {
         // Nanoseconds per packet are milliseconds per million packets.
         let ns_per_packet = self.receive_ns as f64 / self.dropped.max(1) as f64;
         let receive_cpu_share = self.receive_ns as f64 / 1e9 / self.seconds;
-        let completed: Vec<f64> = self.sessions.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
+        let completed: Vec<f64> = self
+            .sessions
+            .iter()
+            .flatten()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
         Contender {
             filter,
             label: filter.label(),
@@ -226,21 +262,35 @@ impl Window {
 impl Flood {
     pub fn markdown(&self) -> String {
         let mut table = Table::new(&[
-            "contender", "offered pps", "dropped pps", "receive core busy", "CPU ms / million",
-            "CPU ÷ smtpgate XDP", "rate ÷ smtpgate XDP", "one core could drop", "granted sessions",
+            "contender",
+            "offered pps",
+            "dropped pps",
+            "receive core busy",
+            "CPU ms / million",
+            "CPU ÷ smtpgate XDP",
+            "rate ÷ smtpgate XDP",
+            "one core could drop",
+            "granted sessions",
         ]);
         for c in &self.contenders {
             table.row(vec![
                 c.label.to_string(),
                 format!("{:.0}", c.offered_pps),
-                format!("{:.0}{}", c.dropped_pps, if c.receiver_bound { " (limit)" } else { "" }),
+                format!(
+                    "{:.0}{}",
+                    c.dropped_pps,
+                    if c.receiver_bound { " (limit)" } else { "" }
+                ),
                 format!("{:.0} %", c.receive_cpu_share * 100.0),
                 format!("{:.0}", c.cpu_ms_per_million),
                 format!("{:.2}x", c.cpu_vs_smtpgate_xdp),
                 format!("{:.2}x", c.rate_vs_smtpgate_xdp),
                 format!("{:.2} Mpps", c.one_core_pps / 1e6),
                 match c.session_median_ms {
-                    Some(ms) => format!("{}/{} (median {ms:.1} ms)", c.sessions_completed, c.sessions_tried),
+                    Some(ms) => format!(
+                        "{}/{} (median {ms:.1} ms)",
+                        c.sessions_completed, c.sessions_tried
+                    ),
                     None => format!("{}/{}", c.sessions_completed, c.sessions_tried),
                 },
             ]);
@@ -254,7 +304,9 @@ impl Flood {
              real hardware. The server's receive path runs in its own kernel thread (threaded NAPI) on \
              the other core, so its CPU time is exactly what each contender and the stack behind it \
              spend. Each contender lets the granted client 192.0.2.2 through and drops every other SYN \
-             to port 25 (xdp-filter cannot grant: it drops the port for everyone); without a filter the \
+             to port 25 (xdp-filter cannot grant: it drops the port for everyone). smtpgate runs with \
+             {grants} further grants and {prefixes} allowlist prefixes loaded (those of the per-packet \
+             bench), none of them for the flood's sources. Without a filter the \
              kernel answers the flood with SYN cookies. {rounds} rounds over all contenders, each with a \
              window of {secs} s after {warm} s of warm-up, pooled. \"offered pps\" is what the generator \
              made; what the receiving veth had no room for was lost on the way, as on a wire. \
@@ -262,6 +314,8 @@ impl Flood {
              this contender drops on this machine; elsewhere the sender was the bottleneck and \"one core \
              could drop\" extrapolates from the cost. Without a filter, \"dropped\" counts packets the IP \
              stack took in.\n\n{table}\n",
+            grants = self.smtpgate_load.grants,
+            prefixes = self.smtpgate_load.allowlist,
             rounds = self.rounds,
             secs = self.window_seconds,
             warm = WARM_UP.as_secs(),

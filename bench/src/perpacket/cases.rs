@@ -1,7 +1,7 @@
 //! The frames of the per-packet benchmark, and the source addresses the
 //! harness rotates through while each is measured.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use smtpgate_common::Counter;
 use smtpgate_tests::{
@@ -9,6 +9,8 @@ use smtpgate_tests::{
     testrun::{XDP_DROP, XDP_PASS},
     SMTP, UNGATED,
 };
+
+use crate::sources::{self, Family, Sources};
 
 /// One kind of frame, as the gate sees it.
 pub struct Case {
@@ -24,70 +26,91 @@ pub struct Case {
     pub counter: Counter,
 }
 
-/// A range of source addresses: granted ones or ones the map never holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Sources {
-    Granted,
-    Ungranted,
-}
-
 const SERVER_V4: &str = "192.0.2.1";
 const SERVER_V6: &str = "2001:db8::1";
 
 /// The cases of the issue: the bulk of traffic that is not gated, then gated
 /// SYNs with and without a grant, plain, VLAN-tagged and over IPv6.
 pub fn all() -> Vec<Case> {
-    let v4 = |sources| first_source(sources, Family::V4).to_string();
-    let v6 = |sources| first_source(sources, Family::V6).to_string();
-    let passed = |name, sources, packet| Case { name, gated: false, sources, packet, verdict: XDP_PASS, counter: Counter::Frames };
-    let granted = |name, packet| Case { name, gated: true, sources: Sources::Granted, packet, verdict: XDP_PASS, counter: Counter::AllowedGrant };
-    let refused = |name, packet| Case { name, gated: true, sources: Sources::Ungranted, packet, verdict: XDP_DROP, counter: Counter::DroppedNoGrant };
+    let v4 = |range| sources::first(range, Family::V4).to_string();
+    let v6 = |range| sources::first(range, Family::V6).to_string();
+    let passed = |name, sources, packet| Case {
+        name,
+        gated: false,
+        sources,
+        packet,
+        verdict: XDP_PASS,
+        counter: Counter::Frames,
+    };
+    let granted = |name, packet| Case {
+        name,
+        gated: true,
+        sources: Sources::Granted,
+        packet,
+        verdict: XDP_PASS,
+        counter: Counter::AllowedGrant,
+    };
+    let refused = |name, packet| Case {
+        name,
+        gated: true,
+        sources: Sources::Ungranted,
+        packet,
+        verdict: XDP_DROP,
+        counter: Counter::DroppedNoGrant,
+    };
     let vlan = |p: &mut Packet| p.vlan_tags = vec![ETH_P_8021Q];
     let not_syn = |p: &mut Packet| p.tcp_flags = ACK;
     use Sources::*;
     vec![
-        passed("non-TCP (UDP)", Ungranted, Packet::syn(&v4(Ungranted), SERVER_V4, 53).with(|p| p.protocol = UDP)),
-        passed("TCP without SYN", Ungranted, Packet::syn(&v4(Ungranted), SERVER_V4, SMTP).with(not_syn)),
-        passed("SYN to an ungated port", Ungranted, Packet::syn(&v4(Ungranted), SERVER_V4, UNGATED)),
-        granted("gated SYN, live grant", Packet::syn(&v4(Granted), SERVER_V4, SMTP)),
-        refused("gated SYN, no grant", Packet::syn(&v4(Ungranted), SERVER_V4, SMTP)),
-        granted("VLAN gated SYN, live grant", Packet::syn(&v4(Granted), SERVER_V4, SMTP).with(vlan)),
-        refused("VLAN gated SYN, no grant", Packet::syn(&v4(Ungranted), SERVER_V4, SMTP).with(vlan)),
-        passed("IPv6 TCP without SYN", Ungranted, Packet::syn(&v6(Ungranted), SERVER_V6, SMTP).with(not_syn)),
-        granted("IPv6 gated SYN, live grant", Packet::syn(&v6(Granted), SERVER_V6, SMTP)),
-        refused("IPv6 gated SYN, no grant", Packet::syn(&v6(Ungranted), SERVER_V6, SMTP)),
+        passed(
+            "non-TCP (UDP)",
+            Ungranted,
+            Packet::syn(&v4(Ungranted), SERVER_V4, 53).with(|p| p.protocol = UDP),
+        ),
+        passed(
+            "TCP without SYN",
+            Ungranted,
+            Packet::syn(&v4(Ungranted), SERVER_V4, SMTP).with(not_syn),
+        ),
+        passed(
+            "SYN to an ungated port",
+            Ungranted,
+            Packet::syn(&v4(Ungranted), SERVER_V4, UNGATED),
+        ),
+        granted(
+            "gated SYN, live grant",
+            Packet::syn(&v4(Granted), SERVER_V4, SMTP),
+        ),
+        refused(
+            "gated SYN, no grant",
+            Packet::syn(&v4(Ungranted), SERVER_V4, SMTP),
+        ),
+        granted(
+            "VLAN gated SYN, live grant",
+            Packet::syn(&v4(Granted), SERVER_V4, SMTP).with(vlan),
+        ),
+        refused(
+            "VLAN gated SYN, no grant",
+            Packet::syn(&v4(Ungranted), SERVER_V4, SMTP).with(vlan),
+        ),
+        passed(
+            "IPv6 TCP without SYN",
+            Ungranted,
+            Packet::syn(&v6(Ungranted), SERVER_V6, SMTP).with(not_syn),
+        ),
+        granted(
+            "IPv6 gated SYN, live grant",
+            Packet::syn(&v6(Granted), SERVER_V6, SMTP),
+        ),
+        refused(
+            "IPv6 gated SYN, no grant",
+            Packet::syn(&v6(Ungranted), SERVER_V6, SMTP),
+        ),
     ]
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-/// Source addresses differ only in their last four bytes, `base + index`.
-/// Grants go to 100.64.0.0/10 (carrier-grade NAT space, where an ISP's
-/// customers live) and 2001:db8:1::/96; refused sources come from
-/// 198.18.0.0/15 (the benchmarking range) and 2001:db8:2::/96.
-fn first_source(sources: Sources, family: Family) -> IpAddr {
-    match (family, sources) {
-        (Family::V4, Sources::Granted) => Ipv4Addr::new(100, 64, 0, 0).into(),
-        (Family::V4, Sources::Ungranted) => Ipv4Addr::new(198, 18, 0, 0).into(),
-        (Family::V6, Sources::Granted) => Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0).into(),
-        (Family::V6, Sources::Ungranted) => Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0).into(),
-    }
 }
 
 /// How many refused sources a case rotates through: all of 198.18.0.0/15.
 const UNGRANTED_SOURCES: u32 = 1 << 17;
-
-/// The `index`th source of a range.
-pub fn source(sources: Sources, family: Family, index: u32) -> IpAddr {
-    match first_source(sources, family) {
-        IpAddr::V4(base) => Ipv4Addr::from(u32::from(base) + index).into(),
-        IpAddr::V6(base) => Ipv6Addr::from(u128::from(base) + u128::from(index)).into(),
-    }
-}
 
 /// What the harness writes into a case's frame.
 #[derive(Clone, Copy)]
@@ -100,6 +123,11 @@ pub struct Rotation {
 }
 
 impl Case {
+    /// A gated SYN the gate drops: no grant, not allowlisted.
+    pub fn refused(&self) -> bool {
+        self.gated && self.verdict == XDP_DROP
+    }
+
     pub fn family(&self) -> Family {
         if self.packet.src.is_ipv4() {
             Family::V4
@@ -122,11 +150,15 @@ impl Case {
         let (_, boundaries) = self.packet.build_with_boundaries();
         let network = boundaries[1 + self.packet.vlan_tags.len()];
         // IPv4: source at 12..16. IPv6: source at 8..24, last four at 20.
-        let (offset, base) = match first_source(self.sources, self.family()) {
+        let (offset, base) = match sources::first(self.sources, self.family()) {
             IpAddr::V4(a) => (network + 12, u32::from(a)),
             IpAddr::V6(a) => (network + 20, u128::from(a) as u32),
         };
-        Some(Rotation { offset: offset as u32, base, count })
+        Some(Rotation {
+            offset: offset as u32,
+            base,
+            count,
+        })
     }
 }
 

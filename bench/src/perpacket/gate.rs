@@ -1,11 +1,8 @@
 //! The gate under test: the agent's embedded program, loaded the way
-//! `smtpgate run` loads it, into a private bpffs, with a grant map filled
-//! to the sizes the benchmark asks for.
+//! `smtpgate run` loads it, into a private bpffs, then filled to the levels
+//! the benchmark asks for.
 
-use std::{
-    os::fd::{AsFd, AsRawFd},
-    time::Duration,
-};
+use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -13,27 +10,17 @@ use aya::{
     programs::{ProgramFd, Xdp},
     Ebpf,
 };
-use smtpgate::{
-    attach,
-    maps::{Config, Counters, Grants},
-    pins::PinDir,
-};
-use smtpgate_common::{Counter, GateConfig, CONFIG_MAP, COUNTERS_MAP, DEFAULT_MAX_GRANTS, GRANTS_MAP, GRANT_FILTER_MAP, PORT_WORDS};
+use smtpgate::{attach, gate_maps::GateMaps, pins::PinDir};
+use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP, PORT_WORDS};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
-use super::cases::{self, Family, Sources};
-
-/// Long enough that no grant expires while the benchmark runs.
-const GRANT_TTL: Duration = Duration::from_secs(3600);
+use crate::load::{Load, Loaded};
 
 pub struct Gate {
     ebpf: Ebpf,
-    grants: Grants,
-    counters: Counters,
+    maps: GateMaps,
+    loaded: Loaded,
     pins: PinDir,
-    /// Grants of each family in the map: sources `0..granted` of
-    /// [`Sources::Granted`].
-    granted_per_family: u32,
     _bpffs: BpfFs,
 }
 
@@ -44,43 +31,54 @@ impl Gate {
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare()?;
         let mut ebpf = attach::load(&pins, DEFAULT_MAX_GRANTS, attach::KernelLogLevel::Info)?;
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
-        let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
+        let mut maps = GateMaps::take(&mut ebpf, &pins)?;
+        let mut config = GateConfig {
+            flags: 0,
+            reserved: 0,
+            ports: [0; PORT_WORDS],
+        };
         config.gate_port(SMTP);
-        Config::new(take(CONFIG_MAP)?)?.write(&config)?;
-        let mut grants = Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?;
-        // As the agent does at start: build the grant filter.
-        grants.sweep()?;
-        let counters = Counters::new(take(COUNTERS_MAP)?)?;
-        Ok(Self { ebpf, grants, counters, pins, granted_per_family: 0, _bpffs: bpffs })
+        maps.config.write(&config)?;
+        // As the agent does at start: the loopback entries on the
+        // allowlist, and the grant filter built.
+        maps.allowlist.sync_config(&[])?;
+        maps.grants.sweep()?;
+        Ok(Self {
+            ebpf,
+            maps,
+            loaded: Loaded::default(),
+            pins,
+            _bpffs: bpffs,
+        })
     }
 
-    /// Grants more sources until the map holds `total` grants, half of each
-    /// address family.
-    pub fn fill_to(&mut self, total: u32) -> Result<()> {
-        let per_family = total / 2;
-        for index in self.granted_per_family..per_family {
-            for family in [Family::V4, Family::V6] {
-                self.grants.grant(cases::source(Sources::Granted, family, index), GRANT_TTL)?;
-            }
-        }
-        self.granted_per_family = self.granted_per_family.max(per_family);
-        Ok(())
+    /// Grants and allowlists more until the gate holds `load`.
+    pub fn fill_to(&mut self, load: Load) -> Result<()> {
+        self.loaded
+            .top_up(&mut self.maps.grants, &mut self.maps.allowlist, load)
     }
 
     pub fn granted_per_family(&self) -> u32 {
-        self.granted_per_family
+        self.loaded.granted_per_family()
     }
 
     pub fn program(&self) -> Result<&ProgramFd> {
-        let xdp: &Xdp = self.ebpf.program("smtpgate_xdp").context("the gate's XDP program")?.try_into()?;
+        let xdp: &Xdp = self
+            .ebpf
+            .program("smtpgate_xdp")
+            .context("the gate's XDP program")?
+            .try_into()?;
         Ok(xdp.fd()?)
     }
 
     /// The total of one of the gate's counters over all CPUs.
     pub fn counter(&self, counter: Counter) -> Result<u64> {
-        let totals = self.counters.totals()?;
-        totals.into_iter().find(|&(c, _)| c == counter).map(|(_, total)| total).context("no such counter")
+        let totals = self.maps.counters.totals()?;
+        totals
+            .into_iter()
+            .find(|&(c, _)| c == counter)
+            .map(|(_, total)| total)
+            .context("no such counter")
     }
 
     /// The grant map's capacity and the kernel memory charged for it, which
@@ -88,12 +86,13 @@ impl Gate {
     pub fn map_memory(&self) -> Result<(u32, u64)> {
         let info = MapInfo::from_pin(self.pins.map(GRANTS_MAP))?;
         let fd = info.fd()?;
-        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
+        let fdinfo =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
         let memlock = fdinfo
             .lines()
             .find_map(|l| l.strip_prefix("memlock:"))
             .and_then(|v| v.trim().parse().ok())
             .context("no memlock in the grant map's fdinfo")?;
-        Ok((self.grants.capacity(), memlock))
+        Ok((self.maps.grants.capacity(), memlock))
     }
 }

@@ -3,7 +3,8 @@
 //! Every program runs under the same harness (see bench-ebpf), on the same
 //! frames, interleaved round by round so that drift in the machine's speed
 //! touches all of them alike: the XDP_PASS-only and parse-only baselines,
-//! the gate with 0, 100,000 and 1,000,000 grants, and xdp-filter.
+//! the gate at each fill level of the plan (grants, allowlist prefixes),
+//! and xdp-filter.
 
 mod cases;
 mod gate;
@@ -13,7 +14,7 @@ use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use smtpgate_tests::{unique_name, Netns};
 
-use crate::{report::Table, stats::lowest, xdp_filter::XdpFilter};
+use crate::{load::Load, report::Table, stats::lowest, xdp_filter::XdpFilter};
 use gate::Gate;
 use reference::{Baselines, Harness};
 
@@ -26,8 +27,8 @@ pub struct Plan {
     pub repeat: u32,
     /// Rounds over all programs; each figure is the lowest.
     pub rounds: usize,
-    /// Grant map fill levels.
-    pub grants: Vec<u32>,
+    /// Fill levels, each at least as full as the one before.
+    pub loads: Vec<Load>,
 }
 
 #[derive(Serialize)]
@@ -45,7 +46,11 @@ pub struct Row {
     pub case: &'static str,
     /// A SYN to a gated port: the gate decides, with a map lookup.
     pub gated: bool,
+    /// A gated SYN the gate drops: no grant, not allowlisted.
+    pub refused: bool,
     pub grants: u32,
+    /// Allowlist prefixes besides the loopback entries.
+    pub allowlist: usize,
     pub pass_ns: f64,
     pub parse_ns: f64,
     pub gate_ns: f64,
@@ -81,25 +86,43 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
     let peer_program = peer.program()?;
     let mut gate = Gate::load()?;
     let mut rows = Vec::new();
-    for &grants in &plan.grants {
-        eprintln!("bench: per-packet costs with {grants} grants");
-        gate.fill_to(grants).context("filling the grant map")?;
+    for &load in &plan.loads {
+        eprintln!(
+            "bench: per-packet costs with {} grants and {} allowlist prefixes",
+            load.grants, load.allowlist
+        );
+        gate.fill_to(load).context("filling the gate's maps")?;
         for case in cases::all() {
-            let Some(rotation) = case.rotation(gate.granted_per_family()) else { continue };
+            let Some(rotation) = case.rotation(gate.granted_per_family()) else {
+                continue;
+            };
             let frame = case.packet.build();
             let mut harness = Harness::load(&rotation)?;
-            let mut hot_harness = case.gated.then(|| Harness::load(&rotation.hot())).transpose()?;
+            let mut hot_harness = case
+                .gated
+                .then(|| Harness::load(&rotation.hot()))
+                .transpose()?;
             let mut samples = Samples::default();
             for _ in 0..plan.rounds {
-                samples.pass.push(harness.time(baselines.pass()?, &frame, plan.repeat)?.ns);
-                samples.parse.push(harness.time(baselines.parse()?, &frame, plan.repeat)?.ns);
-                samples.gate.push(time_gate(&gate, &case, &mut harness, &frame, plan.repeat)?);
+                samples
+                    .pass
+                    .push(harness.time(baselines.pass()?, &frame, plan.repeat)?.ns);
+                samples
+                    .parse
+                    .push(harness.time(baselines.parse()?, &frame, plan.repeat)?.ns);
+                samples
+                    .gate
+                    .push(time_gate(&gate, &case, &mut harness, &frame, plan.repeat)?);
                 if let Some(hot) = &mut hot_harness {
-                    samples.gate_hot.push(time_gate(&gate, &case, hot, &frame, plan.repeat)?);
+                    samples
+                        .gate_hot
+                        .push(time_gate(&gate, &case, hot, &frame, plan.repeat)?);
                 }
-                samples.xdp_filter.push(harness.time(&peer_program, &frame, plan.repeat)?.ns);
+                samples
+                    .xdp_filter
+                    .push(harness.time(&peer_program, &frame, plan.repeat)?.ns);
             }
-            rows.push(Row::new(&case, grants, &samples));
+            rows.push(Row::new(&case, load, &samples));
         }
     }
     let (capacity, memlock_bytes) = gate.map_memory()?;
@@ -110,12 +133,24 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         memlock_bytes,
         bytes_per_million_grants: memlock_bytes as f64 * 1e6 / f64::from(capacity),
     };
-    Ok(PerPacket { repeat: plan.repeat, rounds: plan.rounds, line_rate_budget_ns: LINE_RATE_BUDGET_NS, rows, grant_map })
+    Ok(PerPacket {
+        repeat: plan.repeat,
+        rounds: plan.rounds,
+        line_rate_budget_ns: LINE_RATE_BUDGET_NS,
+        rows,
+        grant_map,
+    })
 }
 
 /// Times the gate and checks that every run took the path the case is
 /// about: the expected verdict, counted once per run.
-fn time_gate(gate: &Gate, case: &cases::Case, harness: &mut Harness, frame: &[u8], repeat: u32) -> Result<f64> {
+fn time_gate(
+    gate: &Gate,
+    case: &cases::Case,
+    harness: &mut Harness,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<f64> {
     let counted_before = gate.counter(case.counter)?;
     let timing = harness.time(gate.program()?, frame, repeat)?;
     let counted = gate.counter(case.counter)? - counted_before;
@@ -140,13 +175,20 @@ struct Samples {
 }
 
 impl Row {
-    fn new(case: &cases::Case, grants: u32, samples: &Samples) -> Self {
-        let [pass_ns, parse_ns, gate_ns, xdp_filter_ns] =
-            [&samples.pass, &samples.parse, &samples.gate, &samples.xdp_filter].map(|s| lowest(s));
+    fn new(case: &cases::Case, load: Load, samples: &Samples) -> Self {
+        let [pass_ns, parse_ns, gate_ns, xdp_filter_ns] = [
+            &samples.pass,
+            &samples.parse,
+            &samples.gate,
+            &samples.xdp_filter,
+        ]
+        .map(|s| lowest(s));
         Self {
             case: case.name,
             gated: case.gated,
-            grants,
+            refused: case.refused(),
+            grants: load.grants,
+            allowlist: load.allowlist,
             pass_ns,
             parse_ns,
             gate_ns,
@@ -163,17 +205,29 @@ impl Row {
 impl PerPacket {
     pub fn markdown(&self) -> String {
         let mut table = Table::new(&[
-            "case", "grants", "XDP_PASS ns", "parse-only ns", "smtpgate ns", "smtpgate, hot key ns",
-            "xdp-filter ns", "÷ pass", "÷ parse", "÷ xdp-filter", "10G budget",
+            "case",
+            "grants",
+            "allowlist",
+            "XDP_PASS ns",
+            "parse-only ns",
+            "smtpgate ns",
+            "smtpgate, hot key ns",
+            "xdp-filter ns",
+            "÷ pass",
+            "÷ parse",
+            "÷ xdp-filter",
+            "10G budget",
         ]);
         for r in &self.rows {
             table.row(vec![
                 r.case.to_string(),
                 r.grants.to_string(),
+                r.allowlist.to_string(),
                 format!("{:.1}", r.pass_ns),
                 format!("{:.1}", r.parse_ns),
                 format!("{:.1}", r.gate_ns),
-                r.gate_hot_key_ns.map_or("–".into(), |ns| format!("{ns:.1}")),
+                r.gate_hot_key_ns
+                    .map_or("–".into(), |ns| format!("{ns:.1}")),
                 format!("{:.1}", r.xdp_filter_ns),
                 format!("{:.2}x", r.gate_vs_pass),
                 format!("{:.2}x", r.gate_vs_parse),
@@ -188,7 +242,11 @@ impl PerPacket {
              packet: other load on the machine only ever adds time, and the rounds of all programs are \
              interleaved. Every program runs under the same harness, which writes the next source address into \
              the frame before each run, so lookups spread over the whole grant map (granted sources cycle \
-             through every grant of the frame's family; refused ones through 131,072 addresses). The \
+             through every grant of the frame's family; refused ones through 131,072 addresses). \
+             \"allowlist\" counts the prefixes on the allowlist besides the loopback entries the agent \
+             always keeps: scattered IPv4 /24s and, every tenth, IPv6 /48s, as an ISP's own networks and \
+             partner relays might be, none covering a measured source; the refused sources find their \
+             allowlist-filter bits clear and skip the trie. The \
              XDP_PASS column is therefore the harness plus the cost of calling any program at all. \
              \"hot key\" runs the gate on gated SYNs from one source over and over, its map entry always \
              in the cache: the difference to the column before is memory latency. \
