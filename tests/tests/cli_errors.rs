@@ -3,7 +3,7 @@
 use std::process::Output;
 
 use anyhow::{ensure, Result};
-use smtpgate_tests::{smtpgate_bin, BpfFs, Lab};
+use smtpgate_tests::{smtpgate_bin, Lab};
 
 fn error_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
@@ -48,6 +48,15 @@ fn malformed_address_and_duration() -> Result<()> {
     Ok(())
 }
 
+/// The gate parses Ethernet only: on an interface whose frames start with
+/// an IP header (loopback here; GRE, IPIP, WireGuard alike) it would read
+/// that header as Ethernet and pass every SYN.
+#[test]
+fn interface_without_ethernet_framing() -> Result<()> {
+    let lab = Lab::new()?;
+    assert_clear_error(&lab.smtpgate(&["run", "--iface", "lo"]), "lo does not carry Ethernet frames")
+}
+
 #[test]
 fn unknown_interface() -> Result<()> {
     let lab = Lab::new()?;
@@ -84,16 +93,18 @@ fn not_root() -> Result<()> {
 
 #[test]
 fn bpf_not_permitted() -> Result<()> {
-    let bpffs = BpfFs::new(&smtpgate_tests::unique_name())?;
+    let lab = Lab::new()?;
     // Root, but without the capabilities BPF needs.
-    let out = std::process::Command::new("setpriv")
+    let out = lab
+        .server
+        .command("setpriv")
         .args([
             "--inh-caps=-all",
             "--bounding-set=-bpf,-sys_admin,-net_admin,-perfmon",
         ])
         .arg(smtpgate_bin())
-        .args(["run", "--iface", "lo", "--bpffs-dir"])
-        .arg(bpffs.pin_dir())
+        .args(["run", "--iface", &lab.server_iface, "--bpffs-dir"])
+        .arg(lab.bpffs.pin_dir())
         .output()?;
     assert_clear_error(&out, "BPF not permitted")
 }
