@@ -589,48 +589,20 @@ fn header_rows() -> Vec<Row> {
         Drop,
         Some("refused_unparsed_fragment"),
     ));
-    let nested = edit_ipv6_exts(
-        syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = vec![FRAGMENT, FRAGMENT]),
-        |i, h| {
+    // The fragment header's byte 3 holds its M flag, byte 1 is reserved.
+    for (name, exts, byte, value, verdict, counter) in [
+        ("ipv6 fragment within a fragment", vec![FRAGMENT, FRAGMENT], 3, 1, Drop, "refused_unparsed_fragment"),
+        ("ipv6 fragment header with its reserved byte set", vec![FRAGMENT], 1, 1, Drop, "refused_unparsed_fragment"),
+        ("ipv6 first fragment with the whole tcp header", vec![FRAGMENT], 3, 1, Drop, "dropped_no_grant"),
+    ] {
+        let packet = syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = exts);
+        let frame = edit_ipv6_exts(packet, |i, h| {
             if i == 0 {
-                h[3] = 1;
+                h[byte] = value;
             }
-        },
-    );
-    rows.push(frame_row(
-        "ipv6 fragment within a fragment",
-        nested,
-        Drop,
-        Some("refused_unparsed_fragment"),
-    ));
-    let reserved = edit_ipv6_exts(
-        syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = vec![FRAGMENT]),
-        |i, h| {
-            if i == 0 {
-                h[1] = 1;
-            }
-        },
-    );
-    rows.push(frame_row(
-        "ipv6 fragment header with its reserved byte set",
-        reserved,
-        Drop,
-        Some("refused_unparsed_fragment"),
-    ));
-    let first_ipv6_fragment = edit_ipv6_exts(
-        syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = vec![FRAGMENT]),
-        |i, h| {
-            if i == 0 {
-                h[3] = 1;
-            }
-        },
-    );
-    rows.push(frame_row(
-        "ipv6 first fragment with the whole tcp header",
-        first_ipv6_fragment,
-        Drop,
-        Some("dropped_no_grant"),
-    ));
+        });
+        rows.push(frame_row(name, frame, verdict, Some(counter)));
+    }
     let mut short_payload = syn(STRANGER6, SERVER6).with(|p| p.tcp_options = 0).build();
     short_payload[IP + 4..IP + 6].copy_from_slice(&8u16.to_be_bytes());
     rows.push(frame_row(
