@@ -1,8 +1,9 @@
 //! Part 1: what the program costs per packet, through BPF_PROG_TEST_RUN.
 //!
 //! Every program runs under the same harness (see bench-ebpf), on the same
-//! frames, interleaved round by round so that drift in the machine's speed
-//! touches all of them alike: the XDP_PASS-only and parse-only baselines,
+//! frames, interleaved round by round (each round over every program and
+//! every case of a fill level) so that drift in the machine's speed touches
+//! all of them alike: the XDP_PASS-only and parse-only baselines,
 //! the gate at each fill level of the plan (grants, allowlist prefixes),
 //! and xdp-filter.
 
@@ -11,6 +12,7 @@ mod gate;
 mod reference;
 
 use anyhow::{ensure, Context, Result};
+use aya::programs::ProgramFd;
 use serde::Serialize;
 use smtpgate_tests::{unique_name, Netns};
 
@@ -92,38 +94,19 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
             load.grants, load.allowlist
         );
         gate.fill_to(load).context("filling the gate's maps")?;
-        for case in cases::all() {
-            let Some(rotation) = case.rotation(gate.granted_per_family()) else {
-                continue;
-            };
-            let frame = case.packet.build();
-            let mut harness = Harness::load(&rotation)?;
-            let mut hot_harness = case
-                .gated
-                .then(|| Harness::load(&rotation.hot()))
-                .transpose()?;
-            let mut samples = Samples::default();
-            for _ in 0..plan.rounds {
-                samples
-                    .pass
-                    .push(harness.time(baselines.pass()?, &frame, plan.repeat)?.ns);
-                samples
-                    .parse
-                    .push(harness.time(baselines.parse()?, &frame, plan.repeat)?.ns);
-                samples
-                    .gate
-                    .push(time_gate(&gate, &case, &mut harness, &frame, plan.repeat)?);
-                if let Some(hot) = &mut hot_harness {
-                    samples
-                        .gate_hot
-                        .push(time_gate(&gate, &case, hot, &frame, plan.repeat)?);
-                }
-                samples
-                    .xdp_filter
-                    .push(harness.time(&peer_program, &frame, plan.repeat)?.ns);
+        // Every case of a level takes its turn in each round: a disturbance
+        // of a few seconds then spoils one round of several cases, not every
+        // round of one, and each case's lowest round stays clean.
+        let mut subjects = cases::all()
+            .into_iter()
+            .filter_map(|case| Subject::new(case, gate.granted_per_family()).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        for _ in 0..plan.rounds {
+            for subject in &mut subjects {
+                subject.round(&baselines, &gate, &peer_program, plan.repeat)?;
             }
-            rows.push(Row::new(&case, load, &samples));
         }
+        rows.extend(subjects.iter().map(|s| Row::new(&s.case, load, &s.samples)));
     }
     let (capacity, memlock_bytes) = gate.map_memory()?;
     let entries = gate.granted_per_family() * 2;
@@ -140,6 +123,71 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         rows,
         grant_map,
     })
+}
+
+/// One case under measurement at one fill level: its frame, its harnesses
+/// and what its rounds measured so far.
+struct Subject {
+    case: cases::Case,
+    frame: Vec<u8>,
+    harness: Harness,
+    /// Gated cases only: the same frame from one source over and over.
+    hot_harness: Option<Harness>,
+    samples: Samples,
+}
+
+impl Subject {
+    /// `None` when the case needs a grant and the gate holds none.
+    fn new(case: cases::Case, granted_per_family: u32) -> Result<Option<Self>> {
+        let Some(rotation) = case.rotation(granted_per_family) else {
+            return Ok(None);
+        };
+        let harness = Harness::load(&rotation)?;
+        let hot_harness = case
+            .gated
+            .then(|| Harness::load(&rotation.hot()))
+            .transpose()?;
+        Ok(Some(Self {
+            frame: case.packet.build(),
+            case,
+            harness,
+            hot_harness,
+            samples: Samples::default(),
+        }))
+    }
+
+    /// One round: each program once over this case's frame.
+    fn round(
+        &mut self,
+        baselines: &Baselines,
+        gate: &Gate,
+        peer: &ProgramFd,
+        repeat: u32,
+    ) -> Result<()> {
+        let (frame, samples) = (&self.frame, &mut self.samples);
+        samples
+            .pass
+            .push(self.harness.time(baselines.pass()?, frame, repeat)?.ns);
+        samples
+            .parse
+            .push(self.harness.time(baselines.parse()?, frame, repeat)?.ns);
+        samples.gate.push(time_gate(
+            gate,
+            &self.case,
+            &mut self.harness,
+            frame,
+            repeat,
+        )?);
+        if let Some(hot) = &mut self.hot_harness {
+            samples
+                .gate_hot
+                .push(time_gate(gate, &self.case, hot, frame, repeat)?);
+        }
+        samples
+            .xdp_filter
+            .push(self.harness.time(peer, frame, repeat)?.ns);
+        Ok(())
+    }
 }
 
 /// Times the gate and checks that every run took the path the case is
@@ -239,8 +287,8 @@ impl PerPacket {
         format!(
             "## 1. Per-packet cost (BPF_PROG_TEST_RUN)\n\n\
              Each figure is the lowest of {rounds} rounds of {repeat} runs, in nanoseconds of CPU time per \
-             packet: other load on the machine only ever adds time, and the rounds of all programs are \
-             interleaved. Every program runs under the same harness, which writes the next source address into \
+             packet: other load on the machine only ever adds time, and each round runs every program on \
+             every case of its fill level in turn. Every program runs under the same harness, which writes the next source address into \
              the frame before each run, so lookups spread over the whole grant map (granted sources cycle \
              through every grant of the frame's family; refused ones through 131,072 addresses). \
              \"allowlist\" counts the prefixes on the allowlist besides the loopback entries the agent \
