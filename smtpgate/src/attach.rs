@@ -38,6 +38,8 @@ pub use aya_log::Level as KernelLogLevel;
 const XDP_PROGRAM: &str = "smtpgate_xdp";
 /// The program's switch between the two clocks (see [`GateClock`]).
 const COARSE_CLOCK: &str = "SMTPGATE_COARSE_CLOCK";
+/// The program's switch for logging each refusal (debug level).
+const LOG_REFUSALS: &str = "SMTPGATE_LOG_REFUSALS";
 const TC_PROGRAM: &str = "smtpgate_tc";
 
 /// The clock the program compares grant expiries with.
@@ -90,6 +92,7 @@ pub fn load_with_clock(
         )
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
         .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
+        .override_global(LOG_REFUSALS, &u8::from(kernel_log_level as u8 >= aya_log::Level::Debug as u8), true)
         .load(PROGRAM)
         .context("loading the smtpgate BPF object")?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;

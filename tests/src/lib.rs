@@ -19,7 +19,10 @@ use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -145,6 +148,8 @@ pub struct Lab {
     agent: Option<Child>,
     /// The agent's standard input, for `--log -`.
     pub agent_stdin: Option<std::process::ChildStdin>,
+    /// Every line the agents of this lab wrote to standard error.
+    agent_log: Arc<Mutex<Vec<String>>>,
     pub server: Netns,
     pub client: Netns,
     pub server_iface: String,
@@ -179,7 +184,16 @@ impl Lab {
             ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
             ns.ip(&["link", "set", iface, "up"])?;
         }
-        Ok(Self { agent: None, agent_stdin: None, server, client, server_iface, client_iface, bpffs })
+        Ok(Self {
+            agent: None,
+            agent_stdin: None,
+            agent_log: Arc::default(),
+            server,
+            client,
+            server_iface,
+            client_iface,
+            bpffs,
+        })
     }
 
     /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent
@@ -260,6 +274,7 @@ impl Lab {
         self.agent_stdin = child.stdin.take();
         self.agent = Some(child);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log = self.agent_log.clone();
         thread::spawn(move || {
             let mut reader = io::BufReader::new(stderr);
             let mut line = String::new();
@@ -270,7 +285,7 @@ impl Lab {
                     let _ = ready_tx.send(());
                     sent = true;
                 }
-                line.clear();
+                log.lock().expect("agent log lock").push(std::mem::take(&mut line));
             }
         });
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
@@ -278,6 +293,21 @@ impl Lab {
             bail!("smtpgate run did not come up (exit status {status:?})");
         }
         Ok(())
+    }
+
+    /// Whether an agent of this lab writes a line containing `needle`
+    /// within `wait`.
+    pub fn agent_logged(&self, needle: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.agent_log.lock().expect("agent log lock").iter().any(|line| line.contains(needle)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the agent with SIGTERM and waits for it; returns its exit code.

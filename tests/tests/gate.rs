@@ -181,3 +181,17 @@ fn a_full_grant_map_still_takes_a_fresh_grant() -> Result<()> {
     ensure!(stats["grants"]["live"].as_u64().unwrap() <= 32, "more live grants than capacity: {stats}");
     Ok(())
 }
+
+/// `run -v` logs each refused SYN with its source; without `-v` the
+/// program is loaded with the logging switched off.
+#[test]
+fn verbose_run_logs_each_refusal() -> Result<()> {
+    for (flags, logged) in [(&["-v"][..], true), (&[][..], false)] {
+        let lab = lab("xdp", flags)?;
+        assert_dropped(&lab, Family::V4)?;
+        let line = format!("refused SYN from {}", lab.client_addr(Family::V4));
+        let seen = lab.agent_logged(&line, Duration::from_secs(if logged { 5 } else { 1 }));
+        ensure!(seen == logged, "with flags {flags:?}, '{line}' logged: {seen}");
+    }
+    Ok(())
+}
