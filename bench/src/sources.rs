@@ -103,7 +103,7 @@ pub fn scattered_allowlist(count: usize) -> Vec<IpNet> {
 
 #[cfg(test)]
 mod tests {
-    use smtpgate_common::allow_filter;
+    use smtpgate_common::address_block;
 
     use super::*;
 
@@ -131,7 +131,7 @@ mod tests {
     /// network address alone.
     #[test]
     fn refused_sources_find_their_allowlist_filter_bit_clear() {
-        let bit = |ip: IpAddr| allow_filter::bit(&smtpgate::addr::key(ip));
+        let bit = |ip: IpAddr| address_block::bit(smtpgate_common::KeyWords::of(&smtpgate::addr::key(ip)));
         let set: Vec<u32> = scattered_allowlist(1000)
             .iter()
             .map(|net| bit(net.network()))

@@ -1,22 +1,27 @@
-//! The grant filter: a Bloom filter of the sources in the grant map, which
-//! the gate asks before the map itself.
+//! The grant filter: what the gate asks before the grant map itself, in
+//! two levels. The first is the [`address_block`] bitmap of the grants'
+//! blocks (16 KiB); the second a Bloom filter of the grants.
 //!
 //! A flood comes from sources without a grant. Looking each up in a grant
 //! map sized for a million customers touches a random line of a bucket
-//! array of 16 MiB, which misses every cache and the TLB; the filter is one
-//! byte per grant slot, small enough to stay cached, and answers "certainly
-//! not granted" for nearly all of them with one word read.
+//! array of 16 MiB, which misses every cache and the TLB. The Bloom filter
+//! is one byte per grant slot, yet at a million slots still a megabyte,
+//! which a flood pushes out of the cache; the block bitmap stays cached and
+//! answers "certainly not granted" for every source outside the few blocks
+//! an ISP's customers live in. The Bloom filter answers it for nearly all
+//! sources inside them, with one word read.
 //!
-//! Layout (in `u64` words): the header, then two halves of
-//! [`half_words`] words each. Each source sets [`PROBE_BITS`] bits in one
-//! word (a blocked Bloom filter: one cache line per lookup). The halves
-//! exist so that the agent can rebuild one from the grant map, dropping the
-//! bits of grants long gone, while the gate reads the other:
+//! Layout (in `u64` words): the header, then two halves, each the block
+//! bitmap followed by [`bloom_words`] words of Bloom filter. Each source
+//! sets its block's bit and [`PROBE_BITS`] bits in one Bloom word (a
+//! blocked Bloom filter: one cache line per lookup). The halves exist so
+//! that the agent can rebuild one from the grant map, dropping the bits of
+//! grants long gone, while the gate reads the other:
 //!
 //! * word [`GENERATION`] is even while no rebuild runs, odd during one; the
 //!   gate reads half `(generation >> 1) & 1`, so the half in use changes
 //!   only when a rebuild ends;
-//! * word [`MASK`] is `half_words - 1`, written after the first rebuild.
+//! * word [`MASK`] is `bloom_words - 1`, written after the first rebuild.
 //!   While it is zero the gate ignores the filter and looks every source up
 //!   in the grant map.
 //!
@@ -25,7 +30,8 @@
 //! grant that is in the map (see `smtpgate::filter` for why that suffices
 //! without anyone waiting for a rebuild).
 
-use crate::AddrKey;
+use crate::address_block::{self, BITMAP_WORDS};
+use crate::KeyWords;
 
 /// Header word holding the rebuild generation.
 pub const GENERATION: u32 = 0;
@@ -36,23 +42,31 @@ pub const HEADER_WORDS: u32 = 2;
 /// Bits each source sets in its word.
 pub const PROBE_BITS: u32 = 3;
 
-/// Words in one half for a grant map of `capacity` slots: a byte per slot,
-/// rounded up to a power of two.
-pub const fn half_words(capacity: u32) -> u32 {
+/// Words of Bloom filter in one half for a grant map of `capacity` slots:
+/// a byte per slot, rounded up to a power of two.
+pub const fn bloom_words(capacity: u32) -> u32 {
     let words = capacity / 8;
     if words <= 1 { 1 } else { words.next_power_of_two() }
 }
 
 /// Words in the whole filter map for a grant map of `capacity` slots.
 pub const fn map_words(capacity: u32) -> u32 {
-    HEADER_WORDS + 2 * half_words(capacity)
+    HEADER_WORDS + 2 * (BITMAP_WORDS + bloom_words(capacity))
 }
 
-/// Where `key` lives in a half: the word (to be masked) and its bits there.
+/// Where the bit of block `bit` (see [`address_block::bit`]) lives in a
+/// half: the word and its mask.
 #[inline(always)]
-pub fn probe(key: &AddrKey) -> (u64, u64) {
-    let high = u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]);
-    let low = u64::from_le_bytes([key[8], key[9], key[10], key[11], key[12], key[13], key[14], key[15]]);
+pub fn block(bit: u32) -> (u64, u64) {
+    let (word, mask) = address_block::word_and_mask(bit);
+    (u64::from(word), mask)
+}
+
+/// Where `key` lives in a half's Bloom filter: the word (to be masked, and
+/// counted from [`bloom_start`]) and its bits there.
+#[inline(always)]
+pub fn probe(words: KeyWords) -> (u64, u64) {
+    let KeyWords { high, low } = words;
     // MurmurHash3's 64-bit finalizer over both halves of the address: IPv4
     // sources differ only in the last four bytes, and every output bit must
     // depend on them.
@@ -66,8 +80,15 @@ pub fn probe(key: &AddrKey) -> (u64, u64) {
     (hash >> 32, bits)
 }
 
-/// Index of the first word of the half the gate reads at `generation`.
+/// Index of the first word of the half the gate reads at `generation`,
+/// where `mask` is the Bloom filter's.
 #[inline(always)]
 pub fn half_start(generation: u64, mask: u64) -> u64 {
-    u64::from(HEADER_WORDS) + ((generation >> 1) & 1) * (mask + 1)
+    u64::from(HEADER_WORDS) + ((generation >> 1) & 1) * (u64::from(BITMAP_WORDS) + mask + 1)
+}
+
+/// Index of the first Bloom word of the half that starts at `half`.
+#[inline(always)]
+pub fn bloom_start(half: u64) -> u64 {
+    half + u64::from(BITMAP_WORDS)
 }

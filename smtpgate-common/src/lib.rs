@@ -29,8 +29,9 @@ pub const ALLOW_FILTER_MAP: &str = "ALLOW_FILTER";
 /// [`FLAG_DEST_FILTER`] is set. Value: unused (1).
 pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
 
-/// Array of `u64` words: the grant filter, see [`grant_filter`].
-pub const GRANT_FILTER_MAP: &str = "GRANT_FILTER";
+/// Array of `u64` words: the grant filter, see [`grant_filter`]. Named after
+/// its layout, as the counters are.
+pub const GRANT_FILTER_MAP: &str = "GRANT_FILTER_V2";
 
 /// Every map smtpgate pins, by name.
 pub const PINNED_MAPS: [&str; 7] = [
@@ -45,7 +46,7 @@ pub const PINNED_MAPS: [&str; 7] = [
 
 /// Pins that older versions of smtpgate made and this one no longer reads:
 /// removed when the program is loaded, and by `detach`.
-pub const RETIRED_MAPS: [&str; 1] = ["COUNTERS"];
+pub const RETIRED_MAPS: [&str; 2] = ["COUNTERS", "GRANT_FILTER"];
 
 /// Capacity of the allowlist.
 pub const MAX_ALLOWLIST: u32 = 65536;
@@ -59,8 +60,30 @@ pub const DEFAULT_MAX_GRANTS: u32 = 1 << 20;
 /// their IPv4-mapped form (`::ffff:a.b.c.d`), so one lookup path serves both.
 pub type AddrKey = [u8; 16];
 
+pub mod address_block;
 pub mod allow_filter;
 pub mod grant_filter;
+
+/// An [`AddrKey`] as two little-endian words: the form the filters hash and
+/// index it in, which the program reads with two word loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyWords {
+    /// Bytes 0..8.
+    pub high: u64,
+    /// Bytes 8..16.
+    pub low: u64,
+}
+
+impl KeyWords {
+    #[inline(always)]
+    pub fn of(key: &AddrKey) -> Self {
+        let [h0, h1, h2, h3, h4, h5, h6, h7, l0, l1, l2, l3, l4, l5, l6, l7] = *key;
+        Self {
+            high: u64::from_le_bytes([h0, h1, h2, h3, h4, h5, h6, h7]),
+            low: u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]),
+        }
+    }
+}
 
 /// The IPv4-mapped IPv6 prefix, `::ffff:0:0/96`.
 pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData};
 use ipnet::IpNet;
-use smtpgate_common::{allow_filter, AddrKey, ALLOWLIST_MAP, ALLOW_FILTER_MAP};
+use smtpgate_common::{address_block, allow_filter, AddrKey, ALLOWLIST_MAP, ALLOW_FILTER_MAP};
 
 use crate::{addr, mapped::MappedWords, maps::open_pinned, pins::PinDir};
 
@@ -269,25 +269,25 @@ fn filter_bits(nets: &[IpNet]) -> impl Iterator<Item = (u64, u64)> + '_ {
 fn filter_bits_of(net: IpNet) -> Vec<u32> {
     match net {
         IpNet::V4(v4) => {
-            let first = u32::from(v4.network()) >> (32 - allow_filter::V4_BLOCK_LEN);
-            blocks(first, v4.prefix_len(), allow_filter::V4_BLOCK_LEN).collect()
+            let first = u32::from(v4.network()) >> (32 - address_block::V4_BLOCK_LEN);
+            blocks(first, v4.prefix_len(), address_block::V4_BLOCK_LEN).collect()
         }
         IpNet::V6(v6) => {
             let mut bits = Vec::new();
             if v6.prefix_len() <= 96 && v6.contains(&Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()) {
-                bits.extend(0..allow_filter::V4_BITS);
+                bits.extend(0..address_block::V4_BITS);
             }
             let first =
-                (u128::from(v6.network()) >> (128 - u32::from(allow_filter::V6_BLOCK_LEN))) as u32;
-            if allow_filter::V6_BLOCK_LEN - v6.prefix_len().min(allow_filter::V6_BLOCK_LEN)
+                (u128::from(v6.network()) >> (128 - u32::from(address_block::V6_BLOCK_LEN))) as u32;
+            if address_block::V6_BLOCK_LEN - v6.prefix_len().min(address_block::V6_BLOCK_LEN)
                 > V6_MAX_SPREAD
             {
                 // Hashing more blocks than there are bits sets them all.
-                bits.extend(allow_filter::V4_BITS..allow_filter::V4_BITS + allow_filter::V6_BITS);
+                bits.extend(address_block::V4_BITS..address_block::V4_BITS + address_block::V6_BITS);
             } else {
-                let hashed = blocks(first, v6.prefix_len(), allow_filter::V6_BLOCK_LEN);
+                let hashed = blocks(first, v6.prefix_len(), address_block::V6_BLOCK_LEN);
                 bits.extend(
-                    hashed.map(|block| allow_filter::V4_BITS + allow_filter::v6_block_hash(block)),
+                    hashed.map(|block| address_block::V4_BITS + address_block::v6_block_bit(block)),
                 );
             }
             bits
@@ -368,7 +368,7 @@ mod tests {
     }
 
     fn is_set(words: &[u64], ip: IpAddr) -> bool {
-        let (index, mask) = allow_filter::word_and_mask(allow_filter::bit(&addr::key(ip)));
+        let (index, mask) = allow_filter::word_and_mask(address_block::bit(smtpgate_common::KeyWords::of(&addr::key(ip))));
         words[index as usize] & mask != 0
     }
 

@@ -26,8 +26,9 @@ use std::sync::atomic::{
 use anyhow::{bail, Result};
 use aya::maps::Map;
 use smtpgate_common::{
+    address_block::{self, BITMAP_WORDS},
     grant_filter::{self, GENERATION, HEADER_WORDS, MASK},
-    AddrKey,
+    AddrKey, KeyWords,
 };
 
 use crate::mapped::MappedWords;
@@ -35,38 +36,40 @@ use crate::mapped::MappedWords;
 /// The filter's words, mapped into this process.
 pub struct GrantFilter {
     words: MappedWords,
-    half_words: u64,
+    /// The Bloom filter's word mask, as the gate reads it from [`MASK`].
+    mask: u64,
 }
 
 impl GrantFilter {
     pub fn new(map: Map) -> Result<Self> {
         let words = MappedWords::new(map, "grant filter")?;
         let len = words.word_count();
-        let half_words = (len.saturating_sub(HEADER_WORDS as usize) / 2) as u64;
-        if !half_words.is_power_of_two() {
+        let half = len.saturating_sub(HEADER_WORDS as usize) / 2;
+        let bloom = half.saturating_sub(BITMAP_WORDS as usize) as u64;
+        if !bloom.is_power_of_two() || len != HEADER_WORDS as usize + 2 * half {
             bail!("the grant filter map has an unexpected layout ({len} words)");
         }
-        Ok(Self { words, half_words })
+        Ok(Self { words, mask: bloom - 1 })
     }
 
     fn word(&self, index: u64) -> &AtomicU64 {
         self.words.word(index)
     }
 
-    /// Sets `key`'s bits in the half that starts at word `start`.
-    fn set_bits(&self, start: u64, key: &AddrKey) {
-        let (hash, bits) = grant_filter::probe(key);
-        self.word(start + (hash & (self.half_words - 1)))
-            .fetch_or(bits, SeqCst);
+    /// Sets `key`'s block bit and Bloom bits in the half that starts at
+    /// word `half`.
+    fn set_bits(&self, half: u64, key: &AddrKey) {
+        let words = KeyWords::of(key);
+        let (block, block_mask) = grant_filter::block(address_block::bit(words));
+        self.word(half + block).fetch_or(block_mask, SeqCst);
+        let (hash, bits) = grant_filter::probe(words);
+        self.word(grant_filter::bloom_start(half) + (hash & self.mask)).fetch_or(bits, SeqCst);
     }
 
     fn set_in_both_halves(&self, key: &AddrKey) {
         // Generations 0 and 2 read one half each.
         for generation in [0, 2] {
-            self.set_bits(
-                grant_filter::half_start(generation, self.half_words - 1),
-                key,
-            );
+            self.set_bits(grant_filter::half_start(generation, self.mask), key);
         }
     }
 
@@ -89,9 +92,10 @@ impl GrantFilter {
             _ => generation.fetch_add(1, SeqCst) + 1,
         };
         // The half the gate reads once this rebuild ends.
-        let unused = grant_filter::half_start(current + 1, self.half_words - 1);
+        let unused = grant_filter::half_start(current + 1, self.mask);
         // The gate does not read this half until the rebuild ends.
-        for index in unused..unused + self.half_words {
+        let bloom_end = grant_filter::bloom_start(unused) + self.mask + 1;
+        for index in unused..bloom_end {
             self.word(index).store(0, Relaxed);
         }
         // The zeroing is done before the scan reads the map.
@@ -126,8 +130,6 @@ impl Rebuild<'_> {
     /// and the filter with it after the first rebuild.
     pub fn finish(self) {
         self.filter.word(u64::from(GENERATION)).fetch_add(1, SeqCst);
-        self.filter
-            .word(u64::from(MASK))
-            .store(self.filter.half_words - 1, SeqCst);
+        self.filter.word(u64::from(MASK)).store(self.filter.mask, SeqCst);
     }
 }

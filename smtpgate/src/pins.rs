@@ -139,12 +139,24 @@ impl PinDir {
             .with_context(|| format!("creating pin directory {}", self.dir.display()))
     }
 
-    /// Fails with a clear message unless a gate has been set up here.
+    /// Fails with a clear message unless a gate of this version has been
+    /// set up here. A gate an older version set up (still running, say,
+    /// between a package upgrade and the agent's restart) keeps maps this
+    /// version no longer writes: acting on it would, for one, grant
+    /// without telling the old program's filter.
     pub fn require_gate(&self) -> Result<()> {
         if !self.map(GRANTS_MAP).exists() {
             bail!(
                 "no smtpgate gate under {}: nothing is attached yet (start it with `smtpgate run --iface IFACE`)",
                 self.dir.display()
+            );
+        }
+        if let Some(old) = self.retired_maps().iter().find(|path| path.exists()) {
+            bail!(
+                "the gate under {} was set up by an older smtpgate ({} is still pinned); restart `smtpgate run` \
+                 with this version to upgrade it in place",
+                self.dir.display(),
+                old.display()
             );
         }
         Ok(())

@@ -195,3 +195,28 @@ fn verbose_run_logs_each_refusal() -> Result<()> {
     }
     Ok(())
 }
+
+/// Pins an older version kept in a layout this one no longer reads: the
+/// one-shot commands refuse to act on such a gate, and the next `run`
+/// retires them (the counters restart) and takes over with every grant.
+#[test]
+fn pins_of_an_older_layout_are_retired_by_run_and_refused_by_commands() -> Result<()> {
+    let mut lab = lab("xdp", &[])?;
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4, "--ttl", "10m"])?;
+    lab.stop_agent()?;
+    // Any map pinned under the old counters' name stands in for them.
+    let pins = lab.bpffs.pin_dir();
+    let retired = pins.join(smtpgate_common::RETIRED_MAPS[0]);
+    aya::maps::MapData::from_pin(pins.join(smtpgate_common::COUNTERS_MAP))?.pin(&retired)?;
+
+    let refused = lab.smtpgate(&["allow", smtpgate_tests::CLIENT_V6]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success() && err.contains("set up by an older smtpgate"), "allow on old pins: {err}");
+
+    lab.start_agent(&["--attach", "xdp"])?;
+    ensure!(!retired.exists(), "{} was not retired", retired.display());
+    lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V6, "--ttl", "10m"])?;
+    lab.connect(Family::V4, SMTP, ANSWERED).context("the grant made before the upgrade")?;
+    lab.connect(Family::V6, SMTP, ANSWERED).context("the grant made after it")?;
+    Ok(())
+}
