@@ -5,19 +5,19 @@
 //! markers aya and bytemuck need on the agent side.
 #![no_std]
 
-/// Map of source address -> grant expiry.
+/// Map of source key -> [`Grant`]: an LRU hash.
 ///
-/// Key: [`AddrKey`]. Value: expiry in nanoseconds on `CLOCK_MONOTONIC`, the
-/// clock `bpf_ktime_get_ns` reads.
-pub const GRANTS_MAP: &str = "GRANTS";
-/// Per-CPU [`CounterBlock`] in a single slot.
-///
-/// The name carries the block's layout: the counters' indices are their
-/// meaning, so a layout change gets a new name and the loader retires the
-/// pins of older layouts ([`RETIRED_MAPS`]) instead of misreading them.
+/// Every pinned map is named after its layout: a layout change gets a new
+/// name, and `run` carries the state of the old maps over ([`OLDER_GRANT_MAPS`])
+/// or rebuilds it, then retires them ([`RETIRED_MAPS`]), instead of
+/// misreading them. Keys are [`AddrKey`]s; with an IPv6 grant prefix
+/// shorter than 128 ([`GateConfig::v6_mask`]), IPv6 keys are masked to it.
+pub const GRANTS_MAP: &str = "GRANTS_V2";
+/// Per-CPU [`CounterBlock`] in a single slot. The counters' indices are
+/// their meaning: new counters go at the end, into spare slots.
 pub const COUNTERS_MAP: &str = "COUNTERS_V2";
 /// Single-slot array holding the [`GateConfig`].
-pub const CONFIG_MAP: &str = "CONFIG";
+pub const CONFIG_MAP: &str = "CONFIG_V2";
 /// LPM trie of source prefixes that always pass (loopback, the ISP's own
 /// networks, partner relays). Key: prefix length + [`AddrKey`]; IPv4
 /// prefixes are stored under `::ffff:0:0/96`, so `a.b.c.d/n` has length
@@ -28,13 +28,18 @@ pub const ALLOW_FILTER_MAP: &str = "ALLOW_FILTER";
 /// Hash set of gated destination addresses, consulted only when
 /// [`FLAG_DEST_FILTER`] is set. Value: unused (1).
 pub const GATED_DESTS_MAP: &str = "GATED_DESTS";
-
-/// Array of `u64` words: the grant filter, see [`grant_filter`]. Named after
-/// its layout, as the counters are.
+/// Array of `u64` words: the grant filter, see [`grant_filter`].
 pub const GRANT_FILTER_MAP: &str = "GRANT_FILTER_V2";
+/// Grant key -> [`GrantOwner`]: who earned each grant. Only the agent
+/// and the commands read it; pinned so that it outlives the agent as the
+/// grants do.
+pub const GRANT_OWNERS_MAP: &str = "GRANT_OWNERS";
+/// [`UserKey`] -> [`CooldownUntil`]: users who went over a quota and earn
+/// no grant until then. Pinned so that `smtpgate pardon` can lift one.
+pub const COOLDOWNS_MAP: &str = "COOLDOWNS";
 
 /// Every map smtpgate pins, by name.
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 9] = [
     GRANTS_MAP,
     COUNTERS_MAP,
     CONFIG_MAP,
@@ -42,11 +47,22 @@ pub const PINNED_MAPS: [&str; 7] = [
     ALLOW_FILTER_MAP,
     GATED_DESTS_MAP,
     GRANT_FILTER_MAP,
+    GRANT_OWNERS_MAP,
+    COOLDOWNS_MAP,
 ];
 
+/// Grant maps of older layouts, oldest first. `run` carries every live
+/// grant in them over into [`GRANTS_MAP`], expiry and all, before the new
+/// program takes over; their values are:
+///
+/// * `GRANTS`: the expiry alone, a `u64` in nanoseconds on `CLOCK_MONOTONIC`.
+pub const OLDER_GRANT_MAPS: [&str; 1] = ["GRANTS"];
+
 /// Pins that older versions of smtpgate made and this one no longer reads:
-/// removed when the program is loaded, and by `detach`.
-pub const RETIRED_MAPS: [&str; 2] = ["COUNTERS", "GRANT_FILTER"];
+/// removed once the program of this version is attached, and by `detach`.
+/// The agent rewrites the configuration and rebuilds the filters at every
+/// start, so these need no carrying over.
+pub const RETIRED_MAPS: [&str; 4] = ["COUNTERS", "GRANT_FILTER", "CONFIG", OLDER_GRANT_MAPS[0]];
 
 /// Capacity of the allowlist.
 pub const MAX_ALLOWLIST: u32 = 65536;
@@ -62,7 +78,10 @@ pub type AddrKey = [u8; 16];
 
 pub mod address_block;
 pub mod allow_filter;
+pub mod grant;
 pub mod grant_filter;
+
+pub use grant::{CooldownUntil, Grant, GrantOwner, SynBudget, UserKey};
 
 /// An [`AddrKey`] as two little-endian words: the form the filters hash and
 /// index it in, which the program reads with two word loads.
@@ -76,7 +95,7 @@ pub struct KeyWords {
 
 impl KeyWords {
     #[inline(always)]
-    pub fn of(key: &AddrKey) -> Self {
+    pub const fn of(key: &AddrKey) -> Self {
         let [h0, h1, h2, h3, h4, h5, h6, h7, l0, l1, l2, l3, l4, l5, l6, l7] = *key;
         Self {
             high: u64::from_le_bytes([h0, h1, h2, h3, h4, h5, h6, h7]),
@@ -120,6 +139,10 @@ pub struct GateConfig {
     pub reserved: u32,
     /// Bitmap of gated destination ports: bit `p % 64` of word `p / 64`.
     pub ports: [u64; PORT_WORDS],
+    /// The IPv6 grant prefix as a mask over an IPv6 source's [`KeyWords`]:
+    /// the gate looks a source up as `words & v6_mask`, so that one login
+    /// grants the customer's whole prefix. All ones: each address for itself.
+    pub v6_mask: [u64; 2],
 }
 
 impl GateConfig {
@@ -130,10 +153,43 @@ impl GateConfig {
         word & (1u64 << (port & 63)) != 0
     }
 
+    /// Gates nothing yet, each IPv6 address for itself.
+    pub const fn new(flags: u32) -> Self {
+        Self { flags, reserved: 0, ports: [0; PORT_WORDS], v6_mask: [u64::MAX; 2] }
+    }
+
     /// Adds `port` to the gated set.
     pub fn gate_port(&mut self, port: u16) {
         self.ports[port as usize >> 6] |= 1u64 << (port & 63);
     }
+
+    /// Grants each IPv6 login its `/prefix` (at most 128).
+    pub fn set_v6_grant_prefix(&mut self, prefix: u8) {
+        let mask = v6_prefix_mask(prefix);
+        self.v6_mask = [mask.high, mask.low];
+    }
+
+    /// The IPv6 grant prefix's length.
+    pub const fn v6_grant_prefix(&self) -> u8 {
+        (self.v6_mask[0].count_ones() + self.v6_mask[1].count_ones()) as u8
+    }
+
+    /// `words` masked to the IPv6 grant prefix.
+    #[inline(always)]
+    pub fn mask_v6(&self, words: KeyWords) -> KeyWords {
+        KeyWords { high: words.high & self.v6_mask[0], low: words.low & self.v6_mask[1] }
+    }
+}
+
+/// The mask of an IPv6 `/prefix` (at most 128) in [`KeyWords`] form.
+pub const fn v6_prefix_mask(prefix: u8) -> KeyWords {
+    let prefix = if prefix > 128 { 128 } else { prefix as u32 };
+    let bits = u128::MAX.checked_shl(128 - prefix);
+    let mask = match bits {
+        Some(bits) => bits.to_be_bytes(),
+        None => [0; 16],
+    };
+    KeyWords::of(&mask)
 }
 
 #[cfg(feature = "user")]
@@ -204,6 +260,9 @@ counters! {
     UnparsedTruncated = "unparsed_truncated",
     /// Frames passed unjudged: a header field the kernel rejects.
     UnparsedMalformed = "unparsed_malformed",
+    /// Gated SYNs dropped: the source holds a grant but opens connections
+    /// faster than its SYN budget allows.
+    DroppedOverBudget = "dropped_over_budget",
 }
 
 /// Counters in a [`CounterBlock`]. More than there are, so that a newer

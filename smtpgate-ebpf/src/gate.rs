@@ -3,7 +3,7 @@
 //! the allowlist; pass everything else.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -11,8 +11,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    address_block, allow_filter, grant_filter, AddrKey, KeyWords, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS,
-    FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
+    address_block, allow_filter, grant_filter, AddrKey, CooldownUntil, Counter, CounterBlock, GateConfig, Grant,
+    GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST,
+    MAX_GATED_DESTS,
 };
 
 use crate::{
@@ -20,16 +21,30 @@ use crate::{
     parse::{self, Look, PlainHeaders, Segment},
 };
 
-/// Source address -> grant expiry (ns, CLOCK_MONOTONIC).
+/// Source key -> [`Grant`]: its expiry (ns, CLOCK_MONOTONIC) and SYN budget.
 ///
 /// An LRU hash, not a plain hash: when the map is full, a plain hash rejects
 /// the insert (E2BIG) and a customer who just logged in would be refused.
 /// The LRU map instead evicts the entry used least recently, which after the
 /// agent's periodic sweep of expired grants is the idlest grant. The kernel
-/// only reads this map; the agent writes it and warns as it nears capacity.
-/// The agent may resize it at load time (`--max-grants`).
+/// writes only the budget's moving field; the agent writes the rest and
+/// warns as the map nears capacity. The agent may resize it at load time
+/// (`--max-grants`). Named after its layout, like every map.
+#[map(name = "GRANTS_V2")]
+static GRANTS: LruHashMap<AddrKey, Grant> = LruHashMap::pinned(DEFAULT_MAX_GRANTS, 0);
+
+/// Who earned each grant; the agent's record, which the program never
+/// reads. Defined here so that it is pinned with the gate's maps and sized
+/// with the grant map; allocated as entries come.
 #[map]
-static GRANTS: LruHashMap<AddrKey, u64> = LruHashMap::pinned(DEFAULT_MAX_GRANTS, 0);
+static GRANT_OWNERS: HashMap<AddrKey, GrantOwner> = HashMap::pinned(DEFAULT_MAX_GRANTS, BPF_F_NO_PREALLOC);
+
+/// Users in a quota's cooldown; the agent's record, as [`GRANT_OWNERS`] is.
+#[map]
+static COOLDOWNS: HashMap<UserKey, CooldownUntil> = HashMap::pinned(MAX_COOLDOWNS, BPF_F_NO_PREALLOC);
+
+/// Users that can be in a cooldown at once.
+const MAX_COOLDOWNS: u32 = 65536;
 
 /// The grant filter (see [`grant_filter`]), sized for the grant map at load
 /// time. Memory-mappable so that the agent sets bits with atomic ORs.
@@ -42,7 +57,7 @@ static GRANT_FILTER: Array<u64> =
 #[map(name = "COUNTERS_V2")]
 static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::pinned(1, 0);
 
-#[map]
+#[map(name = "CONFIG_V2")]
 static CONFIG: Array<GateConfig> = Array::pinned(1, 0);
 
 #[map]
@@ -162,24 +177,50 @@ fn may_be_allowlisted(block: u32) -> bool {
 /// Whether `src` may open connections: the counter of why it may, or of
 /// why it may not.
 #[inline(always)]
-fn standing(src: &WordAligned) -> Result<Counter, Counter> {
-    let words = src.words();
+fn standing(src: &mut WordAligned, ipv6: bool, config: &GateConfig) -> Result<Counter, Counter> {
+    let exact = src.words();
+    let words = if ipv6 { src.mask(config.mask_v6(exact)) } else { exact };
     let block = address_block::bit(words);
-    // SAFETY: the value is a plain u64 the agent replaces whole.
-    let grant = if may_hold_grant(words, block) {
-        unsafe { GRANTS.get(src.0) }
-    } else {
-        None
-    };
+    let grant = if may_hold_grant(words, block) { GRANTS.get_ptr_mut(&src.0) } else { None };
     let refusal = match grant {
-        Some(&expiry) if expiry > now_ns() => return Ok(Counter::AllowedGrant),
-        Some(_) => Counter::DroppedExpired,
+        // SAFETY: a value of the grant map, which the kernel keeps alive
+        // while the program runs.
+        Some(grant) => match within_grant(unsafe { &mut *grant }) {
+            Ok(()) => return Ok(Counter::AllowedGrant),
+            Err(refusal) => refusal,
+        },
         None => Counter::DroppedNoGrant,
     };
-    if may_be_allowlisted(block) && ALLOWLIST.get(Key::new(ADDR_BITS, src.0)).is_some() {
+    // The allowlist holds exact addresses and prefixes of their own.
+    if ipv6 {
+        src.mask(exact);
+    }
+    if may_be_allowlisted(address_block::bit(exact)) && ALLOWLIST.get(Key::new(ADDR_BITS, src.0)).is_some() {
         return Ok(Counter::AllowedAllowlist);
     }
     Err(refusal)
+}
+
+/// Whether `grant` lets a SYN through now: live, and within its budget.
+///
+/// CPUs that take SYNs of one source at the same moment may each read the
+/// same `next_ns` and each pass, and the last write wins. Each of them
+/// still wrote at least one interval on, so across `n` CPUs the budget is
+/// exceeded by at most a factor of `n`: it stays bounded, which is all a
+/// backstop needs; an atomic update would need BPF atomics newer than 5.10.
+#[inline(always)]
+fn within_grant(grant: &mut Grant) -> Result<(), Counter> {
+    let now = now_ns();
+    if grant.expiry_ns <= now {
+        return Err(Counter::DroppedExpired);
+    }
+    if grant.budget.interval_ns == 0 {
+        return Ok(());
+    }
+    let next = grant.budget.admit(now).ok_or(Counter::DroppedOverBudget)?;
+    // SAFETY: a field of a live map value; a plain aligned store.
+    unsafe { core::ptr::write_volatile(&mut grant.budget.next_ns, next) };
+    Ok(())
 }
 
 /// A source key on an 8-byte boundary, so that the filters can read it as
@@ -197,6 +238,18 @@ impl WordAligned {
         // SAFETY: `self` is 8-byte aligned and 16 bytes long.
         let (high, low) = unsafe { (core::ptr::read_volatile(at), core::ptr::read_volatile(at.add(1))) };
         KeyWords { high: u64::from_le(high), low: u64::from_le(low) }
+    }
+
+    /// Makes the key `words`; returns them.
+    #[inline(always)]
+    fn mask(&mut self, words: KeyWords) -> KeyWords {
+        let at = &mut self.0 as *mut AddrKey as *mut u64;
+        // SAFETY: as in `words`.
+        unsafe {
+            core::ptr::write_volatile(at, words.high.to_le());
+            core::ptr::write_volatile(at.add(1), words.low.to_le());
+        }
+        words
     }
 }
 
@@ -232,10 +285,10 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdic
         Counter::GatedSyns
     });
     // The walk read the source already; a frame without one cannot pass.
-    let Some(src) = segment.source(&frame).map(WordAligned) else {
+    let Some(mut src) = segment.source(&frame).map(WordAligned) else {
         return refuse(config.flags, Counter::DroppedNoGrant, None, tally);
     };
-    let refusal = match standing(&src) {
+    let refusal = match standing(&mut src, segment.headers.ipv6, config) {
         Ok(allowed) => {
             tally.add(allowed);
             return Verdict::Pass;

@@ -23,6 +23,12 @@ pub fn key(ip: IpAddr) -> AddrKey {
     }
 }
 
+/// The first address of `ip`'s `/prefix` (at most 128).
+pub fn v6_prefix_start(ip: Ipv6Addr, prefix: u8) -> Ipv6Addr {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+    Ipv6Addr::from(u128::from(ip) & mask)
+}
+
 /// The address a grant map key stands for.
 pub fn from_key(key: AddrKey) -> IpAddr {
     Ipv6Addr::from(key).to_canonical()
@@ -31,6 +37,15 @@ pub fn from_key(key: AddrKey) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_start_keeps_only_the_prefix() {
+        let ip: Ipv6Addr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(v6_prefix_start(ip, 64), "2001:db8:1:2::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6_prefix_start(ip, 56), "2001:db8:1::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6_prefix_start(ip, 128), ip);
+        assert_eq!(v6_prefix_start(ip, 0), Ipv6Addr::UNSPECIFIED);
+    }
 
     #[test]
     fn ipv4_round_trips_through_its_mapped_key() {

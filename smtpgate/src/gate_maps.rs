@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use aya::{maps::Map, Ebpf};
 use smtpgate_common::{
-    ALLOWLIST_MAP, ALLOW_FILTER_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP,
+    GateConfig, ALLOWLIST_MAP, ALLOW_FILTER_MAP, CONFIG_MAP, COUNTERS_MAP, GATED_DESTS_MAP, GRANTS_MAP,
     GRANT_FILTER_MAP,
 };
 
@@ -24,18 +24,21 @@ pub struct GateMaps {
 
 impl GateMaps {
     /// Takes every map out of `ebpf`, which was loaded with its maps pinned
-    /// under `pins` (see `attach::load`). The programs hold the maps by fd
-    /// already, so taking them changes nothing for the kernel.
-    pub fn take(ebpf: &mut Ebpf, pins: &PinDir) -> Result<Self> {
+    /// under `pins` (see `attach::load`), and writes `config`, which the
+    /// grants' keys depend on. The programs hold the maps by fd already, so
+    /// taking them changes nothing for the kernel.
+    pub fn take(ebpf: &mut Ebpf, pins: &PinDir, config: &GateConfig) -> Result<Self> {
         let mut take = |name: &str| -> Result<Map> {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the BPF object"))
         };
+        let mut config_map = Config::new(take(CONFIG_MAP)?)?;
+        config_map.write(config)?;
         Ok(Self {
-            grants: Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?))?,
+            grants: Grants::new(take(GRANTS_MAP)?, Some(take(GRANT_FILTER_MAP)?), config.v6_grant_prefix())?,
             allowlist: Allowlist::new(take(ALLOWLIST_MAP)?, take(ALLOW_FILTER_MAP)?, pins)?,
             dests: GatedDests::new(take(GATED_DESTS_MAP)?)?,
-            config: Config::new(take(CONFIG_MAP)?)?,
+            config: config_map,
             counters: Counters::new(take(COUNTERS_MAP)?)?,
         })
     }

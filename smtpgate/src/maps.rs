@@ -5,7 +5,9 @@ use std::{net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray};
-use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig, GRANTS_MAP, GRANT_FILTER_MAP};
+use smtpgate_common::{
+    AddrKey, Counter, CounterBlock, GateConfig, Grant, SynBudget, CONFIG_MAP, GRANTS_MAP, GRANT_FILTER_MAP,
+};
 
 use crate::{addr, batch, clock, filter::GrantFilter, pins::PinDir};
 
@@ -15,18 +17,24 @@ pub fn open_pinned(path: &Path) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))
 }
 
-/// The grant map: source address -> expiry on the monotonic clock, with
-/// the grant filter in front of it.
+/// The grant map: source address -> expiry on the monotonic clock and SYN
+/// budget, with the grant filter in front of it.
 pub struct Grants {
-    map: HashMap<MapData, AddrKey, u64>,
+    map: HashMap<MapData, AddrKey, Grant>,
     /// Absent where a gate from before the filter is still pinned.
     filter: Option<GrantFilter>,
     capacity: u32,
+    /// Every IPv6 grant covers this prefix of its address: the gate looks
+    /// IPv6 sources up masked to it (see `GateConfig::v6_mask`).
+    v6_prefix: u8,
 }
 
-/// One live grant.
-pub struct Grant {
+/// One live grant, as `list` shows it.
+pub struct LiveGrant {
+    /// The address, or the first address of the prefix granted.
     pub ip: IpAddr,
+    /// Bits of `ip` the grant covers: 32 or 128 for one address.
+    pub prefix: u8,
     pub remaining: Duration,
 }
 
@@ -43,39 +51,62 @@ pub struct Sweep {
 }
 
 impl Grants {
-    pub fn new(map: Map, filter: Option<Map>) -> Result<Self> {
+    /// The grant map and its filter of a gate whose IPv6 grants cover
+    /// `/v6_prefix`.
+    pub fn new(map: Map, filter: Option<Map>, v6_prefix: u8) -> Result<Self> {
         let capacity = match &map {
             Map::LruHashMap(data) | Map::HashMap(data) => data.info()?.max_entries(),
             _ => 0,
         };
-        let map: HashMap<MapData, AddrKey, u64> =
+        let map: HashMap<MapData, AddrKey, Grant> =
             map.try_into().context("the grant map has an unexpected type or layout")?;
         let filter = filter.map(GrantFilter::new).transpose()?;
-        Ok(Self { map, filter, capacity })
+        Ok(Self { map, filter, capacity, v6_prefix })
     }
 
-    /// Opens the pinned grant map and its filter.
+    /// Opens the pinned grant map and its filter, with the IPv6 grant
+    /// prefix of the pinned configuration.
     pub fn open_pinned(pins: &PinDir) -> Result<Self> {
         let filter = pins.map(GRANT_FILTER_MAP);
         let filter = if filter.exists() { Some(open_pinned(&filter)?) } else { None };
-        Self::new(open_pinned(&pins.map(GRANTS_MAP))?, filter)
+        let v6_prefix = Config::new(open_pinned(&pins.map(CONFIG_MAP))?)?.read()?.v6_grant_prefix();
+        Self::new(open_pinned(&pins.map(GRANTS_MAP))?, filter, v6_prefix)
+    }
+
+    /// The key `ip`'s grant is stored under.
+    fn key(&self, ip: IpAddr) -> AddrKey {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => addr::key(IpAddr::V6(addr::v6_prefix_start(v6, self.v6_prefix))),
+            v4 => addr::key(v4),
+        }
     }
 
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
 
-    /// Grants `ip` until `ttl` from now. An existing longer grant is kept:
-    /// a grant is only ever extended, never shortened. Returns the expiry.
+    /// Grants `ip` until `ttl` from now, with no SYN budget.
     pub fn grant(&mut self, ip: IpAddr, ttl: Duration) -> Result<u64> {
-        let key = addr::key(ip);
+        self.grant_with(ip, ttl, SynBudget::UNLIMITED)
+    }
+
+    /// Grants `ip` until `ttl` from now, opening connections within
+    /// `budget`. An existing longer grant is kept: a grant is only ever
+    /// extended, never shortened; its budget takes the new terms but keeps
+    /// what it has used. Returns the expiry.
+    pub fn grant_with(&mut self, ip: IpAddr, ttl: Duration, budget: SynBudget) -> Result<u64> {
+        let key = self.key(ip);
         let wanted = clock::expiry_after(ttl);
-        let expiry = match self.map.get(&key, 0) {
-            Ok(current) => current.max(wanted),
-            Err(_) => wanted,
+        let grant = match self.map.get(&key, 0) {
+            Ok(current) => Grant {
+                expiry_ns: current.expiry_ns.max(wanted),
+                budget: SynBudget { next_ns: current.budget.next_ns, ..budget },
+            },
+            Err(_) => Grant { expiry_ns: wanted, budget },
         };
+        let expiry = grant.expiry_ns;
         let map = &mut self.map;
-        let mut insert = || map.insert(key, expiry, 0).with_context(|| format!("writing the grant for {ip}"));
+        let mut insert = || map.insert(key, grant, 0).with_context(|| format!("writing the grant for {ip}"));
         match &self.filter {
             Some(filter) => filter.admit(&key, insert)?,
             None => insert()?,
@@ -85,7 +116,7 @@ impl Grants {
 
     /// Removes the grant of `ip`; false if it had none.
     pub fn revoke(&mut self, ip: IpAddr) -> Result<bool> {
-        let key = addr::key(ip);
+        let key = self.key(ip);
         if self.map.get(&key, 0).is_err() {
             return Ok(false);
         }
@@ -94,12 +125,17 @@ impl Grants {
     }
 
     /// Every grant that has not expired, soonest expiry last.
-    pub fn live(&self) -> Result<Vec<Grant>> {
+    pub fn live(&self) -> Result<Vec<LiveGrant>> {
         let now = clock::monotonic_ns();
         let mut grants = Vec::new();
-        self.for_each(|&key, &expiry| {
+        self.for_each(|&key, &Grant { expiry_ns: expiry, .. }| {
             if expiry > now {
-                grants.push(Grant { ip: addr::from_key(key), remaining: Duration::from_nanos(expiry - now) });
+                let ip = addr::from_key(key);
+                let prefix = match ip {
+                    IpAddr::V4(_) => 32,
+                    IpAddr::V6(_) => self.v6_prefix,
+                };
+                grants.push(LiveGrant { ip, prefix, remaining: Duration::from_nanos(expiry - now) });
             }
         })?;
         grants.sort_by(|a, b| b.remaining.cmp(&a.remaining).then(a.ip.cmp(&b.ip)));
@@ -109,11 +145,11 @@ impl Grants {
     pub fn count_live(&self) -> Result<usize> {
         let now = clock::monotonic_ns();
         let mut live = 0;
-        self.for_each(|_, &expiry| live += usize::from(expiry > now))?;
+        self.for_each(|_, grant| live += usize::from(grant.expiry_ns > now))?;
         Ok(live)
     }
 
-    fn for_each(&self, each: impl FnMut(&AddrKey, &u64)) -> Result<()> {
+    fn for_each(&self, each: impl FnMut(&AddrKey, &Grant)) -> Result<()> {
         batch::for_each_entry(self.map.map(), each).context("reading the grant map")
     }
 
@@ -128,11 +164,11 @@ impl Grants {
         let now = clock::monotonic_ns();
         let mut rebuild = self.filter.as_ref().map(GrantFilter::rebuild);
         let mut scan = Scan { live: 0, expired: Vec::new() };
-        self.for_each(|key, &expiry| {
+        self.for_each(|key, grant| {
             if let Some(rebuild) = &mut rebuild {
                 rebuild.add(key);
             }
-            if expiry > now {
+            if grant.expiry_ns > now {
                 scan.live += 1;
             } else {
                 scan.expired.push(*key);
@@ -151,7 +187,7 @@ impl Grants {
         let now = clock::monotonic_ns();
         let map = &mut self.map;
         keys.iter()
-            .filter(|key| matches!(map.get(key, 0), Ok(expiry) if expiry <= now) && map.remove(key).is_ok())
+            .filter(|key| matches!(map.get(key, 0), Ok(grant) if grant.expiry_ns <= now) && map.remove(key).is_ok())
             .count()
     }
 
@@ -193,6 +229,10 @@ impl Config {
 
     pub fn write(&mut self, config: &GateConfig) -> Result<()> {
         self.map.set(0, config, 0).context("writing the gate configuration")
+    }
+
+    pub fn read(&self) -> Result<GateConfig> {
+        self.map.get(&0, 0).context("reading the gate configuration")
     }
 }
 

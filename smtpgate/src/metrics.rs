@@ -185,7 +185,7 @@ fn describe(counter: KernelCounter) -> (&'static str, &'static str, Option<(&'st
             None,
         ),
         AllowedGrant | AllowedAllowlist | DroppedNoGrant | DroppedExpired | RefusedVlanDepth | RefusedExtDepth
-        | RefusedFragment | RefusedNonlinear | MonitorWouldDrop => verdict(counter.name()),
+        | RefusedFragment | RefusedNonlinear | MonitorWouldDrop | DroppedOverBudget => verdict(counter.name()),
         ResetsSent => ("smtpgate_resets_sent", "Refused SYNs answered with a TCP RST", None),
         PassedFragment => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "later_fragment"))),
         UnparsedTruncated => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "truncated"))),
@@ -199,14 +199,15 @@ impl Collector for KernelCounters {
             tracing::warn!("could not read the kernel counters for a scrape");
             return Ok(());
         };
-        // Counters sharing a metric name are adjacent in `Counter::ALL`:
-        // group them so that each family is described once.
+        // Group counters sharing a metric name, so that each family is
+        // described once: new counters join the end of `Counter::ALL`,
+        // away from the rest of their family.
         let mut families: Vec<(&str, &str, Vec<Member>)> = Vec::new();
         for (counter, value) in totals {
             let (name, help, label) = describe(counter);
-            match families.last_mut() {
-                Some((last, _, members)) if *last == name => members.push((value, label)),
-                _ => families.push((name, help, vec![(value, label)])),
+            match families.iter_mut().find(|(family, _, _)| *family == name) {
+                Some((_, _, members)) => members.push((value, label)),
+                None => families.push((name, help, vec![(value, label)])),
             }
         }
         for (name, help, members) in families {

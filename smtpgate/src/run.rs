@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{programs::XdpMode, Ebpf};
-use smtpgate_common::{GateConfig, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, PORT_WORDS};
+use smtpgate_common::{GateConfig, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
@@ -54,10 +54,10 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
 
     // The settings go in before any attachment so the program never runs
     // with an empty port set.
-    let GateMaps { mut grants, mut allowlist, mut dests, mut config, counters } = GateMaps::take(&mut ebpf, pins)?;
+    let GateMaps { mut grants, mut allowlist, mut dests, counters, .. } =
+        GateMaps::take(&mut ebpf, pins, &gate_config(&settings))?;
     dests.sync(&settings.dests)?;
     allowlist.sync_config(&settings.allowlist)?;
-    config.write(&gate_config(&settings))?;
 
     let metrics = Metrics::new(counters);
     // The filter is built from the grants already pinned before the program
@@ -116,7 +116,7 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
 }
 
 fn gate_config(settings: &Settings) -> GateConfig {
-    let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
+    let mut config = GateConfig::new(0);
     for &port in &settings.ports {
         config.gate_port(port);
     }

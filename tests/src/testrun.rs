@@ -16,7 +16,7 @@ use smtpgate::{
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,
 };
-use smtpgate_common::{GateConfig, PORT_WORDS};
+use smtpgate_common::GateConfig;
 
 use crate::{unique_name, BpfFs};
 
@@ -52,15 +52,22 @@ impl LoadedGate {
     /// Loads the program with `flags` and the gated `ports`, on the clock
     /// the agent would pick.
     pub fn new(flags: u32, ports: &[u16]) -> Result<Self> {
-        Self::load(flags, ports, None)
+        Self::load(&config(flags, ports), None)
     }
 
     /// Like [`LoadedGate::new`], on the given clock.
     pub fn on_clock(flags: u32, ports: &[u16], clock: GateClock) -> Result<Self> {
-        Self::load(flags, ports, Some(clock))
+        Self::load(&config(flags, ports), Some(clock))
     }
 
-    fn load(flags: u32, ports: &[u16], clock: Option<GateClock>) -> Result<Self> {
+    /// Like [`LoadedGate::new`], granting each IPv6 login its `/prefix`.
+    pub fn with_v6_grant_prefix(flags: u32, ports: &[u16], prefix: u8) -> Result<Self> {
+        let mut config = config(flags, ports);
+        config.set_v6_grant_prefix(prefix);
+        Self::load(&config, None)
+    }
+
+    fn load(config: &GateConfig, clock: Option<GateClock>) -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare()?;
@@ -75,7 +82,7 @@ impl LoadedGate {
             dests,
             config,
             counters,
-        } = GateMaps::take(&mut ebpf, &pins)?;
+        } = GateMaps::take(&mut ebpf, &pins, config)?;
         let mut gate = Self {
             grants,
             allowlist,
@@ -85,23 +92,16 @@ impl LoadedGate {
             ebpf,
             bpffs,
         };
-        gate.configure(flags, ports)?;
         // As the agent does at start: build the grant filter, so that the
         // program consults it.
         gate.grants.sweep()?;
         Ok(gate)
     }
 
+    /// Rewrites the configuration with other `flags` and `ports` (each
+    /// IPv6 address for itself).
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        let mut config = GateConfig {
-            flags,
-            reserved: 0,
-            ports: [0; PORT_WORDS],
-        };
-        for &port in ports {
-            config.gate_port(port);
-        }
-        self.config.write(&config)
+        self.config.write(&config(flags, ports))
     }
 
     /// Where the program's maps are pinned, for opening them as other
@@ -168,6 +168,15 @@ impl LoadedGate {
             .map(|(c, v)| (c.name(), v))
             .collect())
     }
+}
+
+/// A configuration gating `ports` with `flags`.
+fn config(flags: u32, ports: &[u16]) -> GateConfig {
+    let mut config = GateConfig::new(flags);
+    for &port in ports {
+        config.gate_port(port);
+    }
+    config
 }
 
 fn run_with(

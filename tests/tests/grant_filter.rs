@@ -16,7 +16,7 @@ use smtpgate::{
     filter::GrantFilter,
     maps::{open_pinned, Grants},
 };
-use smtpgate_common::{grant_filter, AddrKey, GRANTS_MAP, GRANT_FILTER_MAP};
+use smtpgate_common::{grant_filter, AddrKey, Grant, GRANTS_MAP, GRANT_FILTER_MAP};
 use smtpgate_tests::{
     frames::Packet,
     testrun::{LoadedGate, XDP_DROP, XDP_PASS},
@@ -38,8 +38,8 @@ fn syn_from(ip: IpAddr) -> Vec<u8> {
 fn the_program_trusts_the_filter_until_a_rebuild_finds_the_grant() -> Result<()> {
     let mut gate = LoadedGate::new(0, &[25])?;
     let ip: IpAddr = "198.51.100.77".parse()?;
-    let mut raw: HashMap<MapData, AddrKey, u64> = open_pinned(&gate.pins().map(GRANTS_MAP))?.try_into()?;
-    raw.insert(addr::key(ip), clock::expiry_after(Duration::from_secs(60)), 0)?;
+    let mut raw: HashMap<MapData, AddrKey, Grant> = open_pinned(&gate.pins().map(GRANTS_MAP))?.try_into()?;
+    raw.insert(addr::key(ip), Grant { expiry_ns: clock::expiry_after(Duration::from_secs(60)), ..Grant::default() }, 0)?;
     let denied = gate.run_xdp(&syn_from(ip))?;
     ensure!(denied.action == XDP_DROP, "a grant unknown to the filter passed (action {})", denied.action);
     gate.grants.sweep()?;

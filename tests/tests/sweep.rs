@@ -11,7 +11,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
 use smtpgate::{addr, maps::open_pinned};
-use smtpgate_common::{AddrKey, GRANTS_MAP};
+use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::{
     frames::Packet,
     testrun::{LoadedGate, TICK, XDP_PASS},
@@ -93,7 +93,7 @@ fn the_agent_removes_expired_grants_from_the_map() -> Result<()> {
         lab.smtpgate_ok(&["allow", ip, "--ttl", "1s"])?;
     }
     lab.smtpgate_ok(&["allow", "203.0.113.7", "--ttl", "10m"])?;
-    let map: HashMap<MapData, AddrKey, u64> = open_pinned(&smtpgate::pins::PinDir::new(lab.bpffs.pin_dir()).map(GRANTS_MAP))?.try_into()?;
+    let map: HashMap<MapData, AddrKey, Grant> = open_pinned(&smtpgate::pins::PinDir::new(lab.bpffs.pin_dir()).map(GRANTS_MAP))?.try_into()?;
     let in_map = || -> BTreeSet<IpAddr> { map.keys().filter_map(Result::ok).map(addr::from_key).collect() };
     ensure!(in_map().len() == 4, "the map holds {:?} after four grants", in_map());
 

@@ -18,7 +18,7 @@ use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
 use smtpgate::{maps::Grants, pins::PinDir};
 use serde::Serialize;
-use smtpgate_common::{AddrKey, GRANTS_MAP};
+use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::Lab;
 
 use super::log;
@@ -76,7 +76,7 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
         SWEEP_EVERY,
     ])?;
     let pins = PinDir::new(lab.bpffs.pin_dir());
-    let grants: HashMap<MapData, AddrKey, u64> = smtpgate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+    let grants: HashMap<MapData, AddrKey, Grant> = smtpgate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
     let read_all = (preload > 0).then(|| preload_grants(&pins, preload, &grants)).transpose()?;
     let mut log = OpenOptions::new().append(true).open(&log_path)?;
     let mut delays = Vec::with_capacity(logins);
@@ -109,7 +109,7 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
 
 /// Grants `count` addresses no login uses, through the pins as `smtpgate
 /// allow` does, and times reading them all back.
-fn preload_grants(pins: &PinDir, count: u32, map: &HashMap<MapData, AddrKey, u64>) -> Result<ReadAll> {
+fn preload_grants(pins: &PinDir, count: u32, map: &HashMap<MapData, AddrKey, Grant>) -> Result<ReadAll> {
     let mut grants = Grants::open_pinned(pins)?;
     for n in 0..count {
         grants.grant(preloaded_address(n), PRELOAD_TTL)?;
