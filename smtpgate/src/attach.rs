@@ -82,7 +82,6 @@ pub fn load_with_clock(
     kernel_log_level: aya_log::Level,
     clock: GateClock,
 ) -> Result<Ebpf> {
-    retire_stale_maps(pins)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
         .map_max_entries(smtpgate_common::GRANTS_MAP, max_grants)
@@ -100,22 +99,6 @@ pub fn load_with_clock(
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
     tc.load().context("the kernel rejected the TC program")?;
     Ok(ebpf)
-}
-
-/// Unpins maps that an older version of smtpgate kept in a layout this
-/// program would misread (see `smtpgate_common::RETIRED_MAPS`). The
-/// program they served keeps its own reference until it is swapped out.
-fn retire_stale_maps(pins: &PinDir) -> Result<()> {
-    for path in pins.retired_maps() {
-        if path.exists() {
-            tracing::info!(
-                "{} was kept by an older smtpgate in another layout; retiring it",
-                path.display()
-            );
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Fails unless `iface` exists in this network namespace and carries

@@ -26,4 +26,5 @@ pub mod pins;
 pub mod run;
 pub mod settings;
 pub mod throttle;
+pub mod upgrade;
 pub mod watch;

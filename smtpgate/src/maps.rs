@@ -95,8 +95,12 @@ impl Grants {
     /// extended, never shortened; its budget takes the new terms but keeps
     /// what it has used. Returns the expiry.
     pub fn grant_with(&mut self, ip: IpAddr, ttl: Duration, budget: SynBudget) -> Result<u64> {
+        self.grant_until(ip, clock::expiry_after(ttl), budget)
+    }
+
+    /// [`Grants::grant_with`] until `wanted`, on the monotonic clock.
+    pub fn grant_until(&mut self, ip: IpAddr, wanted: u64, budget: SynBudget) -> Result<u64> {
         let key = self.key(ip);
-        let wanted = clock::expiry_after(ttl);
         let grant = match self.map.get(&key, 0) {
             Ok(current) => Grant {
                 expiry_ns: current.expiry_ns.max(wanted),

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{programs::XdpMode, Ebpf};
-use smtpgate_common::{GateConfig, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
+use smtpgate_common::{GateConfig, SynBudget, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
@@ -23,6 +23,7 @@ use crate::{
     metrics::Metrics,
     pins::{Hook, PinDir},
     settings::Settings,
+    upgrade,
     watch::{StateStore, Watch},
 };
 
@@ -60,6 +61,8 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     allowlist.sync_config(&settings.allowlist)?;
 
     let metrics = Metrics::new(counters);
+    // An older layout's grants go in before this program takes over.
+    let carried = upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
     // The filter is built from the grants already pinned before the program
     // is attached or swapped in: until then it would deny them all.
     report_sweep(&grants.sweep()?, grants.capacity(), &metrics);
@@ -85,6 +88,12 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         };
         tracing::info!(ports = ?settings.ports, dests = ?settings.dests, "{how} {iface} ({hook}), mode {mode}");
     }
+    if carried > 0 {
+        // Grants the older side made while this one started; then its maps go.
+        upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
+        tracing::info!("carried {carried} live grants over from an older smtpgate's pins");
+    }
+    upgrade::retire(pins)?;
 
     if grants.capacity() != settings.max_grants {
         tracing::warn!(

@@ -88,6 +88,16 @@ impl Netns {
     /// Runs `f` on a thread that lives in this namespace. Sockets created
     /// there belong to the namespace for their whole life.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        self.spawn(f)
+            .join()
+            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    /// Like [`Netns::run`], without waiting for `f` to end.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<Result<T>> {
         let path = self.path();
         thread::spawn(move || -> Result<T> {
             let ns = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
@@ -97,8 +107,6 @@ impl Netns {
             }
             Ok(f())
         })
-        .join()
-        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
     }
 }
 
