@@ -28,3 +28,5 @@ pub mod settings;
 pub mod throttle;
 pub mod upgrade;
 pub mod watch;
+pub mod quota;
+pub mod policy_protocol;
