@@ -11,8 +11,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    address_block, allow_filter, grant_filter, AddrKey, KeyWords, Counter, CounterBlock, GateConfig, DEFAULT_MAX_GRANTS,
-    FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
+    address_block, allow_filter, grant_filter, AddrKey, Counter, CounterBlock, GateConfig,
+    KeyWords, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST,
+    MAX_GATED_DESTS,
 };
 
 use crate::{
@@ -114,22 +115,29 @@ impl Tally {
 /// public MX address).
 #[inline(always)]
 fn gates(config: &GateConfig, segment: &Segment, frame: &Frame) -> bool {
-    if segment.port.get().is_some_and(|port| !config.gates_port(port)) {
+    if segment
+        .port
+        .get()
+        .is_some_and(|port| !config.gates_port(port))
+    {
         return false;
     }
     if config.flags & FLAG_DEST_FILTER == 0 || !segment.dst_final {
         return true;
     }
-    segment.destination(frame).is_none_or(|dst| GATED_DESTS.get_ptr(dst).is_some())
+    segment
+        .destination(frame)
+        .is_none_or(|dst| GATED_DESTS.get_ptr(dst).is_some())
 }
 
 /// False only if the grant filter proves `src`, in block `block`, holds no
 /// grant; true also while the agent has not built the filter yet.
 #[inline(always)]
 fn may_hold_grant(words: KeyWords, block: u32) -> bool {
-    let (Some(&generation), Some(&mask)) =
-        (GRANT_FILTER.get(grant_filter::GENERATION), GRANT_FILTER.get(grant_filter::MASK))
-    else {
+    let (Some(&generation), Some(&mask)) = (
+        GRANT_FILTER.get(grant_filter::GENERATION),
+        GRANT_FILTER.get(grant_filter::MASK),
+    ) else {
         return true;
     };
     if mask == 0 {
@@ -137,12 +145,17 @@ fn may_hold_grant(words: KeyWords, block: u32) -> bool {
     }
     let half = grant_filter::half_start(generation, mask);
     let (word, block_mask) = grant_filter::block(block);
-    if GRANT_FILTER.get((half + word) as u32).is_some_and(|&word| word & block_mask == 0) {
+    if GRANT_FILTER
+        .get((half + word) as u32)
+        .is_some_and(|&word| word & block_mask == 0)
+    {
         return false;
     }
     let (hash, bits) = grant_filter::probe(words);
     let index = grant_filter::bloom_start(half) + (hash & mask);
-    GRANT_FILTER.get(index as u32).is_none_or(|&word| word & bits == bits)
+    GRANT_FILTER
+        .get(index as u32)
+        .is_none_or(|&word| word & bits == bits)
 }
 
 /// False only if the allowlist filter proves that no prefix covers a
@@ -195,8 +208,16 @@ impl WordAligned {
     fn words(&self) -> KeyWords {
         let at = &self.0 as *const AddrKey as *const u64;
         // SAFETY: `self` is 8-byte aligned and 16 bytes long.
-        let (high, low) = unsafe { (core::ptr::read_volatile(at), core::ptr::read_volatile(at.add(1))) };
-        KeyWords { high: u64::from_le(high), low: u64::from_le(low) }
+        let (high, low) = unsafe {
+            (
+                core::ptr::read_volatile(at),
+                core::ptr::read_volatile(at.add(1)),
+            )
+        };
+        KeyWords {
+            high: u64::from_le(high),
+            low: u64::from_le(low),
+        }
     }
 }
 
@@ -267,8 +288,15 @@ fn log_refusal_of<C: EbpfContext>(ctx: &C, src: Option<&AddrKey>, ipv6: bool) {
     match src {
         Some(src) if ipv6 => debug!(ctx, "smtpgate: refused SYN from {:i}", *src),
         // An IPv4 source as such, not in its mapped form.
-        Some(src) => debug!(ctx, "smtpgate: refused SYN from {:i}", [src[12], src[13], src[14], src[15]]),
-        None => debug!(ctx, "smtpgate: refused a frame whose source is out of sight"),
+        Some(src) => debug!(
+            ctx,
+            "smtpgate: refused SYN from {:i}",
+            [src[12], src[13], src[14], src[15]]
+        ),
+        None => debug!(
+            ctx,
+            "smtpgate: refused a frame whose source is out of sight"
+        ),
     }
 }
 

@@ -591,9 +591,30 @@ fn header_rows() -> Vec<Row> {
     ));
     // The fragment header's byte 3 holds its M flag, byte 1 is reserved.
     for (name, exts, byte, value, verdict, counter) in [
-        ("ipv6 fragment within a fragment", vec![FRAGMENT, FRAGMENT], 3, 1, Drop, "refused_unparsed_fragment"),
-        ("ipv6 fragment header with its reserved byte set", vec![FRAGMENT], 1, 1, Drop, "refused_unparsed_fragment"),
-        ("ipv6 first fragment with the whole tcp header", vec![FRAGMENT], 3, 1, Drop, "dropped_no_grant"),
+        (
+            "ipv6 fragment within a fragment",
+            vec![FRAGMENT, FRAGMENT],
+            3,
+            1,
+            Drop,
+            "refused_unparsed_fragment",
+        ),
+        (
+            "ipv6 fragment header with its reserved byte set",
+            vec![FRAGMENT],
+            1,
+            1,
+            Drop,
+            "refused_unparsed_fragment",
+        ),
+        (
+            "ipv6 first fragment with the whole tcp header",
+            vec![FRAGMENT],
+            3,
+            1,
+            Drop,
+            "dropped_no_grant",
+        ),
     ] {
         let packet = syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = exts);
         let frame = edit_ipv6_exts(packet, |i, h| {
