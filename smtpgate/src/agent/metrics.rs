@@ -21,7 +21,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{accept::AcceptErrors, maps::Counters};
+use crate::{agent::accept::AcceptErrors, gate::maps::Counters};
 
 /// Scrapes answered at once.
 const MAX_SCRAPES: usize = 16;

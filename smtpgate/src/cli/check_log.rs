@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use smtpgate_logins::{Parser, ParserOptions, Verdict};
 use smtpgate_tail::ReadLines;
 
-use crate::watch::LogJudge;
+use crate::agent::watch::LogJudge;
 
 /// Judges every line of `file` (`-`: standard input) through the agent's
 /// own [`LogJudge`], read with the agent's bound on line length, and prints

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray};
 use smtpgate_common::{AddrKey, Counter, CounterBlock, GateConfig, GRANTS_MAP, GRANT_FILTER_MAP};
 
-use crate::{addr, batch, clock, filter::GrantFilter, pins::PinDir};
+use crate::gate::{addr, batch, clock, filter::GrantFilter, pins::PinDir};
 
 /// Opens a pinned map, whatever its type.
 pub fn open_pinned(path: &Path) -> Result<Map> {

@@ -8,7 +8,7 @@ use smtpgate_common::{
     GRANT_FILTER_MAP,
 };
 
-use crate::{
+use crate::gate::{
     allowlist::Allowlist,
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,

@@ -18,7 +18,7 @@ use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData};
 use ipnet::IpNet;
 use smtpgate_common::{address_block, allow_filter, AddrKey, ALLOWLIST_MAP, ALLOW_FILTER_MAP};
 
-use crate::{addr, mapped::MappedWords, maps::open_pinned, pins::PinDir};
+use crate::gate::{addr, mapped::MappedWords, maps::open_pinned, pins::PinDir};
 
 /// Who put an entry on the allowlist (the map value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -8,15 +8,18 @@ use serde_json::json;
 use smtpgate_common::COUNTERS_MAP;
 
 use crate::{
-    addr,
-    allowlist::{self, Allowlist, Origin},
-    attach,
-    cli::{AllowlistAction, Cli, Command},
-    clock,
-    maps::{self, Counters, Grants},
-    check_log, notify,
-    pins::PinDir,
-    run, settings,
+    agent::run,
+    cli::{
+        args::{AllowlistAction, Cli, Command},
+        check_log, notify, settings,
+    },
+    gate::{
+        addr,
+        allowlist::{self, Allowlist, Origin},
+        attach, clock,
+        maps::{self, Counters, Grants},
+        pins::PinDir,
+    },
 };
 
 pub fn dispatch(cli: Cli) -> Result<()> {

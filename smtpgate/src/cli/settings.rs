@@ -15,10 +15,8 @@ use serde::Deserialize;
 use smtpgate_logins::{Format, ParserOptions, Service};
 
 use crate::{
-    addr, allowlist,
-    cli::{parse_octal_mode, Action, Mode, RunArgs, XdpModeArg},
-    clock::parse_duration,
-    pins::Hook,
+    cli::args::{parse_octal_mode, Action, Mode, RunArgs, XdpModeArg},
+    gate::{addr, allowlist, clock::parse_duration, pins::Hook},
 };
 
 /// Grants last this long unless configured otherwise: ten minutes, as

@@ -16,14 +16,20 @@ use tokio::{
 };
 
 use crate::{
-    attach::{self, Attached},
-    cli::{Action, Mode, RunArgs, XdpModeArg},
-    gate_maps::GateMaps,
-    maps::{Grants, Sweep},
-    metrics::Metrics,
-    pins::{Hook, PinDir},
-    settings::Settings,
-    watch::{StateStore, Watch},
+    agent::{
+        metrics::Metrics,
+        watch::{StateStore, Watch},
+    },
+    cli::{
+        args::{Action, Mode, RunArgs, XdpModeArg},
+        settings::Settings,
+    },
+    gate::{
+        attach::{self, Attached},
+        gate_maps::GateMaps,
+        maps::{Grants, Sweep},
+        pins::{Hook, PinDir},
+    },
 };
 
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;

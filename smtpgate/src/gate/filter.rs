@@ -31,7 +31,7 @@ use smtpgate_common::{
     AddrKey, KeyWords,
 };
 
-use crate::mapped::MappedWords;
+use crate::gate::mapped::MappedWords;
 
 /// The filter's words, mapped into this process.
 pub struct GrantFilter {

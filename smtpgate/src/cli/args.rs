@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{clock::parse_duration, pins};
+use crate::gate::{clock::parse_duration, pins};
 
 /// Where `notify` reports by default; give `run --listen-unix` the same path.
 pub const DEFAULT_NOTIFY_SOCKET: &str = "/run/smtpgate/notify.sock";

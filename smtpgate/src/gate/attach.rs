@@ -24,7 +24,7 @@ use aya::{
 };
 use smtpgate_common::grant_filter;
 
-use crate::{
+use crate::gate::{
     errno::errno,
     pins::{Hook, PinDir},
 };

@@ -25,8 +25,9 @@ use jiff::Timestamp;
 use smtpgate_logins::{Login, Parser, Service, Verdict, FUTURE_STAMP, OTHER_SHAPE, UNSTAMPED};
 
 use crate::{
-    commands::format_secs, maps::Grants, metrics::Metrics, settings::WatchSettings,
-    throttle::Throttle,
+    agent::{metrics::Metrics, throttle::Throttle},
+    cli::{commands::format_secs, settings::WatchSettings},
+    gate::maps::Grants,
 };
 
 pub use judge::LogJudge;
@@ -176,7 +177,7 @@ impl Watch {
         let result = self.grants.lock().expect("grant map lock").grant(ip, ttl);
         match result {
             Ok(expiry) => {
-                let left = crate::clock::remaining(expiry);
+                let left = crate::gate::clock::remaining(expiry);
                 tracing::info!(%ip, service = service.as_str(), user, source, reporter_uid, expires_in = %format_secs(left), "granted");
                 self.metrics.record_grant(source, service.as_str());
                 Ok(left)

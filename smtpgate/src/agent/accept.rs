@@ -11,7 +11,7 @@
 
 use std::{io, time::Duration};
 
-use crate::throttle::Throttle;
+use crate::agent::throttle::Throttle;
 
 /// How long an accept loop waits after a failed `accept`.
 const PAUSE: Duration = Duration::from_millis(50);

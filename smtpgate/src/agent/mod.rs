@@ -1,0 +1,6 @@
+//! The agent: the long-running service.
+pub mod accept;
+pub mod metrics;
+pub mod run;
+pub mod throttle;
+pub mod watch;

@@ -1,0 +1,6 @@
+//! The command line.
+pub mod args;
+pub mod check_log;
+pub mod commands;
+pub mod notify;
+pub mod settings;
