@@ -71,7 +71,7 @@ fn open_grants(pins: &PinDir) -> Result<Grants> {
 fn allow(pins: &PinDir, ip: &str, ttl: Duration) -> Result<()> {
     let ip = addr::parse(ip)?;
     let expiry = open_grants(pins)?.grant(ip, ttl)?;
-    println!("allowed {ip} for {}", format_secs(clock::remaining(expiry)));
+    println!("allowed {ip} for {}", clock::format_secs(clock::remaining(expiry)));
     Ok(())
 }
 
@@ -97,7 +97,7 @@ fn list(pins: &PinDir, as_json: bool) -> Result<()> {
     }
     println!("{:<40} {:>10}", "ADDRESS", "LEFT");
     for grant in &grants {
-        println!("{:<40} {:>10}", grant.ip.to_string(), format_secs(grant.remaining));
+        println!("{:<40} {:>10}", grant.ip.to_string(), clock::format_secs(grant.remaining));
     }
     Ok(())
 }
@@ -230,26 +230,4 @@ fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
         println!("removed the grant map, counters and pins under {}", pins.path().display());
     }
     Ok(())
-}
-
-/// `1m05s`-style rendering of a whole number of seconds.
-pub fn format_secs(d: Duration) -> String {
-    let secs = d.as_secs();
-    match (secs / 3600, secs / 60 % 60, secs % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s:02}s"),
-        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seconds_render_compactly() {
-        assert_eq!(format_secs(Duration::from_secs(7)), "7s");
-        assert_eq!(format_secs(Duration::from_secs(65)), "1m05s");
-        assert_eq!(format_secs(Duration::from_secs(3725)), "1h02m05s");
-    }
 }

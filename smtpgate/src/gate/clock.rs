@@ -40,6 +40,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `1m05s`-style rendering of a whole number of seconds.
+pub fn format_secs(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +71,12 @@ mod tests {
         assert!(expiry >= before + 600_000_000_000);
         assert!(remaining(expiry) <= Duration::from_secs(600));
         assert_eq!(remaining(before), Duration::ZERO);
+    }
+
+    #[test]
+    fn seconds_render_compactly() {
+        assert_eq!(format_secs(Duration::from_secs(7)), "7s");
+        assert_eq!(format_secs(Duration::from_secs(65)), "1m05s");
+        assert_eq!(format_secs(Duration::from_secs(3725)), "1h02m05s");
     }
 }

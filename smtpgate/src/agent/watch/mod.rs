@@ -26,8 +26,11 @@ use smtpgate_logins::{Login, Parser, Service, Verdict, FUTURE_STAMP, OTHER_SHAPE
 
 use crate::{
     agent::{metrics::Metrics, throttle::Throttle},
-    cli::{commands::format_secs, settings::WatchSettings},
-    gate::maps::Grants,
+    cli::settings::WatchSettings,
+    gate::{
+        clock::{self, format_secs},
+        maps::Grants,
+    },
 };
 
 pub use judge::LogJudge;
@@ -177,7 +180,7 @@ impl Watch {
         let result = self.grants.lock().expect("grant map lock").grant(ip, ttl);
         match result {
             Ok(expiry) => {
-                let left = crate::gate::clock::remaining(expiry);
+                let left = clock::remaining(expiry);
                 tracing::info!(%ip, service = service.as_str(), user, source, reporter_uid, expires_in = %format_secs(left), "granted");
                 self.metrics.record_grant(source, service.as_str());
                 Ok(left)
