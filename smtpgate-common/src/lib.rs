@@ -123,6 +123,19 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
+    /// The settings with `flags` (`FLAG_*` bits) that gate `ports`.
+    pub fn new(flags: u32, ports: &[u16]) -> Self {
+        let mut config = GateConfig {
+            flags,
+            reserved: 0,
+            ports: [0; PORT_WORDS],
+        };
+        for &port in ports {
+            config.gate_port(port);
+        }
+        config
+    }
+
     /// Whether a SYN to `port` is subject to the gate.
     #[inline(always)]
     pub fn gates_port(&self, port: u16) -> bool {

@@ -16,7 +16,7 @@ use smtpgate::{
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,
 };
-use smtpgate_common::{GateConfig, PORT_WORDS};
+use smtpgate_common::GateConfig;
 
 use crate::{unique_name, BpfFs};
 
@@ -93,15 +93,7 @@ impl LoadedGate {
     }
 
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        let mut config = GateConfig {
-            flags,
-            reserved: 0,
-            ports: [0; PORT_WORDS],
-        };
-        for &port in ports {
-            config.gate_port(port);
-        }
-        self.config.write(&config)
+        self.config.write(&GateConfig::new(flags, ports))
     }
 
     /// Where the program's maps are pinned, for opening them as other

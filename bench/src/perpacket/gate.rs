@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 use smtpgate::{attach, gate_maps::GateMaps, pins::PinDir};
-use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP, PORT_WORDS};
+use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
 use crate::load::{Load, Loaded};
@@ -32,13 +32,7 @@ impl Gate {
         pins.prepare()?;
         let mut ebpf = attach::load(&pins, DEFAULT_MAX_GRANTS, attach::KernelLogLevel::Info)?;
         let mut maps = GateMaps::take(&mut ebpf, &pins)?;
-        let mut config = GateConfig {
-            flags: 0,
-            reserved: 0,
-            ports: [0; PORT_WORDS],
-        };
-        config.gate_port(SMTP);
-        maps.config.write(&config)?;
+        maps.config.write(&GateConfig::new(0, &[SMTP]))?;
         // As the agent does at start: the loopback entries on the
         // allowlist, and the grant filter built.
         maps.allowlist.sync_config(&[])?;
