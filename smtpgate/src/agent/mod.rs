@@ -2,5 +2,6 @@
 pub mod accept;
 pub mod metrics;
 pub mod run;
+pub mod settings;
 pub mod throttle;
 pub mod watch;

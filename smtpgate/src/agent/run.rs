@@ -7,8 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::{programs::XdpMode, Ebpf};
-use smtpgate_common::{GateConfig, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, PORT_WORDS};
+use aya::Ebpf;
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
@@ -18,17 +17,14 @@ use tokio::{
 use crate::{
     agent::{
         metrics::Metrics,
-        watch::{StateStore, Watch},
-    },
-    cli::{
-        args::{Action, Mode, RunArgs, XdpModeArg},
         settings::Settings,
+        watch::{StateStore, Watch},
     },
     gate::{
         attach::{self, Attached},
         gate_maps::GateMaps,
         maps::{Grants, Sweep},
-        pins::{Hook, PinDir},
+        pins::PinDir,
     },
 };
 
@@ -42,28 +38,18 @@ const STATE_FLUSH: Duration = Duration::from_secs(1);
 /// at most a few milliseconds behind a sweep.
 const REMOVALS_PER_LOCK: usize = 1024;
 
-pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
-    let check_only = args.check_config;
-    let settings = Settings::resolve(args)?;
-    for iface in &settings.ifaces {
-        attach::require_interface(iface)?;
-    }
-    if check_only {
-        println!("configuration is valid");
-        println!("{settings:#?}");
-        return Ok(());
-    }
+/// Runs the agent on `settings`, resolved and checked beforehand.
+pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     pins.prepare()?;
     let state = Arc::new(StateStore::open(&settings.watch.state_dir)?);
-    let kernel_log_level = if verbose > 0 { attach::KernelLogLevel::Debug } else { attach::KernelLogLevel::Info };
-    let mut ebpf = attach::load(pins, settings.max_grants, kernel_log_level)?;
+    let mut ebpf = attach::load(pins, settings.max_grants, settings.kernel_log_level)?;
 
     // The settings go in before any attachment so the program never runs
     // with an empty port set.
     let GateMaps { mut grants, mut allowlist, mut dests, mut config, counters } = GateMaps::take(&mut ebpf, pins)?;
     dests.sync(&settings.dests)?;
     allowlist.sync_config(&settings.allowlist)?;
-    config.write(&gate_config(&settings))?;
+    config.write(&settings.gate_config())?;
 
     let metrics = Metrics::new(counters);
     // The filter is built from the grants already pinned before the program
@@ -71,24 +57,13 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
     report_sweep(&grants.sweep()?, grants.capacity(), &metrics);
     let scanner = Grants::open_pinned(pins)?;
 
-    let xdp_mode = match settings.xdp_mode {
-        XdpModeArg::Native => XdpMode::Driver,
-        XdpModeArg::Skb => XdpMode::Skb,
-    };
     for iface in &settings.ifaces {
-        let how = match attach::attach(&mut ebpf, pins, iface, settings.hook, xdp_mode)? {
+        let how = match attach::attach(&mut ebpf, pins, iface, settings.hook, settings.xdp_mode)? {
             Attached::New => "attached",
             Attached::Replaced => "took over the pinned attachment on",
         };
-        let hook = match (settings.hook, settings.xdp_mode) {
-            (Hook::Tc, _) => "tc ingress",
-            (Hook::Xdp, XdpModeArg::Native) => "xdp native",
-            (Hook::Xdp, XdpModeArg::Skb) => "xdp skb",
-        };
-        let mode = match settings.mode {
-            Mode::Enforce => "enforce",
-            Mode::Monitor => "monitor (nothing is dropped)",
-        };
+        let hook = settings.hook.describe(settings.xdp_mode);
+        let mode = settings.mode.describe();
         tracing::info!(ports = ?settings.ports, dests = ?settings.dests, "{how} {iface} ({hook}), mode {mode}");
     }
 
@@ -109,7 +84,7 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         if let Some(addr) = settings.metrics_listen {
             tokio::spawn(metrics.clone().listen(addr).await?);
         }
-        let watch = Arc::new(Watch::new(&settings.watch, grants.clone(), metrics.clone(), state.clone())?);
+        let watch = Arc::new(Watch::new(&settings.watch, grants.clone(), metrics.clone(), state.clone()));
         watch.spawn_sources(&settings.watch)?;
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
@@ -120,25 +95,6 @@ pub fn run(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         result
     })
 }
-
-fn gate_config(settings: &Settings) -> GateConfig {
-    let mut config = GateConfig { flags: 0, reserved: 0, ports: [0; PORT_WORDS] };
-    for &port in &settings.ports {
-        config.gate_port(port);
-    }
-    for (on, flag) in [
-        (settings.mode == Mode::Monitor, FLAG_MONITOR),
-        (settings.action == Action::Reset, FLAG_RESET),
-        (!settings.dests.is_empty(), FLAG_DEST_FILTER),
-    ] {
-        if on {
-            config.flags |= flag;
-        }
-    }
-    config
-}
-
-
 
 /// Runs until a signal, until the gate is detached from under the agent
 /// (checked every `check_every`), or until the sweeper fails.

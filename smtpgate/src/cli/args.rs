@@ -1,13 +1,22 @@
 //! The command line. These command and flag names are the product's
 //! interface: scripts and runbooks depend on them.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
-use serde::Deserialize;
+use clap::{Args, Parser, Subcommand};
+use jiff::tz::TimeZone;
+use smtpgate_logins::{Format, Service};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::gate::{clock::parse_duration, pins};
+use crate::gate::{
+    addr,
+    clock::parse_duration,
+    options::{Action, Hook, Mode, XdpMode},
+    pins,
+};
 
 /// Where `notify` reports by default; give `run --listen-unix` the same path.
 pub const DEFAULT_NOTIFY_SOCKET: &str = "/run/smtpgate/notify.sock";
@@ -90,21 +99,8 @@ pub enum Command {
     CheckLog {
         /// The log file; `-` reads standard input.
         file: PathBuf,
-        /// Shape of the lines: auto, syslog, rfc5424, journal, dovecot-file, bare.
-        #[arg(long)]
-        format: Option<String>,
-        /// Extra login pattern (repeatable), as for `run --pattern`.
-        #[arg(long = "pattern", value_name = "REGEX")]
-        patterns: Vec<String>,
-        /// Which logins grant (repeatable) [default: pop3 and imap].
-        #[arg(long = "service")]
-        services: Vec<String>,
-        /// Time zone of stamps that carry none [default: the system's].
-        #[arg(long)]
-        timezone: Option<String>,
-        /// Only lines from this syslog host grant (repeatable), as for `run --trust-host`.
-        #[arg(long = "trust-host", value_name = "NAME")]
-        trusted_hosts: Vec<String>,
+        #[command(flatten)]
+        parser: ParserArgs,
         /// Print only the summary and the granting lines.
         #[arg(long)]
         grants_only: bool,
@@ -156,11 +152,11 @@ pub struct RunArgs {
     /// Where to hook in [default: xdp]: XDP (fastest, before the kernel
     /// allocates anything) or TC clsact ingress (for drivers without XDP).
     #[arg(long, value_enum)]
-    pub attach: Option<pins::Hook>,
+    pub attach: Option<Hook>,
 
     /// XDP mode [default: native]: native (in the driver) or skb (generic).
     #[arg(long, value_enum)]
-    pub xdp_mode: Option<XdpModeArg>,
+    pub xdp_mode: Option<XdpMode>,
 
     /// Gated destination TCP port (repeatable) [default: 25].
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -169,8 +165,8 @@ pub struct RunArgs {
     /// Gate only SYNs to these local addresses (repeatable); by default every
     /// address on the interface is gated. For a host that is an MX on one
     /// address and the customers' relay on another: gate the relay address.
-    #[arg(long = "dest", value_name = "ADDR")]
-    pub dests: Vec<String>,
+    #[arg(long = "dest", value_name = "ADDR", value_parser = addr::parse)]
+    pub dests: Vec<IpAddr>,
 
     /// enforce [default]: drop refused SYNs. monitor: pass everything, count
     /// what would have been dropped (monitor_would_drop), for a trial period.
@@ -188,8 +184,8 @@ pub struct RunArgs {
     pub max_grants: Option<u32>,
 
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9925).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// How often expired grants are removed from the map [default: 30s].
     #[arg(long, value_parser = parse_duration)]
@@ -225,14 +221,26 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 
+    #[command(flatten)]
+    pub parser: ParserArgs,
+
+    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How log lines are read: the same flags for `run` and `check-log`, so
+/// that a log checked beforehand is judged as the agent will judge it.
+#[derive(Args, Default)]
+pub struct ParserArgs {
     /// Which logins grant (repeatable) [default: pop3 and imap].
     #[arg(long = "service", value_name = "SERVICE")]
-    pub services: Vec<String>,
+    pub services: Vec<Service>,
 
     /// Shape of log lines [default: auto]: auto, syslog, rfc5424, journal,
     /// dovecot-file or bare.
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    #[arg(long, alias = "format", value_name = "FORMAT")]
+    pub log_format: Option<Format>,
 
     /// Extra login pattern (repeatable): a regular expression with a named
     /// `ip` group (and optional `user`, `service`), for servers not built in.
@@ -246,13 +254,9 @@ pub struct RunArgs {
     #[arg(long = "trust-host", value_name = "NAME")]
     pub trusted_hosts: Vec<String>,
 
-    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
     /// Time zone of log time stamps that carry none [default: the system's].
-    #[arg(long, value_name = "ZONE")]
-    pub timezone: Option<String>,
+    #[arg(long, value_name = "ZONE", value_parser = parse_timezone)]
+    pub timezone: Option<TimeZone>,
 }
 
 /// A permission mode such as `0660` (the socket's, from flag or file).
@@ -263,23 +267,13 @@ pub fn parse_octal_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{text}' is not a permission mode like 0660"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeArg {
-    Native,
-    Skb,
+/// An `ADDRESS:PORT` to listen on (from flag or file).
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not an ADDRESS:PORT"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Enforce,
-    Monitor,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Drop,
-    Reset,
+/// A time zone by its IANA name, such as `Europe/Berlin` (from flag or file).
+pub fn parse_timezone(text: &str) -> Result<TimeZone, String> {
+    TimeZone::get(text).map_err(|e| format!("'{text}': {e}"))
 }

@@ -8,16 +8,16 @@ use std::{
 
 use anyhow::{Context, Result};
 use jiff::Timestamp;
-use smtpgate_logins::{Parser, ParserOptions, Verdict};
+use smtpgate_logins::Verdict;
 use smtpgate_tail::ReadLines;
 
-use crate::agent::watch::LogJudge;
+use crate::agent::{settings::LoginParser, watch::LogJudge};
 
 /// Judges every line of `file` (`-`: standard input) through the agent's
 /// own [`LogJudge`], read with the agent's bound on line length, and prints
 /// each verdict (only the grants with `grants_only`) and a summary.
-pub fn check_log(file: &Path, options: ParserOptions, grants_only: bool) -> Result<()> {
-    let parser = Parser::new(options).map_err(|e| anyhow::anyhow!("pattern: {e}"))?;
+pub fn check_log(file: &Path, parser: &LoginParser, grants_only: bool) -> Result<()> {
+    let parser = parser.parser();
     for warning in parser.warnings() {
         eprintln!("smtpgate: warning: {warning}");
     }

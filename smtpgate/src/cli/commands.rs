@@ -10,7 +10,7 @@ use smtpgate_common::COUNTERS_MAP;
 use crate::{
     agent::run,
     cli::{
-        args::{AllowlistAction, Cli, Command},
+        args::{AllowlistAction, Cli, Command, RunArgs},
         check_log, notify, settings,
     },
     gate::{
@@ -26,26 +26,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     // These two touch no BPF object: mail users and administrators run them.
     match cli.command {
         Command::Notify { ip, service, user, socket } => return notify::notify(&socket, &ip, &service, user.as_deref()),
-        Command::CheckLog {
-            file,
-            format,
-            patterns,
-            services,
-            timezone,
-            trusted_hosts,
-            grants_only,
-        } => {
-            let options =
-                settings::parser_options(format, patterns, services, timezone, trusted_hosts)?;
-            return check_log::check_log(&file, options, grants_only);
-        }
+        Command::CheckLog { file, parser, grants_only } => return check_log::check_log(&file, &parser.build()?, grants_only),
         _ => {}
     }
     require_root()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
         Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
-        Command::Run(args) => run::run(&pins, *args, cli.verbose),
+        Command::Run(args) => start(&pins, *args, cli.verbose),
         Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
         Command::Revoke { ip } => revoke(&pins, &ip),
         Command::List { json } => list(&pins, json),
@@ -53,6 +41,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Allowlist { action } => allowlist(&pins, action),
         Command::Detach { iface } => detach(&pins, iface.as_deref()),
     }
+}
+
+/// `run`: resolves and checks the settings, then runs the agent on them,
+/// or with `--check-config` prints them instead.
+fn start(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
+    let check_only = args.check_config;
+    let settings = settings::resolve(args, verbose)?;
+    for iface in &settings.ifaces {
+        attach::require_interface(iface)?;
+    }
+    if check_only {
+        println!("configuration is valid");
+        println!("{settings:#?}");
+        return Ok(());
+    }
+    run::run(pins, settings)
 }
 
 fn require_root() -> Result<()> {

@@ -1,9 +1,12 @@
-//! The settings `run` works with: the configuration file, overridden by
-//! flags, with defaults for what neither gives. Everything is validated here,
-//! before anything touches the kernel, so `--check-config` and a real start
-//! reject the same mistakes with the same messages.
+//! How `run`'s settings are resolved: each from its flag, else from the
+//! configuration file, else its default. A value is read by the same
+//! parser whether a flag or the file gives it, and everything is checked
+//! here, before anything touches the kernel, so `--check-config` and a real
+//! start reject the same mistakes with the same messages. The result is the
+//! agent's [`Settings`].
 
 use std::{
+    fmt::Display,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -11,12 +14,20 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
-use serde::Deserialize;
+use jiff::tz::TimeZone;
+use serde::{de::Error as _, Deserialize, Deserializer};
 use smtpgate_logins::{Format, ParserOptions, Service};
 
 use crate::{
-    cli::args::{parse_octal_mode, Action, Mode, RunArgs, XdpModeArg},
-    gate::{addr, allowlist, clock::parse_duration, pins::Hook},
+    agent::settings::{LoginParser, Settings, SocketSettings, WatchSettings},
+    cli::args::{parse_octal_mode, parse_socket_addr, parse_timezone, ParserArgs, RunArgs},
+    gate::{
+        addr,
+        allowlist::parse_prefix,
+        attach::KernelLogLevel,
+        clock::parse_duration,
+        options::{Action, Hook, Mode, XdpMode},
+    },
 };
 
 /// Grants last this long unless configured otherwise: ten minutes, as
@@ -24,35 +35,46 @@ use crate::{
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtpgate";
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// `/etc/smtpgate/smtpgate.toml`: every setting `run` has a flag for.
+/// `/etc/smtpgate/smtpgate.toml`: every setting `run` has a flag for, typed
+/// as the flag is. Values written as text go through the flag's parser.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub iface: Option<Vec<String>>,
     pub attach: Option<Hook>,
-    pub xdp_mode: Option<XdpModeArg>,
+    pub xdp_mode: Option<XdpMode>,
     pub ports: Option<Vec<u16>>,
-    pub dests: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "text::dests")]
+    pub dests: Option<Vec<IpAddr>>,
     pub mode: Option<Mode>,
     pub action: Option<Action>,
     pub max_grants: Option<u32>,
-    pub metrics_listen: Option<String>,
-    pub sweep_interval: Option<String>,
-    pub allowlist: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "text::metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "text::sweep_interval")]
+    pub sweep_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "text::allowlist")]
+    pub allowlist: Option<Vec<IpNet>>,
     pub logs: Option<Vec<PathBuf>>,
     pub journal: Option<bool>,
     pub journal_units: Option<Vec<String>>,
     pub listen_unix: Option<PathBuf>,
-    pub listen_unix_mode: Option<String>,
+    #[serde(default, deserialize_with = "text::listen_unix_mode")]
+    pub listen_unix_mode: Option<u32>,
     pub listen_unix_group: Option<String>,
-    pub ttl: Option<String>,
-    pub services: Option<Vec<String>>,
-    pub log_format: Option<String>,
+    #[serde(default, deserialize_with = "text::ttl")]
+    pub ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "text::services")]
+    pub services: Option<Vec<Service>>,
+    #[serde(default, deserialize_with = "text::log_format")]
+    pub log_format: Option<Format>,
     pub patterns: Option<Vec<String>>,
     pub trust_hosts: Option<Vec<String>>,
     pub state_dir: Option<PathBuf>,
-    pub timezone: Option<String>,
+    #[serde(default, deserialize_with = "text::timezone")]
+    pub timezone: Option<TimeZone>,
 }
 
 impl ConfigFile {
@@ -77,48 +99,53 @@ impl ConfigFile {
     }
 }
 
-/// A Unix socket for login reports.
-#[derive(Debug, Clone)]
-pub struct SocketSettings {
-    pub path: PathBuf,
-    pub mode: u32,
-    pub group: Option<String>,
-}
+/// The file's values that are written as text, each read with the parser
+/// of its flag; an error names the key.
+mod text {
+    use super::*;
 
-/// Where logins come from and what they grant.
-#[derive(Debug, Clone)]
-pub struct WatchSettings {
-    pub logs: Vec<PathBuf>,
-    pub stdin: bool,
-    /// `Some(units)` when the journal is watched (empty: every unit).
-    pub journal: Option<Vec<String>>,
-    pub socket: Option<SocketSettings>,
-    pub ttl: Duration,
-    pub parser: ParserOptions,
-    pub state_dir: PathBuf,
-}
-
-impl WatchSettings {
-    pub fn any_source(&self) -> bool {
-        !self.logs.is_empty() || self.stdin || self.journal.is_some() || self.socket.is_some()
+    fn one<'de, D: Deserializer<'de>, T, E: Display>(
+        d: D,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{key}: {e}")))
     }
-}
 
-/// Everything `run` needs, resolved and validated.
-#[derive(Debug)]
-pub struct Settings {
-    pub ifaces: Vec<String>,
-    pub hook: Hook,
-    pub xdp_mode: XdpModeArg,
-    pub ports: Vec<u16>,
-    pub dests: Vec<IpAddr>,
-    pub mode: Mode,
-    pub action: Action,
-    pub max_grants: u32,
-    pub metrics_listen: Option<SocketAddr>,
-    pub sweep_interval: Duration,
-    pub allowlist: Vec<IpNet>,
-    pub watch: WatchSettings,
+    fn list<'de, D: Deserializer<'de>, T, E: Display>(
+        d: D,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<Vec<T>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| parse(text).map_err(|e| D::Error::custom(format!("{key}: {e}"))))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    macro_rules! keys {
+        ($($name:ident: $value:ty = $read:ident($key:literal, $parse:expr);)*) => {$(
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$value>, D::Error> {
+                $read(d, $key, $parse)
+            }
+        )*};
+    }
+
+    keys! {
+        dests: Vec<IpAddr> = list("dests", addr::parse);
+        metrics_listen: SocketAddr = one("metrics-listen", parse_socket_addr);
+        sweep_interval: Duration = one("sweep-interval", parse_duration);
+        allowlist: Vec<IpNet> = list("allowlist", parse_prefix);
+        listen_unix_mode: u32 = one("listen-unix-mode", parse_octal_mode);
+        ttl: Duration = one("ttl", parse_duration);
+        services: Vec<Service> = list("services", str::parse::<Service>);
+        log_format: Format = one("log-format", str::parse::<Format>);
+        timezone: TimeZone = one("timezone", parse_timezone);
+    }
 }
 
 /// The flag's values if any were given, else the file's.
@@ -130,58 +157,40 @@ fn pick<T>(flag: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
     }
 }
 
-/// A duration from a flag, else from the file (as text), else the default.
-fn duration(
-    flag: Option<Duration>,
-    file: Option<String>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration> {
-    match (flag, file) {
-        (Some(d), _) => Ok(d),
-        (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{key}: {e}")),
-        (None, None) => Ok(default),
+impl ParserArgs {
+    /// The login parser these options describe, compiled: a bad pattern or
+    /// trusted host is a configuration error, named by its option.
+    pub fn build(self) -> Result<LoginParser> {
+        if let Some(host) = self.trusted_hosts.iter().find(|host| !is_host_name(host)) {
+            bail!("trust-host: '{host}' is not a host name as syslog writes one (letters, digits, '.', '-', '_', ':')");
+        }
+        let mut options = ParserOptions {
+            custom_patterns: self.patterns,
+            trusted_hosts: self.trusted_hosts,
+            ..ParserOptions::default()
+        };
+        if !self.services.is_empty() {
+            options.services = self.services;
+        }
+        if let Some(format) = self.log_format {
+            options.format = format;
+        }
+        if let Some(zone) = self.timezone {
+            options.timezone = zone;
+        }
+        LoginParser::new(options)
     }
-}
 
-/// How log lines are read: shared by `run` and `check-log`, so that a log
-/// checked beforehand is judged exactly as the agent will judge it. The
-/// patterns are compiled here: a bad one is a configuration error.
-pub fn parser_options(
-    format: Option<String>,
-    patterns: Vec<String>,
-    services: Vec<String>,
-    timezone: Option<String>,
-    trusted_hosts: Vec<String>,
-) -> Result<ParserOptions> {
-    if let Some(host) = trusted_hosts.iter().find(|host| !is_host_name(host)) {
-        bail!("trust-host: '{host}' is not a host name as syslog writes one (letters, digits, '.', '-', '_', ':')");
+    /// These flags over `file`, the same options from the file.
+    fn over(self, file: ParserArgs) -> Self {
+        Self {
+            services: pick(self.services, Some(file.services)),
+            log_format: self.log_format.or(file.log_format),
+            patterns: pick(self.patterns, Some(file.patterns)),
+            trusted_hosts: pick(self.trusted_hosts, Some(file.trusted_hosts)),
+            timezone: self.timezone.or(file.timezone),
+        }
     }
-    let mut options = ParserOptions {
-        custom_patterns: patterns,
-        trusted_hosts,
-        ..ParserOptions::default()
-    };
-    if !services.is_empty() {
-        options.services = services
-            .iter()
-            .map(|s| {
-                s.parse::<Service>()
-                    .map_err(|e| anyhow::anyhow!("service: {e}"))
-            })
-            .collect::<Result<_>>()?;
-    }
-    if let Some(format) = format {
-        options.format = format
-            .parse::<Format>()
-            .map_err(|e| anyhow::anyhow!("log-format: {e}"))?;
-    }
-    if let Some(zone) = timezone {
-        options.timezone = jiff::tz::TimeZone::get(&zone)
-            .map_err(|e| anyhow::anyhow!("timezone: '{zone}': {e}"))?;
-    }
-    smtpgate_logins::Parser::new(options.clone()).map_err(|e| anyhow::anyhow!("pattern: {e}"))?;
-    Ok(options)
 }
 
 /// A host field as syslog collectors write it: a name or an address.
@@ -192,119 +201,100 @@ fn is_host_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
 }
 
-impl Settings {
-    pub fn resolve(args: RunArgs) -> Result<Self> {
-        let file = match &args.config {
-            Some(path) => ConfigFile::load(path)?,
-            None => ConfigFile::default(),
-        };
-        Self::from_parts(args, file)
+/// The settings of `args` over those of the file it names, if any; with
+/// `verbose` (`-v`), the kernel program logs each refusal.
+pub fn resolve(args: RunArgs, verbose: u8) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    from_parts(args, file, verbose)
+}
+
+/// The settings of `args` over those of `file`; touches no file.
+pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settings> {
+    let ifaces = pick(args.iface, file.iface);
+    if ifaces.is_empty() {
+        bail!("no interface to gate: give --iface IFACE (or iface = [...] in the configuration)");
+    }
+    let ports = pick(args.ports, file.ports);
+    if ports.contains(&0) {
+        bail!("port 0 cannot be gated");
+    }
+    let hook = args.attach.or(file.attach).unwrap_or(Hook::Xdp);
+    let action = args.action.or(file.action).unwrap_or(Action::Drop);
+    if action == Action::Reset && hook == Hook::Tc {
+        bail!("--action reset needs --attach xdp: the RST is sent back with XDP_TX");
+    }
+    let max_grants = args
+        .max_grants
+        .or(file.max_grants)
+        .unwrap_or(smtpgate_common::DEFAULT_MAX_GRANTS);
+    if max_grants == 0 {
+        bail!("max-grants must be at least 1");
     }
 
-    /// The settings of `args` over those of `file`; touches no file.
-    pub fn from_parts(args: RunArgs, file: ConfigFile) -> Result<Self> {
-        let ifaces = pick(args.iface, file.iface);
-        if ifaces.is_empty() {
-            bail!(
-                "no interface to gate: give --iface IFACE (or iface = [...] in the configuration)"
-            );
-        }
-        let ports = pick(args.ports, file.ports);
-        if ports.contains(&0) {
-            bail!("port 0 cannot be gated");
-        }
-        let dests = pick(args.dests, file.dests)
-            .iter()
-            .map(|d| addr::parse(d))
-            .collect::<Result<Vec<_>>>()?;
-        let hook = args.attach.or(file.attach).unwrap_or(Hook::Xdp);
-        let action = args.action.or(file.action).unwrap_or(Action::Drop);
-        if action == Action::Reset && hook == Hook::Tc {
-            bail!("--action reset needs --attach xdp: the RST is sent back with XDP_TX");
-        }
-        let max_grants = args
-            .max_grants
-            .or(file.max_grants)
-            .unwrap_or(smtpgate_common::DEFAULT_MAX_GRANTS);
-        if max_grants == 0 {
-            bail!("max-grants must be at least 1");
-        }
-        let metrics_listen =
-            match (args.metrics_listen, file.metrics_listen) {
-                (Some(addr), _) => Some(addr),
-                (None, Some(text)) => Some(text.parse().map_err(|_| {
-                    anyhow::anyhow!("metrics-listen: '{text}' is not an ADDRESS:PORT")
-                })?),
-                (None, None) => None,
-            };
-        let allowlist = file
-            .allowlist
-            .unwrap_or_default()
-            .iter()
-            .map(|p| allowlist::parse_prefix(p))
-            .collect::<Result<Vec<_>>>()?;
-
-        let mut logs = pick(args.logs, file.logs);
-        let stdin = logs.iter().any(|p| p == Path::new("-"));
-        logs.retain(|p| p != Path::new("-"));
-        let units = pick(args.journal_units, file.journal_units);
-        let journal =
-            (args.journal || file.journal.unwrap_or(false) || !units.is_empty()).then_some(units);
-        let socket = match args.listen_unix.or(file.listen_unix) {
-            Some(path) => Some(SocketSettings {
-                path,
-                mode: match (args.listen_unix_mode, file.listen_unix_mode) {
-                    (Some(mode), _) => mode,
-                    (None, Some(text)) => parse_octal_mode(&text)
-                        .map_err(|e| anyhow::anyhow!("listen-unix-mode: {e}"))?,
-                    (None, None) => DEFAULT_SOCKET_MODE,
-                },
-                group: args.listen_unix_group.or(file.listen_unix_group),
-            }),
-            None => None,
-        };
-        let parser = parser_options(
-            args.log_format.or(file.log_format),
-            pick(args.patterns, file.patterns),
-            pick(args.services, file.services),
-            args.timezone.or(file.timezone),
-            pick(args.trusted_hosts, file.trust_hosts),
-        )?;
-
-        Ok(Settings {
-            ifaces,
-            hook,
-            xdp_mode: args
-                .xdp_mode
-                .or(file.xdp_mode)
-                .unwrap_or(XdpModeArg::Native),
-            ports: if ports.is_empty() { vec![25] } else { ports },
-            dests,
-            mode: args.mode.or(file.mode).unwrap_or(Mode::Enforce),
-            action,
-            max_grants,
-            metrics_listen,
-            sweep_interval: duration(
-                args.sweep_interval,
-                file.sweep_interval,
-                "sweep-interval",
-                Duration::from_secs(30),
-            )?,
-            allowlist,
-            watch: WatchSettings {
-                logs,
-                stdin,
-                journal,
-                socket,
-                ttl: duration(args.ttl, file.ttl, "ttl", DEFAULT_TTL)?,
-                parser,
-                state_dir: args
-                    .state_dir
-                    .or(file.state_dir)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-            },
+    let mut logs = pick(args.logs, file.logs);
+    let stdin = logs.iter().any(|p| p == Path::new("-"));
+    logs.retain(|p| p != Path::new("-"));
+    let units = pick(args.journal_units, file.journal_units);
+    let journal =
+        (args.journal || file.journal.unwrap_or(false) || !units.is_empty()).then_some(units);
+    let socket = args
+        .listen_unix
+        .or(file.listen_unix)
+        .map(|path| SocketSettings {
+            path,
+            mode: args
+                .listen_unix_mode
+                .or(file.listen_unix_mode)
+                .unwrap_or(DEFAULT_SOCKET_MODE),
+            group: args.listen_unix_group.or(file.listen_unix_group),
+        });
+    let parser = args
+        .parser
+        .over(ParserArgs {
+            services: file.services.unwrap_or_default(),
+            log_format: file.log_format,
+            patterns: file.patterns.unwrap_or_default(),
+            trusted_hosts: file.trust_hosts.unwrap_or_default(),
+            timezone: file.timezone,
         })
-    }
+        .build()?;
+
+    Ok(Settings {
+        ifaces,
+        hook,
+        xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or(XdpMode::Native),
+        ports: if ports.is_empty() { vec![25] } else { ports },
+        dests: pick(args.dests, file.dests),
+        mode: args.mode.or(file.mode).unwrap_or(Mode::Enforce),
+        action,
+        max_grants,
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        sweep_interval: args
+            .sweep_interval
+            .or(file.sweep_interval)
+            .unwrap_or(DEFAULT_SWEEP_INTERVAL),
+        allowlist: file.allowlist.unwrap_or_default(),
+        kernel_log_level: if verbose > 0 {
+            KernelLogLevel::Debug
+        } else {
+            KernelLogLevel::Info
+        },
+        watch: WatchSettings {
+            logs,
+            stdin,
+            journal,
+            socket,
+            ttl: args.ttl.or(file.ttl).unwrap_or(DEFAULT_TTL),
+            parser,
+            state_dir: args
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -320,10 +310,13 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("smtpgate.toml");
         std::fs::write(&path, text)?;
-        let result = Settings::resolve(RunArgs {
-            config: Some(path),
-            ..RunArgs::default()
-        });
+        let result = resolve(
+            RunArgs {
+                config: Some(path),
+                ..RunArgs::default()
+            },
+            0,
+        );
         std::fs::remove_dir_all(&dir).ok();
         result
     }
@@ -346,20 +339,24 @@ mod tests {
         let s = config("iface = [\"eth0\"]\ntrust-hosts = [\"mx1.example\", \"2001:db8::25\"]\n")
             .unwrap();
         assert_eq!(
-            s.watch.parser.trusted_hosts,
+            s.watch.parser.options().trusted_hosts,
             ["mx1.example", "2001:db8::25"]
         );
         let file =
             ConfigFile::parse("iface = [\"eth0\"]\ntrust-hosts = [\"mx1.example\"]\n").unwrap();
         let args = RunArgs {
-            trusted_hosts: vec!["mx2.example".into()],
+            parser: ParserArgs {
+                trusted_hosts: vec!["mx2.example".into()],
+                ..ParserArgs::default()
+            },
             ..RunArgs::default()
         };
         assert_eq!(
-            Settings::from_parts(args, file)
+            from_parts(args, file, 0)
                 .unwrap()
                 .watch
                 .parser
+                .options()
                 .trusted_hosts,
             ["mx2.example"]
         );
@@ -372,12 +369,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("smtpgate.toml");
         std::fs::write(&path, "iface = [\"eth0\"]\nttl = \"15m\"\n").unwrap();
-        let s = Settings::resolve(RunArgs {
-            config: Some(path),
-            iface: vec!["eth1".into()],
-            ttl: Some(Duration::from_secs(60)),
-            ..RunArgs::default()
-        })
+        let s = resolve(
+            RunArgs {
+                config: Some(path),
+                iface: vec!["eth1".into()],
+                ttl: Some(Duration::from_secs(60)),
+                ..RunArgs::default()
+            },
+            0,
+        )
         .unwrap();
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(s.ifaces, ["eth1"]);

@@ -17,7 +17,7 @@ use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle},
-        SchedClassifier, Xdp, XdpMode,
+        SchedClassifier, Xdp,
     },
     util::KernelVersion,
     Ebpf, EbpfLoader,
@@ -26,7 +26,8 @@ use smtpgate_common::grant_filter;
 
 use crate::gate::{
     errno::errno,
-    pins::{Hook, PinDir},
+    options::{Hook, XdpMode},
+    pins::PinDir,
 };
 
 /// The kernel program, compiled by build.rs.
@@ -188,11 +189,7 @@ pub fn attach(
         Hook::Tc => attach_tc_netlink(ebpf, pins, iface),
     }
     .with_context(|| format!("attaching to {iface} ({})", hook.name()))?;
-    let other = match hook {
-        Hook::Xdp => Hook::Tc,
-        Hook::Tc => Hook::Xdp,
-    };
-    detach_one(pins, other, iface)?;
+    detach_one(pins, hook.other(), iface)?;
     Ok(attached)
 }
 
@@ -208,7 +205,7 @@ fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Res
         return Ok(Attached::Replaced);
     }
     let id = program
-        .attach(iface, mode)
+        .attach(iface, mode.into())
         .map_err(|e| explain_attach_error(iface, e.into()))?;
     let link = FdLink::try_from(program.take_link(id)?).map_err(|_| {
         anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later")

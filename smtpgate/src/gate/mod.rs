@@ -9,4 +9,5 @@ pub mod filter;
 pub mod gate_maps;
 pub mod mapped;
 pub mod maps;
+pub mod options;
 pub mod pins;

@@ -15,29 +15,14 @@ use std::{
 use anyhow::{bail, Context, Result};
 use smtpgate_common::{GRANTS_MAP, PINNED_MAPS, RETIRED_MAPS};
 
+use crate::gate::options::Hook;
+
 /// Where pins live unless `--bpffs-dir` says otherwise.
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/smtpgate";
 /// The conventional bpffs mount point, mounted by `run` when missing.
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
 /// `statfs` magic number of the BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// How a program is attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hook {
-    Xdp,
-    Tc,
-}
-
-impl Hook {
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Xdp => "xdp",
-            Hook::Tc => "tc",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct PinDir {

@@ -25,8 +25,7 @@ use jiff::Timestamp;
 use smtpgate_logins::{Login, Parser, Service, Verdict, FUTURE_STAMP, OTHER_SHAPE, UNSTAMPED};
 
 use crate::{
-    agent::{metrics::Metrics, throttle::Throttle},
-    cli::settings::WatchSettings,
+    agent::{metrics::Metrics, settings::WatchSettings, throttle::Throttle},
     gate::{
         clock::{self, format_secs},
         maps::Grants,
@@ -84,20 +83,19 @@ impl Watch {
         grants: Arc<Mutex<Grants>>,
         metrics: Metrics,
         state: Arc<StateStore>,
-    ) -> Result<Self> {
-        let parser =
-            Parser::new(settings.parser.clone()).map_err(|e| anyhow::anyhow!("pattern: {e}"))?;
+    ) -> Self {
+        let parser = settings.parser.parser().clone();
         for warning in parser.warnings() {
             tracing::warn!("{warning}");
         }
-        Ok(Self {
+        Self {
             grants,
             parser,
-            services: settings.parser.services.clone(),
+            services: settings.parser.services().to_vec(),
             ttl: settings.ttl,
             metrics,
             state,
-        })
+        }
     }
 
     /// Starts a task for every configured source.

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use super::Watch;
-use crate::{agent::accept::AcceptErrors, cli::settings::SocketSettings};
+use crate::agent::{accept::AcceptErrors, settings::SocketSettings};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reporters served at once. A login hook's report takes a millisecond, so
