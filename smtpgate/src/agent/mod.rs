@@ -3,5 +3,6 @@ pub mod accept;
 pub mod metrics;
 pub mod run;
 pub mod settings;
+pub mod sweep;
 pub mod throttle;
 pub mod watch;

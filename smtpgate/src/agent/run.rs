@@ -11,32 +11,27 @@ use aya::Ebpf;
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
-    time::{Instant, MissedTickBehavior},
 };
 
 use crate::{
     agent::{
         metrics::Metrics,
         settings::Settings,
+        sweep,
         watch::{StateStore, Watch},
     },
     gate::{
         attach::{self, Attached},
         gate_maps::GateMaps,
-        maps::{Grants, Sweep},
+        maps::Grants,
         pins::PinDir,
     },
 };
 
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
-/// Share of the grant map's capacity above which each sweep warns.
-const CAPACITY_WARNING: f64 = 0.9;
 /// How often read positions are saved.
 const STATE_FLUSH: Duration = Duration::from_secs(1);
-/// Expired grants removed per hold of the grant lock, so that a login waits
-/// at most a few milliseconds behind a sweep.
-const REMOVALS_PER_LOCK: usize = 1024;
 
 /// Runs the agent on `settings`, resolved and checked beforehand.
 pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
@@ -54,7 +49,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     let metrics = Metrics::new(counters);
     // The filter is built from the grants already pinned before the program
     // is attached or swapped in: until then it would deny them all.
-    report_sweep(&grants.sweep()?, grants.capacity(), &metrics);
+    sweep::at_start(&mut grants, &metrics)?;
     let scanner = Grants::open_pinned(pins)?;
 
     for iface in &settings.ifaces {
@@ -89,7 +84,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
-        let sweeper = tokio::spawn(sweep_forever(scanner, grants, metrics.clone(), settings.sweep_interval));
+        let sweeper = tokio::spawn(sweep::forever(scanner, grants, metrics.clone(), settings.sweep_interval));
         let result = serve(pins, ebpf, sweeper, &state, settings.sweep_interval).await;
         state.flush()?;
         result
@@ -155,54 +150,5 @@ async fn readable(fd: &mut Option<AsyncFd<KernelLogger>>) -> std::io::Result<Asy
     match fd {
         Some(fd) => fd.readable_mut().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Sweeps every `every`, on the blocking pool and through `scanner`, a
-/// handle of its own on the pinned grants: neither the runtime nor a login
-/// waits for a scan of the whole map. Only the removal of expired grants
-/// takes the grant lock, a few at a time. Returns only if a sweep panics.
-async fn sweep_forever(mut scanner: Grants, grants: Arc<Mutex<Grants>>, metrics: Metrics, every: Duration) -> anyhow::Error {
-    // The agent swept at start.
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (grants, metrics) = (grants.clone(), metrics.clone());
-        let swept = tokio::task::spawn_blocking(move || {
-            sweep(&scanner, &grants, &metrics);
-            scanner
-        });
-        scanner = match swept.await {
-            Ok(scanner) => scanner,
-            Err(e) => return anyhow::anyhow!("a grant sweep failed: {e}"),
-        };
-    }
-}
-
-fn sweep(scanner: &Grants, grants: &Mutex<Grants>, metrics: &Metrics) {
-    let scan = match scanner.scan() {
-        Ok(scan) => scan,
-        Err(e) => return tracing::warn!("sweeping the grants: {e:#}"),
-    };
-    let removed = scan
-        .expired
-        .chunks(REMOVALS_PER_LOCK)
-        .map(|chunk| grants.lock().expect("grant map lock").remove_expired(chunk))
-        .sum();
-    report_sweep(&Sweep { removed, live: scan.live }, scanner.capacity(), metrics);
-}
-
-fn report_sweep(sweep: &Sweep, capacity: u32, metrics: &Metrics) {
-    metrics.record_sweep(sweep.live, sweep.removed);
-    if sweep.removed > 0 {
-        tracing::debug!(removed = sweep.removed, live = sweep.live, "removed expired grants");
-    }
-    if sweep.live as f64 >= f64::from(capacity) * CAPACITY_WARNING {
-        tracing::warn!(
-            live = sweep.live,
-            capacity,
-            "the grant map is nearly full; the least recently used grants are being evicted (raise --max-grants)"
-        );
     }
 }
