@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use smtpgate_tail::{Follower, StartAt};
 
-use super::{LogSource, Watch};
+use super::{Source, Watch};
 
 /// How long to wait before retrying a log that cannot be read.
 const RETRY: Duration = Duration::from_secs(1);
@@ -20,7 +20,7 @@ pub async fn follow(watch: Arc<Watch>, path: PathBuf, start: StartAt) {
         }
     };
     tracing::info!("watching {} for logins", path.display());
-    let mut log = LogSource::new(path.display().to_string(), &watch.parser);
+    let mut log = watch.open_log(path.display().to_string());
     // The file being read; each file's lines are judged as a log of their own.
     let mut file = None;
     loop {
@@ -28,11 +28,11 @@ pub async fn follow(watch: Arc<Watch>, path: PathBuf, start: StartAt) {
             Ok(line) => {
                 let this_file = Some((line.position.dev, line.position.inode));
                 if file.is_some() && file != this_file {
-                    log.restart(&watch.parser);
+                    watch.restart_log(&mut log);
                 }
                 file = this_file;
-                watch.handle_line(&mut log, &line.bytes, line.cut, "log");
-                watch.state.record_file(&path, line.position);
+                watch.handle_line(&mut log, &line.bytes, line.cut, Source::Log);
+                watch.record_file(&path, line.position);
             }
             Err(e) => {
                 tracing::warn!("reading {}: {e}; retrying", path.display());

@@ -8,7 +8,7 @@ use std::{process::Stdio, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use serde_json::Value;
-use smtpgate_logins::{Entry, Verdict};
+use smtpgate_logins::Entry;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
@@ -30,12 +30,12 @@ pub async fn follow(watch: Arc<Watch>, units: Vec<String>) {
 async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
     let mut cmd = Command::new("journalctl");
     cmd.args(["--follow", "--output=json", "--all", "--no-pager"]);
-    match watch.state.journal_cursor() {
+    match watch.journal_cursor() {
         Some(cursor) => cmd.arg(format!("--after-cursor={cursor}")),
         // A first start reads back one TTL: those logins still grant.
         None => cmd.arg(format!(
             "--since=@{}",
-            Timestamp::now().as_second() - watch.ttl.as_secs() as i64
+            Timestamp::now().as_second() - watch.ttl().as_secs() as i64
         )),
     };
     for unit in units {
@@ -53,21 +53,21 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
         let Ok(entry) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        if let Some(login) = login_of(watch, &entry) {
-            watch.grant_login(&login, "journal");
-        }
+        handle(watch, &entry);
         if let Some(cursor) = entry["__CURSOR"].as_str() {
-            watch.state.record_journal_cursor(cursor.to_string());
+            watch.record_journal_cursor(cursor.to_string());
         }
     }
     let status = child.wait().await?;
     anyhow::bail!("journalctl exited ({status})")
 }
 
-/// The login an entry records, judged by the same parser as log lines,
-/// with the identifier, host and time stamp the journal keeps apart.
-fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
-    let message = field_bytes(&entry["MESSAGE"])?;
+/// Grants the login an entry records, judged by the same parser as log
+/// lines, with the identifier, host and time stamp the journal keeps apart.
+fn handle(watch: &Watch, entry: &Value) {
+    let Some(message) = field_bytes(&entry["MESSAGE"]) else {
+        return;
+    };
     let micros = entry["_SOURCE_REALTIME_TIMESTAMP"]
         .as_str()
         .or(entry["__REALTIME_TIMESTAMP"].as_str())
@@ -78,10 +78,7 @@ fn login_of(watch: &Watch, entry: &Value) -> Option<smtpgate_logins::Login> {
         time: micros.and_then(|us| Timestamp::from_microsecond(us).ok()),
         host: entry["_HOSTNAME"].as_str(),
     };
-    match watch.parser.parse_entry(&entry, Timestamp::now()) {
-        Verdict::Grant(login) => Some(login),
-        Verdict::NoGrant(_) => None,
-    }
+    watch.handle_entry(&entry);
 }
 
 /// journalctl writes a field as a string, or as an array of byte values

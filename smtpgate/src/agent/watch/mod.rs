@@ -16,13 +16,17 @@ mod stdin;
 
 use std::{
     net::IpAddr,
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
-use smtpgate_logins::{Login, Parser, Service, Verdict, FUTURE_STAMP, OTHER_SHAPE, UNSTAMPED};
+use smtpgate_logins::{
+    Entry, Login, Parser, Report, Service, Verdict, FUTURE_STAMP, OTHER_SHAPE, UNSTAMPED,
+};
+use smtpgate_tail::Position;
 
 use crate::{
     agent::{metrics::Metrics, settings::WatchSettings, throttle::Throttle},
@@ -35,7 +39,31 @@ use crate::{
 pub use judge::LogJudge;
 pub use state::StateStore;
 
-/// What every source shares.
+/// Where a login came from, as the agent's log and metrics name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A followed log file.
+    Log,
+    /// Log lines piped into the agent.
+    Stdin,
+    /// The systemd journal.
+    Journal,
+    /// A report on the Unix socket.
+    Socket,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Log => "log",
+            Source::Stdin => "stdin",
+            Source::Journal => "journal",
+            Source::Socket => "socket",
+        }
+    }
+}
+
+/// What every source shares. The sources use it through its methods.
 pub struct Watch {
     grants: Arc<Mutex<Grants>>,
     parser: Parser,
@@ -59,22 +87,6 @@ struct LogSource {
     name: String,
     judge: LogJudge,
     warnings: Throttle,
-}
-
-impl LogSource {
-    fn new(name: String, parser: &Parser) -> Self {
-        Self {
-            name,
-            judge: LogJudge::new(parser),
-            warnings: Throttle::new(LOG_WARNINGS),
-        }
-    }
-
-    /// Starts judging anew: the log is another file now (rotation), whose
-    /// lines may have another prefix.
-    fn restart(&mut self, parser: &Parser) {
-        self.judge = LogJudge::new(parser);
-    }
 }
 
 impl Watch {
@@ -117,11 +129,46 @@ impl Watch {
         Ok(())
     }
 
+    /// How long a login grants.
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Starts reading a log; `name` names it in warnings.
+    fn open_log(&self, name: String) -> LogSource {
+        LogSource {
+            name,
+            judge: LogJudge::new(&self.parser),
+            warnings: Throttle::new(LOG_WARNINGS),
+        }
+    }
+
+    /// Starts judging `log` anew: it is another file now (rotation), whose
+    /// lines may have another prefix.
+    fn restart_log(&self, log: &mut LogSource) {
+        log.judge = LogJudge::new(&self.parser);
+    }
+
+    /// Notes that the log file at `path` has been read up to `position`.
+    fn record_file(&self, path: &Path, position: Position) {
+        self.state.record_file(path, position);
+    }
+
+    /// Where the last run stopped reading the journal, if it read it.
+    fn journal_cursor(&self) -> Option<String> {
+        self.state.journal_cursor()
+    }
+
+    /// Notes that the journal has been read up to `cursor`.
+    fn record_journal_cursor(&self, cursor: String) {
+        self.state.record_journal_cursor(cursor);
+    }
+
     /// Judges the next line of `log` and grants its login, if it is one.
     /// Tells the operator, now and then, of lines that suggest the log is
     /// read wrongly: lines unlike the log's own, and logins stamped in the
     /// future.
-    fn handle_line(&self, log: &mut LogSource, bytes: &[u8], cut: bool, source: &'static str) {
+    fn handle_line(&self, log: &mut LogSource, bytes: &[u8], cut: bool, source: Source) {
         match log.judge.judge(bytes, cut, Timestamp::now()) {
             Verdict::Grant(login) => self.grant_login(&login, source),
             Verdict::NoGrant(reason) => {
@@ -142,11 +189,36 @@ impl Watch {
         }
     }
 
+    /// Judges a journal entry, with the same parser as log lines, and
+    /// grants its login, if it is one.
+    fn handle_entry(&self, entry: &Entry<'_>) {
+        if let Verdict::Grant(login) = self.parser.parse_entry(entry, Timestamp::now()) {
+            self.grant_login(&login, Source::Journal);
+        }
+    }
+
+    /// Grants the login of a report on the socket, reported by `uid`, for
+    /// the whole TTL, if logins of its service grant here. Returns how long
+    /// the grant lasts.
+    fn grant_report(&self, report: &Report, uid: u32) -> Result<Duration> {
+        if !self.services.contains(&report.service) {
+            bail!("{} logins do not grant here", report.service);
+        }
+        self.grant(
+            report.ip,
+            report.service,
+            &report.user,
+            self.ttl,
+            Source::Socket,
+            Some(uid),
+        )
+    }
+
     /// Grants `login.ip` for what is left of the TTL counted from the line's
     /// own time stamp: a login read back after a restart gets only its
     /// remaining lifetime, and nothing ever lasts beyond now + TTL (the
     /// parser refuses stamps more than a minute ahead).
-    fn grant_login(&self, login: &Login, source: &'static str) {
+    fn grant_login(&self, login: &Login, source: Source) {
         let ttl = match login.time {
             Some(logged) => {
                 let age = Timestamp::now().duration_since(logged);
@@ -172,15 +244,15 @@ impl Watch {
         service: Service,
         user: &str,
         ttl: Duration,
-        source: &'static str,
+        source: Source,
         reporter_uid: Option<u32>,
     ) -> Result<Duration> {
         let result = self.grants.lock().expect("grant map lock").grant(ip, ttl);
         match result {
             Ok(expiry) => {
                 let left = clock::remaining(expiry);
-                tracing::info!(%ip, service = service.as_str(), user, source, reporter_uid, expires_in = %format_secs(left), "granted");
-                self.metrics.record_grant(source, service.as_str());
+                tracing::info!(%ip, service = service.as_str(), user, source = source.as_str(), reporter_uid, expires_in = %format_secs(left), "granted");
+                self.metrics.record_grant(source.as_str(), service.as_str());
                 Ok(left)
             }
             Err(e) => {

@@ -122,16 +122,6 @@ fn report(watch: &Watch, line: &[u8], uid: u32) -> Result<String> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = std::str::from_utf8(line).context("the report is not UTF-8")?;
     let report = Report::parse(line)?;
-    if !watch.services.contains(&report.service) {
-        bail!("{} logins do not grant here", report.service);
-    }
-    let left = watch.grant(
-        report.ip,
-        report.service,
-        &report.user,
-        watch.ttl,
-        "socket",
-        Some(uid),
-    )?;
+    let left = watch.grant_report(&report, uid)?;
     Ok(format!("ok {} {}", report.ip, left.as_secs()))
 }

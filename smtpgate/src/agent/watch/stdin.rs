@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use smtpgate_tail::ReadLines;
 
-use super::{LogSource, Watch};
+use super::{Source, Watch};
 
 /// Reads standard input on a thread of its own, with the follower's bound
 /// on line length. The read blocks; on a thread outside the runtime it does
@@ -13,10 +13,10 @@ pub fn spawn(watch: Arc<Watch>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut log = LogSource::new("standard input".into(), &watch.parser);
+            let mut log = watch.open_log("standard input".into());
             for line in ReadLines::new(std::io::stdin().lock()) {
                 match line {
-                    Ok(line) => watch.handle_line(&mut log, &line.bytes, line.cut, "stdin"),
+                    Ok(line) => watch.handle_line(&mut log, &line.bytes, line.cut, Source::Stdin),
                     Err(e) => {
                         tracing::warn!("reading standard input: {e}");
                         return;
