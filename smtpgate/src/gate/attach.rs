@@ -195,39 +195,62 @@ pub fn attach(
 
 fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Result<Attached> {
     let program: &mut Xdp = program(ebpf, XDP_PROGRAM)?.try_into()?;
-    let pin = pins.link(Hook::Xdp, iface);
-    let replaced = take_over(&pin, |link| {
-        let id = program.attach_to_link(link.try_into()?)?;
-        drop(program.take_link(id)?);
-        Ok(())
-    })?;
-    if replaced {
-        return Ok(Attached::Replaced);
-    }
-    let id = program
-        .attach(iface, mode.into())
-        .map_err(|e| explain_attach_error(iface, e.into()))?;
-    let link = FdLink::try_from(program.take_link(id)?).map_err(|_| {
-        anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later")
-    })?;
-    pin_link(link, &pin)
+    attach_linked(program, &pins.link(Hook::Xdp, iface), |program| {
+        let id = program
+            .attach(iface, mode.into())
+            .map_err(|e| explain_attach_error(iface, e.into()))?;
+        FdLink::try_from(program.take_link(id)?).map_err(|_| {
+            anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later")
+        })
+    })
 }
 
 fn attach_tcx(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<Attached> {
     let program: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?.try_into()?;
-    let pin = pins.link(Hook::Tc, iface);
-    let replaced = take_over(&pin, |link| {
-        let id = program.attach_to_link(link.try_into()?)?;
-        drop(program.take_link(id)?);
-        Ok(())
-    })?;
-    if replaced {
+    attach_linked(program, &pins.link(Hook::Tc, iface), |program| {
+        let id = program.attach(iface, TcAttachType::Ingress)?;
+        FdLink::try_from(program.take_link(id)?)
+            .map_err(|_| anyhow!("expected a TCX link on a kernel of 6.6 or later"))
+    })
+}
+
+/// A program attached through a bpf_link (XDP; TC on Linux 6.6 and later).
+trait LinkedProgram {
+    /// Swaps this program into `link`, the link an earlier run pinned.
+    fn swap_into(&mut self, link: FdLink) -> Result<()>;
+}
+
+/// aya gives `Xdp` and `SchedClassifier` the same link methods but no trait
+/// that has them.
+macro_rules! linked_program {
+    ($($program:ty),*) => {$(
+        impl LinkedProgram for $program {
+            fn swap_into(&mut self, link: FdLink) -> Result<()> {
+                let id = self.attach_to_link(link.try_into()?)?;
+                drop(self.take_link(id)?);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+linked_program!(Xdp, SchedClassifier);
+
+/// Attaches `program` through the bpf_link pinned at `pin`: takes over the
+/// link an earlier run pinned there, or else attaches afresh with `attach`
+/// and pins the new link.
+fn attach_linked<P: LinkedProgram>(
+    program: &mut P,
+    pin: &Path,
+    attach: impl FnOnce(&mut P) -> Result<FdLink>,
+) -> Result<Attached> {
+    if take_over(pin, |link| program.swap_into(link))? {
         return Ok(Attached::Replaced);
     }
-    let id = program.attach(iface, TcAttachType::Ingress)?;
-    let link = FdLink::try_from(program.take_link(id)?)
-        .map_err(|_| anyhow!("expected a TCX link on a kernel of 6.6 or later"))?;
-    pin_link(link, &pin)
+    attach(program)?
+        .pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(Attached::New)
 }
 
 /// Swaps the loaded program into the link pinned at `pin` with `swap`.
@@ -253,12 +276,6 @@ fn take_over(pin: &Path, swap: impl FnOnce(FdLink) -> Result<()>) -> Result<bool
     );
     remove_if_present(pin)?;
     Ok(false)
-}
-
-fn pin_link(link: FdLink, pin: &Path) -> Result<Attached> {
-    link.pin(pin)
-        .with_context(|| format!("pinning {}", pin.display()))?;
-    Ok(Attached::New)
 }
 
 /// TC before Linux 6.6: a filter under the clsact qdisc, added through
