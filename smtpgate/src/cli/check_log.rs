@@ -27,7 +27,7 @@ pub fn check_log(file: &Path, parser: &LoginParser, grants_only: bool) -> Result
         Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
     };
     let now = Timestamp::now();
-    let mut judge = LogJudge::new(&parser);
+    let mut judge = LogJudge::new(parser);
     let (mut lines, mut grants) = (0u64, 0u64);
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut out = std::io::stdout().lock();
