@@ -61,7 +61,7 @@ impl<'a> XdpFilter<'a> {
     /// Frames its program dropped so far, over all CPUs.
     pub fn dropped(&self) -> Result<u64> {
         let stats: PerCpuArray<MapData, [u64; 2]> = PerCpuArray::try_from(
-            smtpgate::maps::open_pinned(&Path::new(PINS).join("xdp_stats_map"))?,
+            smtpgate::gate::maps::open_pinned(&Path::new(PINS).join("xdp_stats_map"))?,
         )?;
         Ok(stats
             .get(&XDP_DROP, 0)?

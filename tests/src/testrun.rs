@@ -9,7 +9,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
-use smtpgate::{
+use smtpgate::gate::{
     allowlist::{self, Allowlist, Origin},
     attach::{self, GateClock},
     gate_maps::GateMaps,

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{ensure, Result};
 use aya::maps::{Array, HashMap, MapData};
-use smtpgate::{
+use smtpgate::gate::{
     addr, clock,
     filter::GrantFilter,
     maps::{open_pinned, Grants},

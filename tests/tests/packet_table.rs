@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use smtpgate::attach::GateClock;
+use smtpgate::gate::attach::GateClock;
 use smtpgate_common::{FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use smtpgate_tests::{
     frames::{
@@ -988,11 +988,11 @@ fn a_grant_the_agent_calls_expired_no_longer_passes() -> Result<()> {
                 .grants
                 .grant(STRANGER.parse()?, Duration::from_millis(2))?;
             let deadline = Instant::now() + Duration::from_secs(1);
-            while !smtpgate::clock::remaining(expiry).is_zero() {
+            while !smtpgate::gate::clock::remaining(expiry).is_zero() {
                 ensure!(
                     Instant::now() < deadline,
                     "a 2 ms grant still had {:?} left after 1 s",
-                    smtpgate::clock::remaining(expiry)
+                    smtpgate::gate::clock::remaining(expiry)
                 );
             }
             let action = gate.run_xdp(&frame)?.action;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
-use smtpgate::{addr, maps::open_pinned};
+use smtpgate::gate::{addr, maps::open_pinned};
 use smtpgate_common::{AddrKey, GRANTS_MAP};
 use smtpgate_tests::{
     frames::Packet,
@@ -154,7 +154,7 @@ fn the_agent_removes_expired_grants_from_the_map() -> Result<()> {
     }
     lab.smtpgate_ok(&["allow", "203.0.113.7", "--ttl", "10m"])?;
     let map: HashMap<MapData, AddrKey, u64> =
-        open_pinned(&smtpgate::pins::PinDir::new(lab.bpffs.pin_dir()).map(GRANTS_MAP))?
+        open_pinned(&smtpgate::gate::pins::PinDir::new(lab.bpffs.pin_dir()).map(GRANTS_MAP))?
             .try_into()?;
     let in_map = || -> BTreeSet<IpAddr> {
         map.keys()

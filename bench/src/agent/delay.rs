@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
 use serde::Serialize;
-use smtpgate::{maps::Grants, pins::PinDir};
+use smtpgate::gate::{maps::Grants, pins::PinDir};
 use smtpgate_common::{AddrKey, GRANTS_MAP};
 use smtpgate_tests::Lab;
 
@@ -77,7 +77,7 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
     ])?;
     let pins = PinDir::new(lab.bpffs.pin_dir());
     let grants: HashMap<MapData, AddrKey, u64> =
-        smtpgate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+        smtpgate::gate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
     let read_all = (preload > 0)
         .then(|| preload_grants(&pins, preload, &grants))
         .transpose()?;
@@ -85,7 +85,7 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
     let mut delays = Vec::with_capacity(logins);
     for n in 0..logins {
         let ip = login_address(n);
-        let key = smtpgate::addr::key(ip);
+        let key = smtpgate::gate::addr::key(ip);
         let line = log::login(&log::syslog_stamp(), n as u32, ip);
         let start = Instant::now();
         log.write_all(line.as_bytes())?;

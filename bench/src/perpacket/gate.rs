@@ -10,7 +10,7 @@ use aya::{
     programs::{ProgramFd, Xdp},
     Ebpf,
 };
-use smtpgate::{attach, gate_maps::GateMaps, pins::PinDir};
+use smtpgate::gate::{attach, gate_maps::GateMaps, pins::PinDir};
 use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
