@@ -10,7 +10,7 @@ mod throughput;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::report::Table;
+use crate::table::Table;
 pub use delay::GrantDelay;
 pub use throughput::Throughput;
 

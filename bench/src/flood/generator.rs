@@ -22,7 +22,7 @@ use smtpgate_tests::{
     SERVER_V4, SMTP,
 };
 
-use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS};
+use crate::{cputime::thread_cpu_ns, programs::BENCH_PROGRAMS};
 
 /// Frames made per test run. Each run sets up and tears down a page pool,
 /// which costs tens of milliseconds of waiting here: a run of a million

@@ -23,8 +23,8 @@ use smtpgate_tests::{assert_echoes, Family, Lab, CLIENT_V4, SMTP};
 
 use crate::{
     load::{Load, Loaded},
-    report::Table,
     stats::median,
+    table::Table,
 };
 use filters::{Filter, Installed};
 use generator::Progress;

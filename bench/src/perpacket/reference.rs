@@ -9,7 +9,7 @@ use aya::{
 };
 
 use super::cases::Rotation;
-use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS as OBJECT};
+use crate::{cputime::thread_cpu_ns, programs::BENCH_PROGRAMS as OBJECT};
 
 /// The XDP_PASS-only and parse-only programs, loaded once.
 pub struct Baselines {
