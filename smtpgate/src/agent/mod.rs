@@ -1,4 +1,9 @@
-//! The agent: the long-running service.
+//! The agent, the service `smtpgate run` starts. On resolved
+//! [`settings::Settings`] it attaches the gate ([`run`]), turns logins into
+//! grants ([`watch`]), removes expired grants ([`sweep`]) and serves metrics
+//! ([`metrics`]). It builds on the gate layer only; where a setting came
+//! from is the command line's business.
+
 pub mod accept;
 pub mod metrics;
 pub mod run;
