@@ -103,7 +103,7 @@ fn configure_agent() {
         );
     }
     if std::env::var_os("SMTPGATE_LOG").is_none() {
-        std::env::set_var("SMTPGATE_LOG", "info,smtpgate::watch=warn");
+        std::env::set_var("SMTPGATE_LOG", "info,smtpgate::agent::watch=warn");
     }
 }
 

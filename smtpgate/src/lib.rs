@@ -20,7 +20,3 @@
 pub mod agent;
 pub mod cli;
 pub mod gate;
-
-// The flat paths the tests and the benchmark still import, until they move
-// to `gate::`.
-pub use gate::{addr, allowlist, attach, clock, filter, gate_maps, maps, pins};

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use smtpgate::{allowlist::Allowlist, maps::Grants, pins::PinDir};
+use smtpgate::gate::{allowlist::Allowlist, maps::Grants, pins::PinDir};
 use smtpgate_tests::{assert_echoes, Family, Lab, CLIENT_V4, SMTP};
 
 use crate::{
