@@ -11,7 +11,11 @@ use anyhow::{Context, Result};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{counter::{ConstCounter, Counter}, family::Family, gauge::Gauge},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+    },
     registry::Registry,
 };
 use smtpgate_common::Counter as KernelCounter;
@@ -50,13 +54,29 @@ impl Metrics {
     pub fn new(counters: Counters) -> Self {
         let mut registry = Registry::default();
         let grants_issued = Family::<GrantLabels, Counter>::default();
-        registry.register("smtpgate_grants_issued", "Grants written by this agent, by login source and service", grants_issued.clone());
+        registry.register(
+            "smtpgate_grants_issued",
+            "Grants written by this agent, by login source and service",
+            grants_issued.clone(),
+        );
         let live_grants = Gauge::default();
-        registry.register("smtpgate_grants_live", "Unexpired grants at the last sweep", live_grants.clone());
+        registry.register(
+            "smtpgate_grants_live",
+            "Unexpired grants at the last sweep",
+            live_grants.clone(),
+        );
         let grant_capacity = Gauge::default();
-        registry.register("smtpgate_grant_capacity", "Capacity of the grant map", grant_capacity.clone());
+        registry.register(
+            "smtpgate_grant_capacity",
+            "Capacity of the grant map",
+            grant_capacity.clone(),
+        );
         let expired_removed = Counter::default();
-        registry.register("smtpgate_expired_grants_removed", "Expired grants removed by sweeps", expired_removed.clone());
+        registry.register(
+            "smtpgate_expired_grants_removed",
+            "Expired grants removed by sweeps",
+            expired_removed.clone(),
+        );
         let last_sweep = Gauge::default();
         registry.register(
             "smtpgate_last_sweep_timestamp_seconds",
@@ -65,9 +85,20 @@ impl Metrics {
         );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
-        registry.register("smtpgate_agent_start_time_seconds", "When the agent started (Unix time)", started);
+        registry.register(
+            "smtpgate_agent_start_time_seconds",
+            "When the agent started (Unix time)",
+            started,
+        );
         registry.register_collector(Box::new(KernelCounters(counters)));
-        Self { registry: Arc::new(registry), grants_issued, live_grants, grant_capacity, expired_removed, last_sweep }
+        Self {
+            registry: Arc::new(registry),
+            grants_issued,
+            live_grants,
+            grant_capacity,
+            expired_removed,
+            last_sweep,
+        }
     }
 
     pub fn record_sweep(&self, live: usize, removed: usize) {
@@ -78,7 +109,10 @@ impl Metrics {
 
     pub fn record_grant(&self, source: &str, service: &str) {
         self.grants_issued
-            .get_or_create(&GrantLabels { source: source.to_string(), service: service.to_string() })
+            .get_or_create(&GrantLabels {
+                source: source.to_string(),
+                service: service.to_string(),
+            })
             .inc();
     }
 
@@ -92,7 +126,9 @@ impl Metrics {
     /// Binds the endpoint (so a taken port fails the agent's start) and
     /// returns the task that serves `GET /metrics` on it.
     pub async fn listen(self, addr: SocketAddr) -> Result<impl std::future::Future<Output = ()>> {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} for metrics"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
         tracing::info!("metrics on http://{addr}/metrics");
         Ok(self.serve(listener))
     }
@@ -155,7 +191,10 @@ impl Metrics {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// One counter's value and its label, within a metric family.
@@ -171,7 +210,13 @@ impl std::fmt::Debug for KernelCounters {
 }
 
 /// Metric name, help and label of each kernel counter.
-fn describe(counter: KernelCounter) -> (&'static str, &'static str, Option<(&'static str, &'static str)>) {
+fn describe(
+    counter: KernelCounter,
+) -> (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+) {
     use KernelCounter::*;
     const VERDICTS: &str = "Gated SYNs and doubtful frames by verdict";
     const UNJUDGED: &str = "Frames passed without a verdict, by reason";
@@ -210,7 +255,12 @@ impl Collector for KernelCounters {
             }
         }
         for (name, help, members) in families {
-            let mut metric = encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
             match members.as_slice() {
                 [(value, None)] => ConstCounter::new(*value).encode(metric)?,
                 labelled => {

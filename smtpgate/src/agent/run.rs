@@ -41,7 +41,13 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
 
     // The settings go in before any attachment so the program never runs
     // with an empty port set.
-    let GateMaps { mut grants, mut allowlist, mut dests, mut config, counters } = GateMaps::take(&mut ebpf, pins)?;
+    let GateMaps {
+        mut grants,
+        mut allowlist,
+        mut dests,
+        mut config,
+        counters,
+    } = GateMaps::take(&mut ebpf, pins)?;
     dests.sync(&settings.dests)?;
     allowlist.sync_config(&settings.allowlist)?;
     config.write(&settings.gate_config())?;
@@ -79,12 +85,22 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         if let Some(addr) = settings.metrics_listen {
             tokio::spawn(metrics.clone().listen(addr).await?);
         }
-        let watch = Arc::new(Watch::new(&settings.watch, grants.clone(), metrics.clone(), state.clone()));
+        let watch = Arc::new(Watch::new(
+            &settings.watch,
+            grants.clone(),
+            metrics.clone(),
+            state.clone(),
+        ));
         watch.spawn_sources(&settings.watch)?;
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
-        let sweeper = tokio::spawn(sweep::forever(scanner, grants, metrics.clone(), settings.sweep_interval));
+        let sweeper = tokio::spawn(sweep::forever(
+            scanner,
+            grants,
+            metrics.clone(),
+            settings.sweep_interval,
+        ));
         let result = serve(pins, ebpf, sweeper, &state, settings.sweep_interval).await;
         state.flush()?;
         result
@@ -146,7 +162,9 @@ async fn serve(
 }
 
 /// Waits until the kernel log ring buffer has records; forever if there is none.
-async fn readable(fd: &mut Option<AsyncFd<KernelLogger>>) -> std::io::Result<AsyncFdReadyMutGuard<'_, KernelLogger>> {
+async fn readable(
+    fd: &mut Option<AsyncFd<KernelLogger>>,
+) -> std::io::Result<AsyncFdReadyMutGuard<'_, KernelLogger>> {
     match fd {
         Some(fd) => fd.readable_mut().await,
         None => std::future::pending().await,

@@ -33,7 +33,12 @@ pub fn at_start(grants: &mut Grants, metrics: &Metrics) -> Result<()> {
 /// handle of its own on the pinned grants: neither the runtime nor a login
 /// waits for a scan of the whole map. Only the removal of expired grants
 /// takes the grant lock, a few at a time. Returns only if a sweep panics.
-pub async fn forever(mut scanner: Grants, grants: Arc<Mutex<Grants>>, metrics: Metrics, every: Duration) -> anyhow::Error {
+pub async fn forever(
+    mut scanner: Grants,
+    grants: Arc<Mutex<Grants>>,
+    metrics: Metrics,
+    every: Duration,
+) -> anyhow::Error {
     // The agent swept at start.
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -62,14 +67,25 @@ fn once(scanner: &Grants, grants: &Mutex<Grants>, metrics: &Metrics) {
         .chunks(REMOVALS_PER_LOCK)
         .map(|chunk| grants.lock().expect("grant map lock").remove_expired(chunk))
         .sum();
-    report(&Sweep { removed, live: scan.live }, scanner.capacity(), metrics);
+    report(
+        &Sweep {
+            removed,
+            live: scan.live,
+        },
+        scanner.capacity(),
+        metrics,
+    );
 }
 
 /// Records what a sweep found, and warns when the map is nearly full.
 fn report(sweep: &Sweep, capacity: u32, metrics: &Metrics) {
     metrics.record_sweep(sweep.live, sweep.removed);
     if sweep.removed > 0 {
-        tracing::debug!(removed = sweep.removed, live = sweep.live, "removed expired grants");
+        tracing::debug!(
+            removed = sweep.removed,
+            live = sweep.live,
+            "removed expired grants"
+        );
     }
     if sweep.live as f64 >= f64::from(capacity) * CAPACITY_WARNING {
         tracing::warn!(

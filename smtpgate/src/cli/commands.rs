@@ -25,8 +25,17 @@ use crate::{
 pub fn dispatch(cli: Cli) -> Result<()> {
     // These two touch no BPF object: mail users and administrators run them.
     match cli.command {
-        Command::Notify { ip, service, user, socket } => return notify::notify(&socket, &ip, &service, user.as_deref()),
-        Command::CheckLog { file, parser, grants_only } => return check_log::check_log(&file, &parser.build()?, grants_only),
+        Command::Notify {
+            ip,
+            service,
+            user,
+            socket,
+        } => return notify::notify(&socket, &ip, &service, user.as_deref()),
+        Command::CheckLog {
+            file,
+            parser,
+            grants_only,
+        } => return check_log::check_log(&file, &parser.build()?, grants_only),
         _ => {}
     }
     require_root()?;
@@ -37,7 +46,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
         Command::Revoke { ip } => revoke(&pins, &ip),
         Command::List { json } => list(&pins, json),
-        Command::Stats { json, interval, no_rates } => stats(&pins, json, (!no_rates).then_some(interval)),
+        Command::Stats {
+            json,
+            interval,
+            no_rates,
+        } => stats(&pins, json, (!no_rates).then_some(interval)),
         Command::Allowlist { action } => allowlist(&pins, action),
         Command::Detach { iface } => detach(&pins, iface.as_deref()),
     }
@@ -75,7 +88,10 @@ fn open_grants(pins: &PinDir) -> Result<Grants> {
 fn allow(pins: &PinDir, ip: &str, ttl: Duration) -> Result<()> {
     let ip = addr::parse(ip)?;
     let expiry = open_grants(pins)?.grant(ip, ttl)?;
-    println!("allowed {ip} for {}", clock::format_secs(clock::remaining(expiry)));
+    println!(
+        "allowed {ip} for {}",
+        clock::format_secs(clock::remaining(expiry))
+    );
     Ok(())
 }
 
@@ -101,7 +117,11 @@ fn list(pins: &PinDir, as_json: bool) -> Result<()> {
     }
     println!("{:<40} {:>10}", "ADDRESS", "LEFT");
     for grant in &grants {
-        println!("{:<40} {:>10}", grant.ip.to_string(), clock::format_secs(grant.remaining));
+        println!(
+            "{:<40} {:>10}",
+            grant.ip.to_string(),
+            clock::format_secs(grant.remaining)
+        );
     }
     Ok(())
 }
@@ -115,7 +135,11 @@ fn stats(pins: &PinDir, as_json: bool, rate_interval: Option<Duration>) -> Resul
             std::thread::sleep(interval);
             let second = counters.totals()?;
             let secs = interval.as_secs_f64();
-            let rates = second.iter().zip(&first).map(|((_, b), (_, a))| Some(b.saturating_sub(*a) as f64 / secs)).collect();
+            let rates = second
+                .iter()
+                .zip(&first)
+                .map(|((_, b), (_, a))| Some(b.saturating_sub(*a) as f64 / secs))
+                .collect();
             (second, rates)
         }
         None => {
@@ -136,8 +160,10 @@ fn print_stats(
     let (live, capacity) = (grants.count_live()?, grants.capacity());
     let attachments = pins.attachments()?;
     if as_json {
-        let counters: serde_json::Map<_, _> =
-            totals.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+        let counters: serde_json::Map<_, _> = totals
+            .iter()
+            .map(|(c, v)| (c.name().to_string(), json!(v)))
+            .collect();
         let per_second: serde_json::Map<_, _> = totals
             .iter()
             .zip(rates)
@@ -174,14 +200,20 @@ fn allowlist(pins: &PinDir, action: AllowlistAction) -> Result<()> {
     match action {
         AllowlistAction::Add { prefixes } => {
             // Parse everything first: one bad prefix changes nothing.
-            let nets = prefixes.iter().map(|p| allowlist::parse_prefix(p)).collect::<Result<Vec<_>>>()?;
+            let nets = prefixes
+                .iter()
+                .map(|p| allowlist::parse_prefix(p))
+                .collect::<Result<Vec<_>>>()?;
             for net in nets {
                 list.add(net, Origin::Cli)?;
                 println!("allowlisted {net}");
             }
         }
         AllowlistAction::Del { prefixes } => {
-            let nets = prefixes.iter().map(|p| allowlist::parse_prefix(p)).collect::<Result<Vec<_>>>()?;
+            let nets = prefixes
+                .iter()
+                .map(|p| allowlist::parse_prefix(p))
+                .collect::<Result<Vec<_>>>()?;
             for net in nets {
                 if list.remove(net)? {
                     println!("removed {net}");
@@ -214,7 +246,11 @@ fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
     let attachments = pins.attachments()?;
     let targets: Vec<_> = match iface {
         Some(iface) => {
-            let hits: Vec<_> = attachments.iter().filter(|(_, i)| i == iface).cloned().collect();
+            let hits: Vec<_> = attachments
+                .iter()
+                .filter(|(_, i)| i == iface)
+                .cloned()
+                .collect();
             if hits.is_empty() {
                 bail!("smtpgate is not attached to '{iface}'");
             }
@@ -231,7 +267,10 @@ fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
             std::fs::remove_file(&map).ok();
         }
         std::fs::remove_dir(pins.path()).ok();
-        println!("removed the grant map, counters and pins under {}", pins.path().display());
+        println!(
+            "removed the grant map, counters and pins under {}",
+            pins.path().display()
+        );
     }
     Ok(())
 }

@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_is_normalised_to_ipv4() {
-        assert_eq!(parse("::ffff:198.51.100.9").unwrap().to_string(), "198.51.100.9");
+        assert_eq!(
+            parse("::ffff:198.51.100.9").unwrap().to_string(),
+            "198.51.100.9"
+        );
     }
 
     #[test]

@@ -283,7 +283,9 @@ fn filter_bits_of(net: IpNet) -> Vec<u32> {
                 > V6_MAX_SPREAD
             {
                 // Hashing more blocks than there are bits sets them all.
-                bits.extend(address_block::V4_BITS..address_block::V4_BITS + address_block::V6_BITS);
+                bits.extend(
+                    address_block::V4_BITS..address_block::V4_BITS + address_block::V6_BITS,
+                );
             } else {
                 let hashed = blocks(first, v6.prefix_len(), address_block::V6_BLOCK_LEN);
                 bits.extend(
@@ -368,7 +370,9 @@ mod tests {
     }
 
     fn is_set(words: &[u64], ip: IpAddr) -> bool {
-        let (index, mask) = allow_filter::word_and_mask(address_block::bit(smtpgate_common::KeyWords::of(&addr::key(ip))));
+        let (index, mask) = allow_filter::word_and_mask(address_block::bit(
+            smtpgate_common::KeyWords::of(&addr::key(ip)),
+        ));
         words[index as usize] & mask != 0
     }
 

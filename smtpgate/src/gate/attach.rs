@@ -93,7 +93,11 @@ pub fn load_with_clock(
         )
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
         .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
-        .override_global(LOG_REFUSALS, &u8::from(kernel_log_level as u8 >= aya_log::Level::Debug as u8), true)
+        .override_global(
+            LOG_REFUSALS,
+            &u8::from(kernel_log_level as u8 >= aya_log::Level::Debug as u8),
+            true,
+        )
         .load(PROGRAM)
         .context("loading the smtpgate BPF object")?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
@@ -200,7 +204,9 @@ fn attach_xdp(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, mode: XdpMode) -> Res
             .attach(iface, mode.into())
             .map_err(|e| explain_attach_error(iface, e.into()))?;
         FdLink::try_from(program.take_link(id)?).map_err(|_| {
-            anyhow!("this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later")
+            anyhow!(
+                "this kernel attached XDP without a bpf_link; smtpgate needs Linux 5.9 or later"
+            )
         })
     })
 }

@@ -34,10 +34,16 @@ struct BatchAttr {
 
 /// Calls `each` with every entry of the hash map `map`. Entries added or
 /// removed meanwhile may or may not be seen; the rest are seen once.
-pub fn for_each_entry<K: Pod, V: Pod>(map: &MapData, mut each: impl FnMut(&K, &V)) -> io::Result<()> {
+pub fn for_each_entry<K: Pod, V: Pod>(
+    map: &MapData,
+    mut each: impl FnMut(&K, &V),
+) -> io::Result<()> {
     let info = map.info().map_err(io::Error::other)?;
     if (info.key_size() as usize, info.value_size() as usize) != (size_of::<K>(), size_of::<V>()) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "map entries are not of the types asked for"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "map entries are not of the types asked for",
+        ));
     }
     let mut keys = vec![K::zeroed(); ENTRIES_PER_CALL];
     let mut values = vec![V::zeroed(); ENTRIES_PER_CALL];
@@ -47,7 +53,11 @@ pub fn for_each_entry<K: Pod, V: Pod>(map: &MapData, mut each: impl FnMut(&K, &V
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &resume_at as *const u64 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &resume_at as *const u64 as u64
+            },
             out_batch: &mut stopped_at as *mut u64 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
@@ -58,7 +68,12 @@ pub fn for_each_entry<K: Pod, V: Pod>(map: &MapData, mut each: impl FnMut(&K, &V
         // SAFETY: the attribute points at buffers of `count` keys and values
         // of the map's own types, and at two live batch tokens.
         let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, size_of::<BatchAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
         };
         // ENOENT ends the walk; its call may still have returned entries.
         let last = match rc {

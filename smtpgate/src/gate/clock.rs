@@ -13,7 +13,10 @@ use std::time::Duration;
 /// Nanoseconds on CLOCK_MONOTONIC_COARSE, as `bpf_ktime_get_coarse_ns`
 /// returns them.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; CLOCK_MONOTONIC_COARSE exists since 2.6.32.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
@@ -60,7 +63,9 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").unwrap_err().contains("'soon' is not a duration"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("'soon' is not a duration"));
         assert!(parse_duration("0s").unwrap_err().contains("positive"));
     }
 

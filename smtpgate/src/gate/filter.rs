@@ -49,7 +49,10 @@ impl GrantFilter {
         if !bloom.is_power_of_two() || len != HEADER_WORDS as usize + 2 * half {
             bail!("the grant filter map has an unexpected layout ({len} words)");
         }
-        Ok(Self { words, mask: bloom - 1 })
+        Ok(Self {
+            words,
+            mask: bloom - 1,
+        })
     }
 
     fn word(&self, index: u64) -> &AtomicU64 {
@@ -63,7 +66,8 @@ impl GrantFilter {
         let (block, block_mask) = grant_filter::block(address_block::bit(words));
         self.word(half + block).fetch_or(block_mask, SeqCst);
         let (hash, bits) = grant_filter::probe(words);
-        self.word(grant_filter::bloom_start(half) + (hash & self.mask)).fetch_or(bits, SeqCst);
+        self.word(grant_filter::bloom_start(half) + (hash & self.mask))
+            .fetch_or(bits, SeqCst);
     }
 
     fn set_in_both_halves(&self, key: &AddrKey) {
@@ -130,6 +134,8 @@ impl Rebuild<'_> {
     /// and the filter with it after the first rebuild.
     pub fn finish(self) {
         self.filter.word(u64::from(GENERATION)).fetch_add(1, SeqCst);
-        self.filter.word(u64::from(MASK)).store(self.filter.mask, SeqCst);
+        self.filter
+            .word(u64::from(MASK))
+            .store(self.filter.mask, SeqCst);
     }
 }

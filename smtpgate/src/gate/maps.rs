@@ -48,16 +48,25 @@ impl Grants {
             Map::LruHashMap(data) | Map::HashMap(data) => data.info()?.max_entries(),
             _ => 0,
         };
-        let map: HashMap<MapData, AddrKey, u64> =
-            map.try_into().context("the grant map has an unexpected type or layout")?;
+        let map: HashMap<MapData, AddrKey, u64> = map
+            .try_into()
+            .context("the grant map has an unexpected type or layout")?;
         let filter = filter.map(GrantFilter::new).transpose()?;
-        Ok(Self { map, filter, capacity })
+        Ok(Self {
+            map,
+            filter,
+            capacity,
+        })
     }
 
     /// Opens the pinned grant map and its filter.
     pub fn open_pinned(pins: &PinDir) -> Result<Self> {
         let filter = pins.map(GRANT_FILTER_MAP);
-        let filter = if filter.exists() { Some(open_pinned(&filter)?) } else { None };
+        let filter = if filter.exists() {
+            Some(open_pinned(&filter)?)
+        } else {
+            None
+        };
         Self::new(open_pinned(&pins.map(GRANTS_MAP))?, filter)
     }
 
@@ -75,7 +84,10 @@ impl Grants {
             Err(_) => wanted,
         };
         let map = &mut self.map;
-        let mut insert = || map.insert(key, expiry, 0).with_context(|| format!("writing the grant for {ip}"));
+        let mut insert = || {
+            map.insert(key, expiry, 0)
+                .with_context(|| format!("writing the grant for {ip}"))
+        };
         match &self.filter {
             Some(filter) => filter.admit(&key, insert)?,
             None => insert()?,
@@ -89,7 +101,9 @@ impl Grants {
         if self.map.get(&key, 0).is_err() {
             return Ok(false);
         }
-        self.map.remove(&key).with_context(|| format!("removing the grant for {ip}"))?;
+        self.map
+            .remove(&key)
+            .with_context(|| format!("removing the grant for {ip}"))?;
         Ok(true)
     }
 
@@ -99,7 +113,10 @@ impl Grants {
         let mut grants = Vec::new();
         self.for_each(|&key, &expiry| {
             if expiry > now {
-                grants.push(Grant { ip: addr::from_key(key), remaining: Duration::from_nanos(expiry - now) });
+                grants.push(Grant {
+                    ip: addr::from_key(key),
+                    remaining: Duration::from_nanos(expiry - now),
+                });
             }
         })?;
         grants.sort_by(|a, b| b.remaining.cmp(&a.remaining).then(a.ip.cmp(&b.ip)));
@@ -127,7 +144,10 @@ impl Grants {
     pub fn scan(&self) -> Result<Scan> {
         let now = clock::monotonic_ns();
         let mut rebuild = self.filter.as_ref().map(GrantFilter::rebuild);
-        let mut scan = Scan { live: 0, expired: Vec::new() };
+        let mut scan = Scan {
+            live: 0,
+            expired: Vec::new(),
+        };
         self.for_each(|key, &expiry| {
             if let Some(rebuild) = &mut rebuild {
                 rebuild.add(key);
@@ -151,7 +171,9 @@ impl Grants {
         let now = clock::monotonic_ns();
         let map = &mut self.map;
         keys.iter()
-            .filter(|key| matches!(map.get(key, 0), Ok(expiry) if expiry <= now) && map.remove(key).is_ok())
+            .filter(|key| {
+                matches!(map.get(key, 0), Ok(expiry) if expiry <= now) && map.remove(key).is_ok()
+            })
             .count()
     }
 
@@ -159,7 +181,10 @@ impl Grants {
     /// goes to live ones.
     pub fn sweep(&mut self) -> Result<Sweep> {
         let scan = self.scan()?;
-        Ok(Sweep { removed: self.remove_expired(&scan.expired), live: scan.live })
+        Ok(Sweep {
+            removed: self.remove_expired(&scan.expired),
+            live: scan.live,
+        })
     }
 }
 
@@ -170,13 +195,23 @@ pub struct Counters {
 
 impl Counters {
     pub fn new(map: Map) -> Result<Self> {
-        let map = map.try_into().context("the counters map has an unexpected type")?;
+        let map = map
+            .try_into()
+            .context("the counters map has an unexpected type")?;
         Ok(Self { map })
     }
 
     pub fn totals(&self) -> Result<Vec<(Counter, u64)>> {
         let per_cpu = self.map.get(&0, 0).context("reading the counters")?;
-        Ok(Counter::ALL.iter().map(|&counter| (counter, per_cpu.iter().map(|block| block.get(counter)).sum())).collect())
+        Ok(Counter::ALL
+            .iter()
+            .map(|&counter| {
+                (
+                    counter,
+                    per_cpu.iter().map(|block| block.get(counter)).sum(),
+                )
+            })
+            .collect())
     }
 }
 
@@ -187,12 +222,16 @@ pub struct Config {
 
 impl Config {
     pub fn new(map: Map) -> Result<Self> {
-        let map = map.try_into().context("the config map has an unexpected type")?;
+        let map = map
+            .try_into()
+            .context("the config map has an unexpected type")?;
         Ok(Self { map })
     }
 
     pub fn write(&mut self, config: &GateConfig) -> Result<()> {
-        self.map.set(0, config, 0).context("writing the gate configuration")
+        self.map
+            .set(0, config, 0)
+            .context("writing the gate configuration")
     }
 }
 
@@ -203,7 +242,9 @@ pub struct GatedDests {
 
 impl GatedDests {
     pub fn new(map: Map) -> Result<Self> {
-        let map = map.try_into().context("the gated destinations map has an unexpected type")?;
+        let map = map
+            .try_into()
+            .context("the gated destinations map has an unexpected type")?;
         Ok(Self { map })
     }
 
@@ -212,11 +253,20 @@ impl GatedDests {
     pub fn sync(&mut self, wanted: &[IpAddr]) -> Result<()> {
         let wanted: Vec<AddrKey> = wanted.iter().map(|&ip| addr::key(ip)).collect();
         for key in &wanted {
-            self.map.insert(key, 1, 0).context("writing the gated destinations")?;
+            self.map
+                .insert(key, 1, 0)
+                .context("writing the gated destinations")?;
         }
-        let stale: Vec<AddrKey> = self.map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        let stale: Vec<AddrKey> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
         for key in stale {
-            self.map.remove(&key).context("updating the gated destinations")?;
+            self.map
+                .remove(&key)
+                .context("updating the gated destinations")?;
         }
         Ok(())
     }
