@@ -132,7 +132,9 @@ mod tests {
     #[test]
     fn refused_sources_find_their_allowlist_filter_bit_clear() {
         let bit = |ip: IpAddr| {
-            address_block::bit(smtpgate_common::KeyWords::of(&smtpgate::gate::addr::key(ip)))
+            address_block::bit(smtpgate_common::KeyWords::of(&smtpgate::gate::addr::key(
+                ip,
+            )))
         };
         let set: Vec<u32> = scattered_allowlist(1000)
             .iter()
