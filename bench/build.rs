@@ -3,7 +3,10 @@
 
 fn main() -> anyhow::Result<()> {
     // bench-ebpf's parse-only baseline is built from the gate's parsers.
-    println!("cargo:rerun-if-changed={}", concat!(env!("CARGO_MANIFEST_DIR"), "/../smtpgate-ebpf/src"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../smtpgate-ebpf/src")
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "bench-ebpf",

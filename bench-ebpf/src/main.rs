@@ -41,10 +41,13 @@ pub fn bench_parse(ctx: XdpContext) -> u32 {
     // unused, and the baseline would measure nothing.
     let frame = Frame::new(ctx.data(), ctx.data_end());
     let digest = match parse::look(&frame) {
-        Look::Segment(segment) => segment.source(&frame).unwrap_or_default().chunks_exact(4).fold(
-            u32::from(segment.port.get().unwrap_or(0)),
-            |d, w| d ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]]),
-        ),
+        Look::Segment(segment) => segment
+            .source(&frame)
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .fold(u32::from(segment.port.get().unwrap_or(0)), |d, w| {
+                d ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
+            }),
         Look::Counted(reason) | Look::Hidden(reason) => reason as u32,
         Look::Pass => 0,
     };

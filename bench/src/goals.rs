@@ -7,7 +7,7 @@ use crate::{
     agent::Agent,
     flood::Flood,
     perpacket::{PerPacket, Row},
-    report::Table,
+    table::Table,
 };
 
 #[derive(Serialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use smtpgate::{
+use smtpgate::gate::{
     allowlist::{Allowlist, Origin},
     maps::Grants,
 };

@@ -20,9 +20,11 @@ mod flood;
 mod goals;
 mod load;
 mod perpacket;
+mod programs;
 mod report;
 mod sources;
 mod stats;
+mod table;
 mod xdp_filter;
 
 use std::{path::PathBuf, time::Instant};
@@ -34,11 +36,6 @@ use crate::{
     load::Load,
     report::{Machine, Report},
 };
-
-/// bench-ebpf's programs (the baselines, the harness, the flood generator),
-/// compiled by build.rs.
-static BENCH_PROGRAMS: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));
 
 #[derive(Parser)]
 #[command(name = "smtpgate-bench")]
@@ -106,7 +103,7 @@ fn configure_agent() {
         );
     }
     if std::env::var_os("SMTPGATE_LOG").is_none() {
-        std::env::set_var("SMTPGATE_LOG", "info,smtpgate::watch=warn");
+        std::env::set_var("SMTPGATE_LOG", "info,smtpgate::agent::watch=warn");
     }
 }
 

@@ -1,7 +1,10 @@
 //! The report: one JSON document, its Markdown rendering and the flood chart,
 //! written together under the output directory.
 
-use std::{fs, path::{Path, PathBuf}};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -29,11 +32,17 @@ pub struct Machine {
 
 impl Machine {
     pub fn this() -> Self {
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let cpu = fs::read_to_string("/proc/cpuinfo")
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
             .unwrap_or_default();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self { kernel, cpu, cores }
@@ -51,7 +60,8 @@ impl Report {
     pub fn write(&self, dir: &Path) -> Result<Written> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = dir.join("report.json");
-        fs::write(&json, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", json.display()))?;
+        fs::write(&json, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", json.display()))?;
         let chart = match &self.flood {
             Some(flood) => {
                 let path = dir.join("flood.png");
@@ -61,8 +71,13 @@ impl Report {
             None => None,
         };
         let markdown = dir.join("report.md");
-        fs::write(&markdown, self.markdown(chart.is_some())).with_context(|| format!("writing {}", markdown.display()))?;
-        Ok(Written { markdown, json, chart })
+        fs::write(&markdown, self.markdown(chart.is_some()))
+            .with_context(|| format!("writing {}", markdown.display()))?;
+        Ok(Written {
+            markdown,
+            json,
+            chart,
+        })
     }
 
     fn markdown(&self, with_chart: bool) -> String {
@@ -95,32 +110,5 @@ impl Report {
             }
         }
         md
-    }
-}
-
-/// A Markdown table.
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    pub fn new(header: &[&str]) -> Self {
-        Self { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
-    }
-
-    pub fn row(&mut self, cells: Vec<String>) {
-        debug_assert_eq!(cells.len(), self.header.len());
-        self.rows.push(cells);
-    }
-
-    pub fn render(&self) -> String {
-        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
-        let mut out = line(&self.header);
-        out += &line(&vec!["---".to_string(); self.header.len()]);
-        for row in &self.rows {
-            out += &line(row);
-        }
-        out
     }
 }

@@ -131,7 +131,11 @@ mod tests {
     /// network address alone.
     #[test]
     fn refused_sources_find_their_allowlist_filter_bit_clear() {
-        let bit = |ip: IpAddr| address_block::bit(smtpgate_common::KeyWords::of(&smtpgate::addr::key(ip)));
+        let bit = |ip: IpAddr| {
+            address_block::bit(smtpgate_common::KeyWords::of(&smtpgate::gate::addr::key(
+                ip,
+            )))
+        };
         let set: Vec<u32> = scattered_allowlist(1000)
             .iter()
             .map(|net| bit(net.network()))

@@ -35,7 +35,10 @@ impl<'a> XdpFilter<'a> {
             bail!("xdp-filter is already in use on this host ({PINS} exists); unload it first (xdp-filter unload --all)");
         }
         run(netns, &["load", "--mode", mode, "--features", "tcp", iface])?;
-        let filter = Self { netns, iface: iface.to_string() };
+        let filter = Self {
+            netns,
+            iface: iface.to_string(),
+        };
         run(netns, &["port", "--proto", "tcp", "--mode", "dst", "25"])?;
         Ok(filter)
     }
@@ -43,8 +46,11 @@ impl<'a> XdpFilter<'a> {
     /// The program attached to the interface.
     pub fn program(&self) -> Result<ProgramFd> {
         let out = self.netns.ip(&["-j", "link", "show", "dev", &self.iface])?;
-        let links: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link show`")?;
-        let id = links[0]["xdp"]["prog"]["id"].as_u64().context("no XDP program on the interface")?;
+        let links: serde_json::Value =
+            serde_json::from_str(&out).context("parsing `ip -j link show`")?;
+        let id = links[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .context("no XDP program on the interface")?;
         let info = loaded_programs()
             .filter_map(Result::ok)
             .find(|p| u64::from(p.id()) == id)
@@ -54,9 +60,14 @@ impl<'a> XdpFilter<'a> {
 
     /// Frames its program dropped so far, over all CPUs.
     pub fn dropped(&self) -> Result<u64> {
-        let stats: PerCpuArray<MapData, [u64; 2]> =
-            PerCpuArray::try_from(smtpgate::maps::open_pinned(&Path::new(PINS).join("xdp_stats_map"))?)?;
-        Ok(stats.get(&XDP_DROP, 0)?.iter().map(|[packets, _bytes]| packets).sum())
+        let stats: PerCpuArray<MapData, [u64; 2]> = PerCpuArray::try_from(
+            smtpgate::gate::maps::open_pinned(&Path::new(PINS).join("xdp_stats_map"))?,
+        )?;
+        Ok(stats
+            .get(&XDP_DROP, 0)?
+            .iter()
+            .map(|[packets, _bytes]| packets)
+            .sum())
     }
 }
 
@@ -74,7 +85,11 @@ fn run(netns: &Netns, args: &[&str]) -> Result<()> {
         .output()
         .context("running xdp-filter")?;
     if !out.status.success() {
-        bail!("xdp-filter {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "xdp-filter {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtpgate::{
-    cli::RunArgs,
-    settings::{ConfigFile, Settings},
+use smtpgate::cli::{
+    args::RunArgs,
+    settings::{from_parts, ConfigFile},
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -14,7 +14,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let result =
-        ConfigFile::parse(text).and_then(|file| Settings::from_parts(RunArgs::default(), file));
+        ConfigFile::parse(text).and_then(|file| from_parts(RunArgs::default(), file, 0));
     if let Err(error) = result {
         let message = format!("{error:#}");
         assert!(

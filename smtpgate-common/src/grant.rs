@@ -33,7 +33,11 @@ pub struct SynBudget {
 
 impl SynBudget {
     /// No limit.
-    pub const UNLIMITED: Self = Self { interval_ns: 0, tolerance_ns: 0, next_ns: 0 };
+    pub const UNLIMITED: Self = Self {
+        interval_ns: 0,
+        tolerance_ns: 0,
+        next_ns: 0,
+    };
 
     /// `syns` SYNs every `per_ns` nanoseconds sustained, `burst` at once;
     /// starts full. No limit when `syns` is zero.
@@ -44,14 +48,22 @@ impl SynBudget {
         let interval = per_ns / syns as u64;
         let interval_ns = if interval == 0 { 1 } else { interval };
         let burst = if burst == 0 { 1 } else { burst as u64 };
-        Self { interval_ns, tolerance_ns: (burst - 1) * interval_ns, next_ns: 0 }
+        Self {
+            interval_ns,
+            tolerance_ns: (burst - 1) * interval_ns,
+            next_ns: 0,
+        }
     }
 
     /// When the SYN at `now` is within the budget, the new `next_ns`;
     /// `None` when it is over.
     #[inline(always)]
     pub fn admit(&self, now: u64) -> Option<u64> {
-        let next = if self.next_ns > now { self.next_ns } else { now };
+        let next = if self.next_ns > now {
+            self.next_ns
+        } else {
+            now
+        };
         if next - now > self.tolerance_ns {
             return None;
         }
@@ -120,10 +132,21 @@ mod tests {
         let mut budget = SynBudget::new(10, SECOND, 5);
         let start = 50 * SECOND;
         assert_eq!(admitted_at(&mut budget, start), 5);
-        assert_eq!(admitted_at(&mut budget, start + SECOND / 20), 0, "half an interval refills nothing");
+        assert_eq!(
+            admitted_at(&mut budget, start + SECOND / 20),
+            0,
+            "half an interval refills nothing"
+        );
         assert_eq!(admitted_at(&mut budget, start + SECOND / 10), 1);
-        assert_eq!(admitted_at(&mut budget, start + SECOND / 10 + 3 * SECOND / 10), 3);
-        assert_eq!(admitted_at(&mut budget, start + 100 * SECOND), 5, "a long pause refills no more than the burst");
+        assert_eq!(
+            admitted_at(&mut budget, start + SECOND / 10 + 3 * SECOND / 10),
+            3
+        );
+        assert_eq!(
+            admitted_at(&mut budget, start + 100 * SECOND),
+            5,
+            "a long pause refills no more than the burst"
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub const PROBE_BITS: u32 = 3;
 /// a byte per slot, rounded up to a power of two.
 pub const fn bloom_words(capacity: u32) -> u32 {
     let words = capacity / 8;
-    if words <= 1 { 1 } else { words.next_power_of_two() }
+    if words <= 1 {
+        1
+    } else {
+        words.next_power_of_two()
+    }
 }
 
 /// Words in the whole filter map for a grant map of `capacity` slots.

@@ -146,16 +146,26 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
+    /// The settings with `flags` (`FLAG_*` bits) that gate `ports`, each
+    /// IPv6 address granted for itself.
+    pub fn new(flags: u32, ports: &[u16]) -> Self {
+        let mut config = GateConfig {
+            flags,
+            reserved: 0,
+            ports: [0; PORT_WORDS],
+            v6_mask: [u64::MAX; 2],
+        };
+        for &port in ports {
+            config.gate_port(port);
+        }
+        config
+    }
+
     /// Whether a SYN to `port` is subject to the gate.
     #[inline(always)]
     pub fn gates_port(&self, port: u16) -> bool {
         let word = self.ports[(port as usize >> 6) & (PORT_WORDS - 1)];
         word & (1u64 << (port & 63)) != 0
-    }
-
-    /// Gates nothing yet, each IPv6 address for itself.
-    pub const fn new(flags: u32) -> Self {
-        Self { flags, reserved: 0, ports: [0; PORT_WORDS], v6_mask: [u64::MAX; 2] }
     }
 
     /// Adds `port` to the gated set.
@@ -177,7 +187,10 @@ impl GateConfig {
     /// `words` masked to the IPv6 grant prefix.
     #[inline(always)]
     pub fn mask_v6(&self, words: KeyWords) -> KeyWords {
-        KeyWords { high: words.high & self.v6_mask[0], low: words.low & self.v6_mask[1] }
+        KeyWords {
+            high: words.high & self.v6_mask[0],
+            low: words.low & self.v6_mask[1],
+        }
     }
 }
 

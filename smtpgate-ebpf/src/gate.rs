@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    address_block, allow_filter, grant_filter, AddrKey, CooldownUntil, Counter, CounterBlock, GateConfig, Grant,
-    GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST,
-    MAX_GATED_DESTS,
+    address_block, allow_filter, grant_filter, AddrKey, CooldownUntil, Counter, CounterBlock,
+    GateConfig, Grant, GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
+    FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
 use crate::{
@@ -37,11 +37,13 @@ static GRANTS: LruHashMap<AddrKey, Grant> = LruHashMap::pinned(DEFAULT_MAX_GRANT
 /// reads. Defined here so that it is pinned with the gate's maps and sized
 /// with the grant map; allocated as entries come.
 #[map]
-static GRANT_OWNERS: HashMap<AddrKey, GrantOwner> = HashMap::pinned(DEFAULT_MAX_GRANTS, BPF_F_NO_PREALLOC);
+static GRANT_OWNERS: HashMap<AddrKey, GrantOwner> =
+    HashMap::pinned(DEFAULT_MAX_GRANTS, BPF_F_NO_PREALLOC);
 
 /// Users in a quota's cooldown; the agent's record, as [`GRANT_OWNERS`] is.
 #[map]
-static COOLDOWNS: HashMap<UserKey, CooldownUntil> = HashMap::pinned(MAX_COOLDOWNS, BPF_F_NO_PREALLOC);
+static COOLDOWNS: HashMap<UserKey, CooldownUntil> =
+    HashMap::pinned(MAX_COOLDOWNS, BPF_F_NO_PREALLOC);
 
 /// Users that can be in a cooldown at once.
 const MAX_COOLDOWNS: u32 = 65536;
@@ -129,22 +131,29 @@ impl Tally {
 /// public MX address).
 #[inline(always)]
 fn gates(config: &GateConfig, segment: &Segment, frame: &Frame) -> bool {
-    if segment.port.get().is_some_and(|port| !config.gates_port(port)) {
+    if segment
+        .port
+        .get()
+        .is_some_and(|port| !config.gates_port(port))
+    {
         return false;
     }
     if config.flags & FLAG_DEST_FILTER == 0 || !segment.dst_final {
         return true;
     }
-    segment.destination(frame).is_none_or(|dst| GATED_DESTS.get_ptr(dst).is_some())
+    segment
+        .destination(frame)
+        .is_none_or(|dst| GATED_DESTS.get_ptr(dst).is_some())
 }
 
 /// False only if the grant filter proves `src`, in block `block`, holds no
 /// grant; true also while the agent has not built the filter yet.
 #[inline(always)]
 fn may_hold_grant(words: KeyWords, block: u32) -> bool {
-    let (Some(&generation), Some(&mask)) =
-        (GRANT_FILTER.get(grant_filter::GENERATION), GRANT_FILTER.get(grant_filter::MASK))
-    else {
+    let (Some(&generation), Some(&mask)) = (
+        GRANT_FILTER.get(grant_filter::GENERATION),
+        GRANT_FILTER.get(grant_filter::MASK),
+    ) else {
         return true;
     };
     if mask == 0 {
@@ -152,12 +161,17 @@ fn may_hold_grant(words: KeyWords, block: u32) -> bool {
     }
     let half = grant_filter::half_start(generation, mask);
     let (word, block_mask) = grant_filter::block(block);
-    if GRANT_FILTER.get((half + word) as u32).is_some_and(|&word| word & block_mask == 0) {
+    if GRANT_FILTER
+        .get((half + word) as u32)
+        .is_some_and(|&word| word & block_mask == 0)
+    {
         return false;
     }
     let (hash, bits) = grant_filter::probe(words);
     let index = grant_filter::bloom_start(half) + (hash & mask);
-    GRANT_FILTER.get(index as u32).is_none_or(|&word| word & bits == bits)
+    GRANT_FILTER
+        .get(index as u32)
+        .is_none_or(|&word| word & bits == bits)
 }
 
 /// False only if the allowlist filter proves that no prefix covers a
@@ -179,9 +193,17 @@ fn may_be_allowlisted(block: u32) -> bool {
 #[inline(always)]
 fn standing(src: &mut WordAligned, ipv6: bool, config: &GateConfig) -> Result<Counter, Counter> {
     let exact = src.words();
-    let words = if ipv6 { src.mask(config.mask_v6(exact)) } else { exact };
+    let words = if ipv6 {
+        src.mask(config.mask_v6(exact))
+    } else {
+        exact
+    };
     let block = address_block::bit(words);
-    let grant = if may_hold_grant(words, block) { GRANTS.get_ptr_mut(&src.0) } else { None };
+    let grant = if may_hold_grant(words, block) {
+        GRANTS.get_ptr_mut(&src.0)
+    } else {
+        None
+    };
     let refusal = match grant {
         // SAFETY: a value of the grant map, which the kernel keeps alive
         // while the program runs.
@@ -195,7 +217,9 @@ fn standing(src: &mut WordAligned, ipv6: bool, config: &GateConfig) -> Result<Co
     if ipv6 {
         src.mask(exact);
     }
-    if may_be_allowlisted(address_block::bit(exact)) && ALLOWLIST.get(Key::new(ADDR_BITS, src.0)).is_some() {
+    if may_be_allowlisted(address_block::bit(exact))
+        && ALLOWLIST.get(Key::new(ADDR_BITS, src.0)).is_some()
+    {
         return Ok(Counter::AllowedAllowlist);
     }
     Err(refusal)
@@ -236,8 +260,16 @@ impl WordAligned {
     fn words(&self) -> KeyWords {
         let at = &self.0 as *const AddrKey as *const u64;
         // SAFETY: `self` is 8-byte aligned and 16 bytes long.
-        let (high, low) = unsafe { (core::ptr::read_volatile(at), core::ptr::read_volatile(at.add(1))) };
-        KeyWords { high: u64::from_le(high), low: u64::from_le(low) }
+        let (high, low) = unsafe {
+            (
+                core::ptr::read_volatile(at),
+                core::ptr::read_volatile(at.add(1)),
+            )
+        };
+        KeyWords {
+            high: u64::from_le(high),
+            low: u64::from_le(low),
+        }
     }
 
     /// Makes the key `words`; returns them.
@@ -320,8 +352,15 @@ fn log_refusal_of<C: EbpfContext>(ctx: &C, src: Option<&AddrKey>, ipv6: bool) {
     match src {
         Some(src) if ipv6 => debug!(ctx, "smtpgate: refused SYN from {:i}", *src),
         // An IPv4 source as such, not in its mapped form.
-        Some(src) => debug!(ctx, "smtpgate: refused SYN from {:i}", [src[12], src[13], src[14], src[15]]),
-        None => debug!(ctx, "smtpgate: refused a frame whose source is out of sight"),
+        Some(src) => debug!(
+            ctx,
+            "smtpgate: refused SYN from {:i}",
+            [src[12], src[13], src[14], src[15]]
+        ),
+        None => debug!(
+            ctx,
+            "smtpgate: refused a frame whose source is out of sight"
+        ),
     }
 }
 

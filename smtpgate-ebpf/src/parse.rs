@@ -155,7 +155,10 @@ impl Segment {
         if self.headers.ipv6 {
             frame.header::<AddrKey>(at + v6, limit).ok().copied()
         } else {
-            frame.header::<[u8; 4]>(at + v4, limit).ok().map(|&octets| v4_key(octets))
+            frame
+                .header::<[u8; 4]>(at + v4, limit)
+                .ok()
+                .map(|&octets| v4_key(octets))
         }
     }
 

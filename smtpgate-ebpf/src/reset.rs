@@ -38,7 +38,8 @@ pub fn rewrite(ctx: &XdpContext, reply: PlainHeaders) -> bool {
         return false;
     }
     // Cut TCP options and any payload: the reply ends after its TCP header.
-    let excess = frame.packet_len() as i32 - (reply.transport_offset as i32 + TCP_HEADER_LEN as i32);
+    let excess =
+        frame.packet_len() as i32 - (reply.transport_offset as i32 + TCP_HEADER_LEN as i32);
     // SAFETY: shrinking an XDP frame; the context pointer is valid.
     excess <= 0 || unsafe { bpf_xdp_adjust_tail(ctx.as_ptr() as *mut _, -excess) } == 0
 }

@@ -4,7 +4,7 @@ use regex::bytes::Regex;
 use regex_syntax::hir::literal::Extractor;
 
 use crate::addr::parse_ip;
-use crate::parser::Error;
+use crate::error::Error;
 use crate::Service;
 
 /// A compiled custom pattern with a named `ip` group and optional `user`

@@ -101,6 +101,7 @@
 
 mod addr;
 mod custom;
+mod error;
 mod parser;
 mod prefix;
 mod report;
@@ -114,7 +115,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 pub use addr::customer_address;
-pub use parser::{Entry, Error, Parser, ParserOptions};
+pub use error::Error;
+pub use parser::{Entry, Parser, ParserOptions};
 pub use prefix::Format;
 pub use report::{Report, ReportError, MAX_REPORT};
 pub use stream::{Stream, OTHER_SHAPE, UNSTAMPED};

@@ -1,70 +1,16 @@
 //! The parser: prefix, built-in servers, custom patterns, service, host and
 //! time checks.
 
-use std::error::Error as StdError;
-use std::fmt;
-
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::addr::customer_address;
 use crate::custom::{self, Pattern};
+use crate::error::Error;
 use crate::prefix::{self, split_tag, Envelope, Format, Shape};
 use crate::servers::{self, Outcome};
 use crate::time::{self, StampError};
-use crate::{Login, Reason, Service, Stream, Verdict};
-
-/// What [`Parser::new`] and the `FromStr` implementations reject.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// A custom pattern is not a valid regular expression.
-    InvalidPattern {
-        pattern: String,
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// A custom pattern has no named group `ip`.
-    PatternWithoutIp { pattern: String },
-    /// Not a [`Format`] name.
-    UnknownFormat(String),
-    /// Not a [`Service`] name.
-    UnknownService(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidPattern { pattern, source } => {
-                // The regex crate draws the pattern and a caret over several
-                // lines, then names the problem on the last one.
-                let text = source.to_string();
-                let last = text.lines().last().unwrap_or_default();
-                let problem = last.strip_prefix("error: ").unwrap_or(last);
-                write!(f, "invalid custom pattern {pattern:?}: {problem}")
-            }
-            Error::PatternWithoutIp { pattern } => write!(
-                f,
-                "custom pattern {pattern:?} has no named group `ip` (write it as (?P<ip>…))"
-            ),
-            Error::UnknownFormat(name) => write!(
-                f,
-                "unknown log format {name:?} (expected auto, syslog, rfc5424, journal, dovecot-file or bare)"
-            ),
-            Error::UnknownService(name) => {
-                write!(f, "unknown service {name:?} (expected pop3 or imap)")
-            }
-        }
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Error::InvalidPattern { source, .. } => Some(source.as_ref()),
-            _ => None,
-        }
-    }
-}
+use crate::{Login, Reason, Service, Verdict};
 
 /// How a [`Parser`] reads lines.
 #[derive(Clone, Debug)]
@@ -158,7 +104,7 @@ impl Parser {
 
     /// Judges one line on its own (a trailing `\n` or `\r\n` is ignored).
     /// `now` is the time the line is read, from which year-less stamps get
-    /// their year. The lines of a log are better judged by a [`Stream`],
+    /// their year. The lines of a log are better judged by a [`Stream`](crate::Stream),
     /// which also knows what the log's other lines look like.
     pub fn parse(&self, line: &[u8], now: Timestamp) -> Verdict {
         match prefix::split(self.format, strip_line_end(line)) {
@@ -187,11 +133,6 @@ impl Parser {
                 .map(|time| time::not_in_future(time, now))
                 .transpose()
         })
-    }
-
-    /// A judge for the lines of one log, read in order.
-    pub fn stream(&self) -> Stream {
-        Stream::new(self.clone())
     }
 
     pub(crate) fn format(&self) -> Format {

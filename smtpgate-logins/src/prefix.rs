@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use memchr::memchr;
 
-use crate::parser::Error;
+use crate::error::Error;
 use crate::time::{scan_iso, scan_year_less, Stamp};
 
 /// The shape of the lines fed to a [`Parser`](crate::Parser).

@@ -34,8 +34,15 @@ pub const UNSTAMPED: &str = "no time stamp, unlike a log line (a continued or in
 pub const OTHER_SHAPE: &str =
     "prefix unlike this log's first line (a continued or injected line, or the log's format changed)";
 
+impl Parser {
+    /// A judge for the lines of one log, read in order.
+    pub fn stream(&self) -> Stream {
+        Stream::new(self.clone())
+    }
+}
+
 impl Stream {
-    pub(crate) fn new(parser: Parser) -> Stream {
+    fn new(parser: Parser) -> Stream {
         Stream {
             parser,
             shape: None,

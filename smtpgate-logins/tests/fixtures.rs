@@ -1,7 +1,7 @@
-//! Runs every line of `tests/fixtures/logs/*.log` through the parser, each
+//! Runs every line of `tests/logs/*.log` through the parser, each
 //! file as one log (a [`smtpgate_logins::Stream`]), and compares the
 //! verdict with the line's expectation. The syntax is described
-//! in `tests/fixtures/logs/README.md`.
+//! in `tests/logs/README.md`.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use smtpgate_logins::{Format, Parser, ParserOptions, Service, Verdict};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/logs");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/logs");
 
 #[test]
 fn every_fixture_line_meets_its_expectation() {

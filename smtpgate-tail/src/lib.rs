@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+mod dir;
 mod lines;
 mod position;
 mod reader;
@@ -53,11 +54,10 @@ mod rotated;
 mod source;
 mod watch;
 
-use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use lines::{ReadLine, ReadLines, MAX_LINE_LEN};
+pub use lines::{Line, ReadLine, ReadLines, MAX_LINE_LEN};
 pub use position::{Fingerprint, Position};
 
 use position::FileId;
@@ -75,19 +75,6 @@ pub enum StartAt {
     End,
     /// Where a previous follower of the same path stopped.
     Resume(Position),
-}
-
-/// One line of the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Line {
-    /// The line without its `\n` or `\r\n`, as raw bytes (logs need not be
-    /// UTF-8), cut to at most [`MAX_LINE_LEN`] bytes.
-    pub bytes: Vec<u8>,
-    /// The line was longer than [`MAX_LINE_LEN`], and only its start is
-    /// kept: what it said at its end is lost.
-    pub cut: bool,
-    /// Just past this line: saving it marks the line as done.
-    pub position: Position,
 }
 
 /// Follows one log file by name. See the crate documentation.
@@ -242,15 +229,4 @@ fn resume(path: &Path, saved: &Position) -> io::Result<Option<Source>> {
         return Ok(Some(previous));
     }
     Source::open(path, 0)
-}
-
-/// The directory holding `path` and the file's name in it; `.` for a bare
-/// name. `None` if `path` names no file, as `/` or `..` do.
-fn dir_and_name(path: &Path) -> Option<(&Path, &OsStr)> {
-    let name = path.file_name()?;
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Some((dir, name))
 }

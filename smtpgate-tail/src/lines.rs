@@ -3,12 +3,27 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
+use crate::position::Position;
+
 /// Longest line handed out, in bytes; longer lines are cut to this length.
 ///
 /// Mail log lines are a few hundred bytes. The cap keeps a runaway writer
 /// (a binary dumped into the log, a missing newline) from growing the
 /// follower's memory without bound.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
+
+/// One line of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The line without its `\n` or `\r\n`, as raw bytes (logs need not be
+    /// UTF-8), cut to at most [`MAX_LINE_LEN`] bytes.
+    pub bytes: Vec<u8>,
+    /// The line was longer than [`MAX_LINE_LEN`], and only its start is
+    /// kept: what it said at its end is lost.
+    pub cut: bool,
+    /// Just past this line: saving it marks the line as done.
+    pub position: Position,
+}
 
 /// Accumulates bytes into complete lines.
 ///

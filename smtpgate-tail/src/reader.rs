@@ -4,10 +4,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::lines::{LineSplitter, MAX_LINE_LEN};
+use crate::lines::{Line, LineSplitter, MAX_LINE_LEN};
 use crate::position::{Fingerprint, Position};
 use crate::source::Source;
-use crate::Line;
 
 /// How much to read from a file at a time.
 const CHUNK: usize = 64 * 1024;

@@ -48,7 +48,7 @@ fn open_holding(candidate: &Path, saved: &Position) -> io::Result<Option<Source>
 /// are not candidates; rotation setups that want a lossless follower keep the
 /// newest generation uncompressed (`delaycompress`).
 fn candidates(path: &Path) -> Vec<PathBuf> {
-    let Some((dir, name)) = crate::dir_and_name(path) else {
+    let Some((dir, name)) = crate::dir::dir_and_name(path) else {
         return Vec::new();
     };
     let mut numbered = OsString::from(name);

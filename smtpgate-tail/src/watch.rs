@@ -55,7 +55,7 @@ impl Watch {
         let watches = inotify.watches();
         // Room for a burst of events with names up to NAME_MAX.
         let events = inotify.into_event_stream(vec![0; 4096])?;
-        let (dir, name) = crate::dir_and_name(path).ok_or_else(|| {
+        let (dir, name) = crate::dir::dir_and_name(path).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} names no file to follow", path.display()),

@@ -2,31 +2,21 @@
 //!
 //! The kernel program (smtpgate-ebpf) drops SYNs to the gated SMTP ports from
 //! addresses without a live grant. This crate attaches it, manages grants and
-//! shows what the gate does; the `smtpgate` binary is its command line. The
-//! library side also serves the integration tests and benchmarks, which load
-//! the same program.
+//! shows what the gate does; the `smtpgate` binary is its command line.
+//!
+//! Three layers, each importing only from the ones below it:
+//!
+//! - [`gate`]: the kernel-facing library. It loads and attaches the program
+//!   and reads and writes its pinned maps, and knows nothing of what drives
+//!   it, so the agent, the one-shot commands, the integration tests and the
+//!   benchmark all drive the same code.
+//! - [`agent`]: the long-running service of `smtpgate run`, which turns
+//!   logins into grants and keeps the gate tidy. It starts from settings
+//!   already resolved and checked, so it never deals in flags or files.
+//! - [`cli`]: the command line. It resolves flags and the configuration file
+//!   into the agent's settings, and runs the one-shot commands, which act on
+//!   the pinned gate whether or not an agent runs.
 
-pub mod accept;
-pub mod addr;
-pub mod allowlist;
-pub mod attach;
-pub mod batch;
-pub mod check_log;
+pub mod agent;
 pub mod cli;
-pub mod clock;
-pub mod commands;
-pub mod errno;
-pub mod filter;
-pub mod gate_maps;
-pub mod mapped;
-pub mod maps;
-pub mod metrics;
-pub mod notify;
-pub mod pins;
-pub mod run;
-pub mod settings;
-pub mod throttle;
-pub mod upgrade;
-pub mod watch;
-pub mod quota;
-pub mod policy_protocol;
+pub mod gate;

@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use smtpgate::{cli, commands, errno};
+use smtpgate::{
+    cli::{args as cli, commands},
+    gate::errno,
+};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -85,7 +85,11 @@ impl Packet {
         let mut boundaries = vec![0];
         frame.extend_from_slice(&SERVER_MAC);
         frame.extend_from_slice(&CLIENT_MAC);
-        let inner = self.ethertype.unwrap_or(if self.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 });
+        let inner = self.ethertype.unwrap_or(if self.src.is_ipv4() {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        });
         let mut types: Vec<u16> = self.vlan_tags.clone();
         types.push(inner);
         frame.extend_from_slice(&types[0].to_be_bytes());
@@ -188,7 +192,9 @@ pub fn tcp_fields(frame: &[u8]) -> Option<(u16, u16, u32, u32, u8)> {
 /// The Internet checksum's 16-bit one's-complement sum of `bytes`, added to
 /// `init`, not yet folded.
 pub fn ones_sum(bytes: &[u8], init: u32) -> u32 {
-    bytes.chunks(2).fold(init, |acc, c| acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+    bytes.chunks(2).fold(init, |acc, c| {
+        acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+    })
 }
 
 /// Folds a [`ones_sum`] into 16 bits; its complement is the checksum.
@@ -225,12 +231,18 @@ pub fn checksums_valid(frame: &[u8]) -> bool {
                 return false;
             }
             let tcp_len = u16::from_be_bytes([ip[2], ip[3]]) as usize - 20;
-            (ones_sum(&ip[12..20], u32::from(TCP) + tcp_len as u32), &frame[34..34 + tcp_len])
+            (
+                ones_sum(&ip[12..20], u32::from(TCP) + tcp_len as u32),
+                &frame[34..34 + tcp_len],
+            )
         }
         ETH_P_IPV6 => {
             let ip = &frame[14..54];
             let tcp_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            (ones_sum(&ip[8..40], u32::from(TCP) + tcp_len as u32), &frame[54..54 + tcp_len])
+            (
+                ones_sum(&ip[8..40], u32::from(TCP) + tcp_len as u32),
+                &frame[54..54 + tcp_len],
+            )
         }
         _ => return false,
     };

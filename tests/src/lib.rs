@@ -32,23 +32,34 @@ use anyhow::{bail, Context, Result};
 /// The agent under test: `SMTPGATE_BIN` (set by `cargo xtask test`), else
 /// the workspace's debug build.
 pub fn smtpgate_bin() -> PathBuf {
-    std::env::var_os("SMTPGATE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/smtpgate")
-    })
+    std::env::var_os("SMTPGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/smtpgate"))
 }
 
 /// A short name no other test (or test run) uses at the same time. Kept
 /// short because interface names are limited to 15 bytes.
 pub fn unique_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("sg{:x}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "sg{:x}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command and fails with its stderr unless it succeeds.
 pub fn sh(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("starting {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("starting {program}"))?;
     if !out.status.success() {
-        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -81,7 +92,9 @@ impl Netns {
     /// `ip netns exec`) leaves /sys alone, so bpffs mounts stay visible.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.path())).arg("--").arg(program);
+        cmd.arg(format!("--net={}", self.path()))
+            .arg("--")
+            .arg(program);
         cmd
     }
 
@@ -186,10 +199,37 @@ impl Lab {
         let server = Netns::new(format!("{name}-srv"))?;
         let client = Netns::new(format!("{name}-cli"))?;
         let (server_iface, client_iface) = (format!("{name}s"), format!("{name}c"));
-        sh("ip", &["link", "add", &server_iface, "netns", &server.name, "type", "veth", "peer", "name", &client_iface, "netns", &client.name])?;
-        for (ns, iface, v4, v6) in [(&server, &server_iface, SERVER_V4, SERVER_V6), (&client, &client_iface, CLIENT_V4, CLIENT_V6)] {
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &server_iface,
+                "netns",
+                &server.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &client_iface,
+                "netns",
+                &client.name,
+            ],
+        )?;
+        for (ns, iface, v4, v6) in [
+            (&server, &server_iface, SERVER_V4, SERVER_V6),
+            (&client, &client_iface, CLIENT_V4, CLIENT_V6),
+        ] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
-            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                iface,
+                "nodad",
+            ])?;
             ns.ip(&["link", "set", iface, "up"])?;
         }
         Ok(Self {
@@ -252,7 +292,11 @@ impl Lab {
     pub fn smtpgate_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.smtpgate(args);
         if !out.status.success() {
-            bail!("smtpgate {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "smtpgate {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -293,7 +337,9 @@ impl Lab {
                     let _ = ready_tx.send(());
                     sent = true;
                 }
-                log.lock().expect("agent log lock").push(std::mem::take(&mut line));
+                log.lock()
+                    .expect("agent log lock")
+                    .push(std::mem::take(&mut line));
             }
         });
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
@@ -308,7 +354,13 @@ impl Lab {
     pub fn agent_logged(&self, needle: &str, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         loop {
-            if self.agent_log.lock().expect("agent log lock").iter().any(|line| line.contains(needle)) {
+            if self
+                .agent_log
+                .lock()
+                .expect("agent log lock")
+                .iter()
+                .any(|line| line.contains(needle))
+            {
                 return true;
             }
             if Instant::now() > deadline {
@@ -351,17 +403,22 @@ impl Lab {
     /// Opens a TCP connection from the client namespace.
     pub fn connect(&self, family: Family, port: u16, timeout: Duration) -> io::Result<TcpStream> {
         let addr = SocketAddr::new(self.server_addr(family), port);
-        self.client.run(move || TcpStream::connect_timeout(&addr, timeout)).map_err(io::Error::other)?
+        self.client
+            .run(move || TcpStream::connect_timeout(&addr, timeout))
+            .map_err(io::Error::other)?
     }
 
     /// The gate's counters (`smtpgate stats --json`).
     pub fn counters(&self) -> Result<serde_json::Value> {
-        let stats: serde_json::Value = serde_json::from_str(&self.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
+        let stats: serde_json::Value =
+            serde_json::from_str(&self.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
         Ok(stats["counters"].clone())
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
-        self.counters()?[name].as_u64().with_context(|| format!("no counter {name}"))
+        self.counters()?[name]
+            .as_u64()
+            .with_context(|| format!("no counter {name}"))
     }
 }
 
@@ -409,7 +466,6 @@ pub fn foreign_xdp_object() -> Result<PathBuf> {
     }
     anyhow::bail!("xdpdump_xdp.o not found under /usr/lib/*/bpf (is xdp-tools installed?)")
 }
-
 
 /// A private directory for one test's files, removed with its contents on
 /// drop. Mode 0755, so the unprivileged users of the mail servers can

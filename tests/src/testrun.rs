@@ -9,7 +9,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
-use smtpgate::{
+use smtpgate::gate::{
     allowlist::{self, Allowlist, Origin},
     attach::{self, GateClock},
     gate_maps::GateMaps,
@@ -52,17 +52,17 @@ impl LoadedGate {
     /// Loads the program with `flags` and the gated `ports`, on the clock
     /// the agent would pick.
     pub fn new(flags: u32, ports: &[u16]) -> Result<Self> {
-        Self::load(&config(flags, ports), None)
+        Self::load(&GateConfig::new(flags, ports), None)
     }
 
     /// Like [`LoadedGate::new`], on the given clock.
     pub fn on_clock(flags: u32, ports: &[u16], clock: GateClock) -> Result<Self> {
-        Self::load(&config(flags, ports), Some(clock))
+        Self::load(&GateConfig::new(flags, ports), Some(clock))
     }
 
     /// Like [`LoadedGate::new`], granting each IPv6 login its `/prefix`.
     pub fn with_v6_grant_prefix(flags: u32, ports: &[u16], prefix: u8) -> Result<Self> {
-        let mut config = config(flags, ports);
+        let mut config = GateConfig::new(flags, ports);
         config.set_v6_grant_prefix(prefix);
         Self::load(&config, None)
     }
@@ -82,6 +82,7 @@ impl LoadedGate {
             dests,
             config,
             counters,
+            ..
         } = GateMaps::take(&mut ebpf, &pins, config)?;
         let mut gate = Self {
             grants,
@@ -99,9 +100,9 @@ impl LoadedGate {
     }
 
     /// Rewrites the configuration with other `flags` and `ports` (each
-    /// IPv6 address for itself).
+    /// IPv6 address granted for itself).
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        self.config.write(&config(flags, ports))
+        self.config.write(&GateConfig::new(flags, ports))
     }
 
     /// Where the program's maps are pinned, for opening them as other
@@ -168,15 +169,6 @@ impl LoadedGate {
             .map(|(c, v)| (c.name(), v))
             .collect())
     }
-}
-
-/// A configuration gating `ports` with `flags`.
-fn config(flags: u32, ports: &[u16]) -> GateConfig {
-    let mut config = GateConfig::new(flags);
-    for &port in ports {
-        config.gate_port(port);
-    }
-    config
 }
 
 fn run_with(

@@ -54,7 +54,10 @@ fn malformed_address_and_duration() -> Result<()> {
 #[test]
 fn interface_without_ethernet_framing() -> Result<()> {
     let lab = Lab::new()?;
-    assert_clear_error(&lab.smtpgate(&["run", "--iface", "lo"]), "lo does not carry Ethernet frames")
+    assert_clear_error(
+        &lab.smtpgate(&["run", "--iface", "lo"]),
+        "lo does not carry Ethernet frames",
+    )
 }
 
 #[test]

@@ -25,27 +25,42 @@ fn grant_lifecycle(family: Family, hook: &str) -> Result<()> {
     // port is untouched.
     let before = lab.counter("dropped_no_grant")?;
     assert_dropped(&lab, family)?;
-    ensure!(lab.counter("dropped_no_grant")? > before, "drop counter did not move");
-    let mut other = lab.connect(family, UNGATED, ANSWERED).context("ungated port")?;
+    ensure!(
+        lab.counter("dropped_no_grant")? > before,
+        "drop counter did not move"
+    );
+    let mut other = lab
+        .connect(family, UNGATED, ANSWERED)
+        .context("ungated port")?;
     assert_echoes(&mut other, b"ungated")?;
 
     // A short grant opens port 25.
     lab.smtpgate_ok(&["allow", &client, "--ttl", "3s"])?;
     let listed = lab.smtpgate_ok(&["list"])?;
-    ensure!(listed.contains(&client), "list does not show {client}: {listed}");
-    let mut session = lab.connect(family, SMTP, ANSWERED).context("connect with a grant")?;
+    ensure!(
+        listed.contains(&client),
+        "list does not show {client}: {listed}"
+    );
+    let mut session = lab
+        .connect(family, SMTP, ANSWERED)
+        .context("connect with a grant")?;
     assert_echoes(&mut session, b"EHLO customer\r\n")?;
     ensure!(lab.counter("allowed_grant")? >= 1);
 
     // After expiry, new connections fail, the open session still works.
     thread::sleep(Duration::from_millis(3300));
     assert_dropped(&lab, family)?;
-    ensure!(lab.counter("dropped_expired")? >= 1, "expired drop not counted");
+    ensure!(
+        lab.counter("dropped_expired")? >= 1,
+        "expired drop not counted"
+    );
     assert_echoes(&mut session, b"MAIL FROM:<customer@example.org>\r\n")?;
 
     // Revoke closes the gate at once, again sparing the open session.
     lab.smtpgate_ok(&["allow", &client, "--ttl", "10m"])?;
-    let mut second = lab.connect(family, SMTP, ANSWERED).context("connect after re-grant")?;
+    let mut second = lab
+        .connect(family, SMTP, ANSWERED)
+        .context("connect after re-grant")?;
     lab.smtpgate_ok(&["revoke", &client])?;
     assert_dropped(&lab, family)?;
     assert_echoes(&mut second, b"QUIT\r\n")?;
@@ -86,15 +101,29 @@ fn tc_netlink_filter_lifecycle() -> Result<()> {
     lab.stop_agent()?;
     assert_dropped(&lab, Family::V4).context("filter gone with the agent")?;
     lab.start_agent_with_env(&["--attach", "tc"], &netlink)?;
-    let filters = lab.server.command("tc").args(["filter", "show", "dev", &lab.server_iface, "ingress"]).output()?;
+    let filters = lab
+        .server
+        .command("tc")
+        .args(["filter", "show", "dev", &lab.server_iface, "ingress"])
+        .output()?;
     let filters = String::from_utf8_lossy(&filters.stdout);
-    ensure!(filters.matches("name smtpgate_tc").count() == 1, "expected exactly one filter after the restart:\n{filters}");
+    ensure!(
+        filters.matches("name smtpgate_tc").count() == 1,
+        "expected exactly one filter after the restart:\n{filters}"
+    );
     lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4])?;
     lab.connect(Family::V4, SMTP, ANSWERED)?;
     lab.stop_agent()?;
     lab.smtpgate_ok(&["detach"])?;
-    let filters = lab.server.command("tc").args(["filter", "show", "dev", &lab.server_iface, "ingress"]).output()?;
-    ensure!(!String::from_utf8_lossy(&filters.stdout).contains("smtpgate_tc"), "filter left after detach");
+    let filters = lab
+        .server
+        .command("tc")
+        .args(["filter", "show", "dev", &lab.server_iface, "ingress"])
+        .output()?;
+    ensure!(
+        !String::from_utf8_lossy(&filters.stdout).contains("smtpgate_tc"),
+        "filter left after detach"
+    );
     Ok(())
 }
 
@@ -117,19 +146,37 @@ fn restart_keeps_gate_and_grants() -> Result<()> {
     // With the agent gone, the gate keeps enforcing and the grant holds.
     ensure!(lab.stop_agent()? == 0, "agent did not exit cleanly");
     assert_dropped(&lab, Family::V4)?;
-    lab.connect(Family::V6, SMTP, ANSWERED).context("granted client while agent is down")?;
-    ensure!(lab.counter("dropped_no_grant")? >= dropped_before + 2, "counters stopped while agent was down");
+    lab.connect(Family::V6, SMTP, ANSWERED)
+        .context("granted client while agent is down")?;
+    ensure!(
+        lab.counter("dropped_no_grant")? >= dropped_before + 2,
+        "counters stopped while agent was down"
+    );
 
     // The CLI still works on the pins, and a restarted agent reuses them.
     lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4, "--ttl", "10m"])?;
     lab.start_agent(&["--attach", "xdp"])?;
     let listed = lab.smtpgate_ok(&["list", "--json"])?;
     let grants: serde_json::Value = serde_json::from_str(&listed)?;
-    let addresses: Vec<&str> = grants.as_array().unwrap().iter().filter_map(|g| g["address"].as_str()).collect();
-    ensure!(addresses.contains(&smtpgate_tests::CLIENT_V6), "IPv6 grant lost: {listed}");
-    ensure!(addresses.contains(&smtpgate_tests::CLIENT_V4), "IPv4 grant lost: {listed}");
+    let addresses: Vec<&str> = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["address"].as_str())
+        .collect();
+    ensure!(
+        addresses.contains(&smtpgate_tests::CLIENT_V6),
+        "IPv6 grant lost: {listed}"
+    );
+    ensure!(
+        addresses.contains(&smtpgate_tests::CLIENT_V4),
+        "IPv4 grant lost: {listed}"
+    );
     lab.connect(Family::V4, SMTP, ANSWERED)?;
-    ensure!(lab.counter("dropped_no_grant")? >= dropped_before + 2, "counters were reset by the restart");
+    ensure!(
+        lab.counter("dropped_no_grant")? >= dropped_before + 2,
+        "counters were reset by the restart"
+    );
     Ok(())
 }
 
@@ -138,8 +185,14 @@ fn switching_hook_replaces_the_attachment() -> Result<()> {
     let mut lab = lab("xdp", &[])?;
     lab.stop_agent()?;
     lab.start_agent(&["--attach", "tc"])?;
-    let stats: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
-    let hooks: Vec<&str> = stats["attached"].as_array().unwrap().iter().filter_map(|a| a["hook"].as_str()).collect();
+    let stats: serde_json::Value =
+        serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
+    let hooks: Vec<&str> = stats["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["hook"].as_str())
+        .collect();
     ensure!(hooks == ["tc"], "expected only tc attached, got {hooks:?}");
     assert_dropped(&lab, Family::V4)?;
     Ok(())
@@ -152,9 +205,13 @@ fn detach_removes_program_and_pins() -> Result<()> {
     lab.stop_agent()?;
     lab.smtpgate_ok(&["detach"])?;
     ensure!(!lab.bpffs.pin_dir().exists(), "pins left behind");
-    lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 still gated after detach")?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("port 25 still gated after detach")?;
     let out = lab.smtpgate(&["list"]);
-    ensure!(!out.status.success(), "list succeeded with nothing attached");
+    ensure!(
+        !out.status.success(),
+        "list succeeded with nothing attached"
+    );
     Ok(())
 }
 
@@ -162,7 +219,8 @@ fn detach_removes_program_and_pins() -> Result<()> {
 fn custom_port_set_gates_only_those_ports() -> Result<()> {
     let lab = lab("xdp", &["--port", "2525"])?;
     lab.assert_no_answer(Family::V4, UNGATED)?;
-    lab.connect(Family::V4, SMTP, ANSWERED).context("port 25 is not in the gated set")?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("port 25 is not in the gated set")?;
     Ok(())
 }
 
@@ -175,10 +233,18 @@ fn a_full_grant_map_still_takes_a_fresh_grant() -> Result<()> {
         lab.smtpgate_ok(&["allow", &format!("198.51.100.{i}")])?;
     }
     lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V4])?;
-    lab.connect(Family::V4, SMTP, ANSWERED).context("the newest grant was refused")?;
-    let stats: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
-    ensure!(stats["grants"]["capacity"] == 32, "capacity not applied: {stats}");
-    ensure!(stats["grants"]["live"].as_u64().unwrap() <= 32, "more live grants than capacity: {stats}");
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the newest grant was refused")?;
+    let stats: serde_json::Value =
+        serde_json::from_str(&lab.smtpgate_ok(&["stats", "--json", "--no-rates"])?)?;
+    ensure!(
+        stats["grants"]["capacity"] == 32,
+        "capacity not applied: {stats}"
+    );
+    ensure!(
+        stats["grants"]["live"].as_u64().unwrap() <= 32,
+        "more live grants than capacity: {stats}"
+    );
     Ok(())
 }
 
@@ -191,7 +257,10 @@ fn verbose_run_logs_each_refusal() -> Result<()> {
         assert_dropped(&lab, Family::V4)?;
         let line = format!("refused SYN from {}", lab.client_addr(Family::V4));
         let seen = lab.agent_logged(&line, Duration::from_secs(if logged { 5 } else { 1 }));
-        ensure!(seen == logged, "with flags {flags:?}, '{line}' logged: {seen}");
+        ensure!(
+            seen == logged,
+            "with flags {flags:?}, '{line}' logged: {seen}"
+        );
     }
     Ok(())
 }
@@ -211,12 +280,17 @@ fn pins_of_an_older_layout_are_retired_by_run_and_refused_by_commands() -> Resul
 
     let refused = lab.smtpgate(&["allow", smtpgate_tests::CLIENT_V6]);
     let err = String::from_utf8_lossy(&refused.stderr);
-    ensure!(!refused.status.success() && err.contains("set up by an older smtpgate"), "allow on old pins: {err}");
+    ensure!(
+        !refused.status.success() && err.contains("set up by an older smtpgate"),
+        "allow on old pins: {err}"
+    );
 
     lab.start_agent(&["--attach", "xdp"])?;
     ensure!(!retired.exists(), "{} was not retired", retired.display());
     lab.smtpgate_ok(&["allow", smtpgate_tests::CLIENT_V6, "--ttl", "10m"])?;
-    lab.connect(Family::V4, SMTP, ANSWERED).context("the grant made before the upgrade")?;
-    lab.connect(Family::V6, SMTP, ANSWERED).context("the grant made after it")?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the grant made before the upgrade")?;
+    lab.connect(Family::V6, SMTP, ANSWERED)
+        .context("the grant made after it")?;
     Ok(())
 }

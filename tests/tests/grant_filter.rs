@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{ensure, Result};
 use aya::maps::{Array, HashMap, MapData};
-use smtpgate::{
+use smtpgate::gate::{
     addr, clock,
     filter::GrantFilter,
     maps::{open_pinned, Grants},
@@ -38,13 +38,26 @@ fn syn_from(ip: IpAddr) -> Vec<u8> {
 fn the_program_trusts_the_filter_until_a_rebuild_finds_the_grant() -> Result<()> {
     let mut gate = LoadedGate::new(0, &[25])?;
     let ip: IpAddr = "198.51.100.77".parse()?;
-    let mut raw: HashMap<MapData, AddrKey, Grant> = open_pinned(&gate.pins().map(GRANTS_MAP))?.try_into()?;
-    raw.insert(addr::key(ip), Grant { expiry_ns: clock::expiry_after(Duration::from_secs(60)), ..Grant::default() }, 0)?;
+    let mut raw: HashMap<MapData, AddrKey, Grant> =
+        open_pinned(&gate.pins().map(GRANTS_MAP))?.try_into()?;
+    let grant = Grant {
+        expiry_ns: clock::expiry_after(Duration::from_secs(60)),
+        ..Grant::default()
+    };
+    raw.insert(addr::key(ip), grant, 0)?;
     let denied = gate.run_xdp(&syn_from(ip))?;
-    ensure!(denied.action == XDP_DROP, "a grant unknown to the filter passed (action {})", denied.action);
+    ensure!(
+        denied.action == XDP_DROP,
+        "a grant unknown to the filter passed (action {})",
+        denied.action
+    );
     gate.grants.sweep()?;
     let passed = gate.run_xdp(&syn_from(ip))?;
-    ensure!(passed.action == XDP_PASS, "the rebuilt filter still denies the grant (action {})", passed.action);
+    ensure!(
+        passed.action == XDP_PASS,
+        "the rebuilt filter still denies the grant (action {})",
+        passed.action
+    );
     Ok(())
 }
 
@@ -66,14 +79,23 @@ fn an_abandoned_rebuild_leaves_the_filter_in_use_whole() -> Result<()> {
     let both_pass = |gate: &LoadedGate, when: &str| -> Result<()> {
         for ip in [before, during] {
             let action = gate.run_xdp(&syn_from(ip))?.action;
-            ensure!(action == XDP_PASS, "{when} the takeover, the grant of {ip} was denied (action {action})");
+            ensure!(
+                action == XDP_PASS,
+                "{when} the takeover, the grant of {ip} was denied (action {action})"
+            );
         }
         Ok(())
     };
-    ensure!(generation()? % 2 == 1, "the abandoned rebuild did not leave its generation odd");
+    ensure!(
+        generation()? % 2 == 1,
+        "the abandoned rebuild did not leave its generation odd"
+    );
     both_pass(&gate, "before")?;
     gate.grants.sweep()?;
-    ensure!(generation()? % 2 == 0, "the next rebuild did not end the abandoned one");
+    ensure!(
+        generation()? % 2 == 0,
+        "the next rebuild did not end the abandoned one"
+    );
     both_pass(&gate, "after")
 }
 
@@ -131,7 +153,14 @@ fn grants_racing_rebuilds_are_never_denied() -> Result<()> {
         Ok((granted, denied))
     })?;
     let rebuilds = rebuilds.into_inner();
-    ensure!(denied.is_empty(), "{} of {granted} fresh grants denied during {rebuilds} rebuilds: {denied:?}", denied.len());
-    ensure!(rebuilds >= REBUILDS, "only {rebuilds} rebuilds overlapped the grants: the race was not exercised");
+    ensure!(
+        denied.is_empty(),
+        "{} of {granted} fresh grants denied during {rebuilds} rebuilds: {denied:?}",
+        denied.len()
+    );
+    ensure!(
+        rebuilds >= REBUILDS,
+        "only {rebuilds} rebuilds overlapped the grants: the race was not exercised"
+    );
     Ok(())
 }

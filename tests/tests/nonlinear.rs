@@ -23,27 +23,70 @@ const JUMBO_MTU: &str = "9000";
 /// An IPv6 SYN to port 25 behind four 1 KiB destination-options headers.
 fn deep_syn(src: std::net::Ipv6Addr, n: u32) -> Case {
     let chain = vec![Ext::dest_opts(1024); 4];
-    let shape = Shape::syn(src.into(), SERVER_V6.parse().expect("a literal address"), 32000 + n as u16, 25).chain(chain);
-    Case::new(&shape, Ids { seq: 0x0600_0000 | n, ip_id: n as u16, frag_id: 0x0600_0000 | n })
+    let shape = Shape::syn(
+        src.into(),
+        SERVER_V6.parse().expect("a literal address"),
+        32000 + n as u16,
+        25,
+    )
+    .chain(chain);
+    Case::new(
+        &shape,
+        Ids {
+            seq: 0x0600_0000 | n,
+            ip_id: n as u16,
+            frag_id: 0x0600_0000 | n,
+        },
+    )
 }
 
 /// Whether each case got a SYN-ACK, in a lab with jumbo frames.
 fn answered(gate: Option<Hook>, cases: &[Case]) -> Result<(Vec<bool>, Option<u64>)> {
     let lab = FuzzLab::new(gate)?;
-    lab.lab.server.ip(&["link", "set", "dev", &lab.lab.server_iface, "mtu", JUMBO_MTU])?;
-    lab.lab.client.ip(&["link", "set", "dev", &lab.lab.client_iface, "mtu", JUMBO_MTU])?;
+    lab.lab.server.ip(&[
+        "link",
+        "set",
+        "dev",
+        &lab.lab.server_iface,
+        "mtu",
+        JUMBO_MTU,
+    ])?;
+    lab.lab.client.ip(&[
+        "link",
+        "set",
+        "dev",
+        &lab.lab.client_iface,
+        "mtu",
+        JUMBO_MTU,
+    ])?;
     let answers = oracle::answers(&lab.lab, cases)?;
-    let refused = gate.map(|_| lab.lab.counter("refused_unparsed_nonlinear")).transpose()?;
-    Ok((answers.per_case.iter().map(|a| a.syn_ack).collect(), refused))
+    let refused = gate
+        .map(|_| lab.lab.counter("refused_unparsed_nonlinear"))
+        .transpose()?;
+    Ok((
+        answers.per_case.iter().map(|a| a.syn_ack).collect(),
+        refused,
+    ))
 }
 
 #[test]
 fn headers_beyond_the_linear_part_are_refused_unless_granted() -> Result<()> {
     let cases = [deep_syn(stranger_v6(0x6000), 1), deep_syn(GRANTED_V6, 2)];
     let (kernel, _) = answered(None, &cases)?;
-    ensure!(kernel == [true, true], "with no gate the kernel must answer both SYNs (it answered {kernel:?})");
+    ensure!(
+        kernel == [true, true],
+        "with no gate the kernel must answer both SYNs (it answered {kernel:?})"
+    );
     let (gated, refused) = answered(Some(Hook::Tc), &cases)?;
-    ensure!(gated == [false, true], "through the TC gate: stranger answered {}, granted answered {}", gated[0], gated[1]);
-    ensure!(refused == Some(1), "refused_unparsed_nonlinear is {refused:?}, expected 1");
+    ensure!(
+        gated == [false, true],
+        "through the TC gate: stranger answered {}, granted answered {}",
+        gated[0],
+        gated[1]
+    );
+    ensure!(
+        refused == Some(1),
+        "refused_unparsed_nonlinear is {refused:?}, expected 1"
+    );
     Ok(())
 }

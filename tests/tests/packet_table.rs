@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use smtpgate::attach::GateClock;
+use smtpgate::gate::attach::GateClock;
 use smtpgate_common::{FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use smtpgate_tests::{
     frames::{
@@ -591,9 +591,30 @@ fn header_rows() -> Vec<Row> {
     ));
     // The fragment header's byte 3 holds its M flag, byte 1 is reserved.
     for (name, exts, byte, value, verdict, counter) in [
-        ("ipv6 fragment within a fragment", vec![FRAGMENT, FRAGMENT], 3, 1, Drop, "refused_unparsed_fragment"),
-        ("ipv6 fragment header with its reserved byte set", vec![FRAGMENT], 1, 1, Drop, "refused_unparsed_fragment"),
-        ("ipv6 first fragment with the whole tcp header", vec![FRAGMENT], 3, 1, Drop, "dropped_no_grant"),
+        (
+            "ipv6 fragment within a fragment",
+            vec![FRAGMENT, FRAGMENT],
+            3,
+            1,
+            Drop,
+            "refused_unparsed_fragment",
+        ),
+        (
+            "ipv6 fragment header with its reserved byte set",
+            vec![FRAGMENT],
+            1,
+            1,
+            Drop,
+            "refused_unparsed_fragment",
+        ),
+        (
+            "ipv6 first fragment with the whole tcp header",
+            vec![FRAGMENT],
+            3,
+            1,
+            Drop,
+            "dropped_no_grant",
+        ),
     ] {
         let packet = syn(STRANGER6, SERVER6).with(|p| p.ipv6_ext = exts);
         let frame = edit_ipv6_exts(packet, |i, h| {
@@ -967,11 +988,11 @@ fn a_grant_the_agent_calls_expired_no_longer_passes() -> Result<()> {
                 .grants
                 .grant(STRANGER.parse()?, Duration::from_millis(2))?;
             let deadline = Instant::now() + Duration::from_secs(1);
-            while !smtpgate::clock::remaining(expiry).is_zero() {
+            while !smtpgate::gate::clock::remaining(expiry).is_zero() {
                 ensure!(
                     Instant::now() < deadline,
                     "a 2 ms grant still had {:?} left after 1 s",
-                    smtpgate::clock::remaining(expiry)
+                    smtpgate::gate::clock::remaining(expiry)
                 );
             }
             let action = gate.run_xdp(&frame)?.action;

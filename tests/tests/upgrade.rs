@@ -20,11 +20,7 @@ use aya::{
     programs::{links::FdLink, Xdp, XdpMode},
     EbpfLoader,
 };
-use smtpgate::{
-    addr, clock,
-    maps::open_pinned,
-    pins::{Hook, PinDir},
-};
+use smtpgate::gate::{addr, clock, maps::open_pinned, options::Hook, pins::PinDir};
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP, OLDER_GRANT_MAPS, RETIRED_MAPS};
 use smtpgate_tests::{sh, Lab, ANSWERED, CLIENT_V4, SERVER_V4, SERVER_V6, SMTP};
 
@@ -63,10 +59,15 @@ struct Probed {
 fn probe(to: SocketAddr, wait: Duration, stop: Arc<AtomicBool>) -> Probed {
     let mut probed = Probed::default();
     let began = Instant::now();
-    while !stop.load(Ordering::Relaxed) && probed.attempts < MAX_PROBES && began.elapsed() < MAX_PROBING {
+    while !stop.load(Ordering::Relaxed)
+        && probed.attempts < MAX_PROBES
+        && began.elapsed() < MAX_PROBING
+    {
         match TcpStream::connect_timeout(&to, wait) {
             Ok(_) => probed.answered += 1,
-            Err(e) => probed.refused.push(format!("attempt {}: {e}", probed.attempts)),
+            Err(e) => probed
+                .refused
+                .push(format!("attempt {}: {e}", probed.attempts)),
         }
         probed.attempts += 1;
         thread::sleep(Duration::from_millis(2));
@@ -76,8 +77,13 @@ fn probe(to: SocketAddr, wait: Duration, stop: Arc<AtomicBool>) -> Probed {
 
 /// The id of the program in the link pinned at `pin`.
 fn linked_program(pin: &std::path::Path) -> Result<u64> {
-    let shown: serde_json::Value = serde_json::from_str(&sh("bpftool", &["-j", "link", "show", "pinned", &pin.to_string_lossy()])?)?;
-    shown["prog_id"].as_u64().context("bpftool shows no prog_id")
+    let shown: serde_json::Value = serde_json::from_str(&sh(
+        "bpftool",
+        &["-j", "link", "show", "pinned", &pin.to_string_lossy()],
+    )?)?;
+    shown["prog_id"]
+        .as_u64()
+        .context("bpftool shows no prog_id")
 }
 
 /// Sets up the old release's gate on `iface`, as that release's `run`
@@ -89,23 +95,46 @@ fn set_up_v1_gate(pins: &PinDir, iface: &str) -> Result<Vec<(String, u64)>> {
         .default_map_pin_directory(pins.path())
         .load(V1_OBJECT)
         .context("loading the v1 object")?;
-    let mut config: Array<MapData, V1Config> = old.take_map("CONFIG").context("v1 CONFIG")?.try_into()?;
-    let mut v1_config = V1Config { flags: 0, reserved: 0, ports: [0; 1024] };
+    let mut config: Array<MapData, V1Config> =
+        old.take_map("CONFIG").context("v1 CONFIG")?.try_into()?;
+    let mut v1_config = V1Config {
+        flags: 0,
+        reserved: 0,
+        ports: [0; 1024],
+    };
     v1_config.ports[usize::from(SMTP) / 64] |= 1 << (SMTP % 64);
     config.set(0, v1_config, 0)?;
-    let mut grants: HashMap<MapData, AddrKey, u64> =
-        old.take_map(OLDER_GRANT_MAPS[0]).context("v1 GRANTS")?.try_into()?;
+    let mut grants: HashMap<MapData, AddrKey, u64> = old
+        .take_map(OLDER_GRANT_MAPS[0])
+        .context("v1 GRANTS")?
+        .try_into()?;
     let live = vec![
-        (CLIENT_V4.to_string(), clock::expiry_after(Duration::from_secs(600))),
-        ("203.0.113.5".to_string(), clock::expiry_after(Duration::from_secs(300))),
-        ("2001:db8:77::5".to_string(), clock::expiry_after(Duration::from_secs(900))),
+        (
+            CLIENT_V4.to_string(),
+            clock::expiry_after(Duration::from_secs(600)),
+        ),
+        (
+            "203.0.113.5".to_string(),
+            clock::expiry_after(Duration::from_secs(300)),
+        ),
+        (
+            "2001:db8:77::5".to_string(),
+            clock::expiry_after(Duration::from_secs(900)),
+        ),
     ];
     for (ip, expiry) in &live {
         grants.insert(addr::key(ip.parse()?), expiry, 0)?;
     }
     // An expired grant, which is not to be carried.
-    grants.insert(addr::key("203.0.113.6".parse()?), clock::monotonic_ns() - 1, 0)?;
-    let program: &mut Xdp = old.program_mut("smtpgate_xdp").context("v1 XDP program")?.try_into()?;
+    grants.insert(
+        addr::key("203.0.113.6".parse()?),
+        clock::monotonic_ns() - 1,
+        0,
+    )?;
+    let program: &mut Xdp = old
+        .program_mut("smtpgate_xdp")
+        .context("v1 XDP program")?
+        .try_into()?;
     program.load()?;
     let id = program.attach(iface, XdpMode::Driver)?;
     let link = FdLink::try_from(program.take_link(id)?)?;
@@ -126,45 +155,91 @@ fn run_takes_over_a_gate_of_the_previous_layout_with_every_grant() -> Result<()>
     let link_pin = pins.link(Hook::Xdp, &lab.server_iface);
     let old_program = linked_program(&link_pin)?;
     // The old gate enforces: the granted client gets in, the stranger not.
-    lab.connect(smtpgate_tests::Family::V4, SMTP, ANSWERED).context("the v1 gate refused its grant")?;
-    lab.assert_no_answer(smtpgate_tests::Family::V6, SMTP).context("the v1 gate")?;
+    lab.connect(smtpgate_tests::Family::V4, SMTP, ANSWERED)
+        .context("the v1 gate refused its grant")?;
+    lab.assert_no_answer(smtpgate_tests::Family::V6, SMTP)
+        .context("the v1 gate")?;
 
     // The granted client connects over IPv4, the stranger (the client's
     // IPv6 address, never granted) over IPv6, both all through the upgrade.
     let stop = Arc::new(AtomicBool::new(false));
-    let [granted, stranger] = [(SERVER_V4, ANSWERED), (SERVER_V6, STRANGER_WAIT)].map(|(server, wait)| {
-        let (to, stop) = (SocketAddr::new(server.parse().unwrap(), SMTP), stop.clone());
-        lab.client.spawn(move || probe(to, wait, stop))
-    });
+    let [granted, stranger] =
+        [(SERVER_V4, ANSWERED), (SERVER_V6, STRANGER_WAIT)].map(|(server, wait)| {
+            let (to, stop) = (SocketAddr::new(server.parse().unwrap(), SMTP), stop.clone());
+            lab.client.spawn(move || probe(to, wait, stop))
+        });
     // Let the probes run against the old gate for a moment, then upgrade.
     thread::sleep(Duration::from_millis(300));
     lab.start_agent(&["--attach", "xdp"])?;
-    ensure!(lab.agent_logged("took over the pinned attachment", Duration::from_secs(5)), "run did not take the link over");
-    ensure!(lab.agent_logged("carried 3 live grants over", Duration::from_secs(5)), "run did not report carrying 3 grants");
+    ensure!(
+        lab.agent_logged("took over the pinned attachment", Duration::from_secs(5)),
+        "run did not take the link over"
+    );
+    ensure!(
+        lab.agent_logged("carried 3 live grants over", Duration::from_secs(5)),
+        "run did not report carrying 3 grants"
+    );
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let [granted, stranger] = [granted, stranger].map(|probes| probes.join().expect("a probe thread panicked"));
+    let [granted, stranger] =
+        [granted, stranger].map(|probes| probes.join().expect("a probe thread panicked"));
     let (granted, stranger) = (granted?, stranger?);
-    println!("granted client: {granted:?}\nstranger: {} attempts, {} answered", stranger.attempts, stranger.answered);
-    ensure!(granted.attempts >= 10 && stranger.attempts >= 2, "the probes ran too little: {granted:?}");
-    ensure!(granted.refused.is_empty(), "the granted client was refused: {:?}", granted.refused);
-    ensure!(stranger.answered == 0, "the stranger got {} answers during the upgrade", stranger.answered);
-    ensure!(linked_program(&link_pin)? != old_program, "the pinned link still runs the old program");
+    println!(
+        "granted client: {granted:?}\nstranger: {} attempts, {} answered",
+        stranger.attempts, stranger.answered
+    );
+    ensure!(
+        granted.attempts >= 10 && stranger.attempts >= 2,
+        "the probes ran too little: {granted:?}"
+    );
+    ensure!(
+        granted.refused.is_empty(),
+        "the granted client was refused: {:?}",
+        granted.refused
+    );
+    ensure!(
+        stranger.answered == 0,
+        "the stranger got {} answers during the upgrade",
+        stranger.answered
+    );
+    ensure!(
+        linked_program(&link_pin)? != old_program,
+        "the pinned link still runs the old program"
+    );
 
     // Every live grant came across with its expiry, the expired one did not.
-    let carried: HashMap<MapData, AddrKey, Grant> = open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+    let carried: HashMap<MapData, AddrKey, Grant> =
+        open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
     for (ip, expiry) in &live {
-        let grant = carried.get(&addr::key(ip.parse()?), 0).with_context(|| format!("{ip} was not carried over"))?;
-        ensure!(grant.expiry_ns == *expiry, "{ip}: expiry {} became {}", expiry, grant.expiry_ns);
+        let grant = carried
+            .get(&addr::key(ip.parse()?), 0)
+            .with_context(|| format!("{ip} was not carried over"))?;
+        ensure!(
+            grant.expiry_ns == *expiry,
+            "{ip}: expiry {} became {}",
+            expiry,
+            grant.expiry_ns
+        );
     }
-    ensure!(carried.get(&addr::key("203.0.113.6".parse()?), 0).is_err(), "an expired grant was carried over");
+    ensure!(
+        carried.get(&addr::key("203.0.113.6".parse()?), 0).is_err(),
+        "an expired grant was carried over"
+    );
     for name in RETIRED_MAPS {
-        ensure!(!pins.map(name).exists(), "{name} of the old layout is still pinned");
+        ensure!(
+            !pins.map(name).exists(),
+            "{name} of the old layout is still pinned"
+        );
     }
     // The commands work on the upgraded gate, and the new program enforces.
     let listed = lab.smtpgate_ok(&["list"])?;
-    ensure!(listed.contains(CLIENT_V4) && listed.contains("2001:db8:77::5"), "list after the upgrade: {listed}");
-    lab.connect(smtpgate_tests::Family::V4, SMTP, ANSWERED).context("the grant after the upgrade")?;
-    lab.assert_no_answer(smtpgate_tests::Family::V6, SMTP).context("the stranger after the upgrade")?;
+    ensure!(
+        listed.contains(CLIENT_V4) && listed.contains("2001:db8:77::5"),
+        "list after the upgrade: {listed}"
+    );
+    lab.connect(smtpgate_tests::Family::V4, SMTP, ANSWERED)
+        .context("the grant after the upgrade")?;
+    lab.assert_no_answer(smtpgate_tests::Family::V6, SMTP)
+        .context("the stranger after the upgrade")?;
     Ok(())
 }

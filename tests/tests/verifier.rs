@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Result};
 
-use smtpgate::attach::GateClock;
+use smtpgate::gate::attach::GateClock;
 use smtpgate_tests::testrun::LoadedGate;
 
 /// A quarter of the verifier's limit.

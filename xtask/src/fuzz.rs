@@ -124,9 +124,9 @@ fn write_seeds(target: &str, root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every log line of `tests/fixtures/logs/*.log` (comments left out).
+/// Every log line of `smtpgate-logins/tests/logs/*.log` (comments left out).
 fn fixture_lines(root: &Path) -> Result<Vec<Vec<u8>>> {
-    let dir = root.join("tests/fixtures/logs");
+    let dir = root.join("smtpgate-logins/tests/logs");
     let mut lines = Vec::new();
     for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
@@ -173,7 +173,7 @@ fn login_seeds(root: &Path, lines: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
 /// the client tried, if any.
 fn captured_ids(root: &Path) -> Result<Vec<Vec<u8>>> {
     const PROCESS: &[u8] = b"imap-login: Info: ";
-    let path = root.join("tests/fixtures/logs/dovecot-2.3-id-pieces.log");
+    let path = root.join("smtpgate-logins/tests/logs/dovecot-2.3-id-pieces.log");
     let log = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut messages: Vec<Vec<u8>> = Vec::new();
     for line in log.split(|&b| b == b'\n') {

@@ -97,18 +97,30 @@ fn build(release: bool) -> Result<PathBuf> {
     }
     shell::run(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root().join("target").join(profile).join("smtpgate"))
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("smtpgate"))
 }
 
 fn test(args: &[String]) -> Result<()> {
     setup::everything()?;
     let agent = build(false)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "smtpgate-ebpf", "--exclude", "bench-ebpf", "--no-fail-fast", "--"])
-        .args(args)
-        .env("SMTPGATE_BIN", agent)
-        // The namespace tests mostly wait on timers, not on the CPU.
-        .env("RUST_TEST_THREADS", "6");
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "smtpgate-ebpf",
+        "--exclude",
+        "bench-ebpf",
+        "--no-fail-fast",
+        "--",
+    ])
+    .args(args)
+    .env("SMTPGATE_BIN", agent)
+    // The namespace tests mostly wait on timers, not on the CPU.
+    .env("RUST_TEST_THREADS", "6");
     shell::run(&mut cmd)
 }
 
@@ -117,6 +129,16 @@ fn run_with_agent(bin: &str, args: &[String]) -> Result<()> {
     setup::everything()?;
     let agent = build(false)?;
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "--package", "smtpgate-tests", "--bin", bin, "--"]).args(args).env("SMTPGATE_BIN", agent);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "smtpgate-tests",
+        "--bin",
+        bin,
+        "--",
+    ])
+    .args(args)
+    .env("SMTPGATE_BIN", agent);
     shell::run(&mut cmd)
 }

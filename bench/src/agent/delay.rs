@@ -16,8 +16,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
-use smtpgate::{maps::Grants, pins::PinDir};
 use serde::Serialize;
+use smtpgate::gate::{maps::Grants, pins::PinDir};
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::Lab;
 
@@ -76,20 +76,26 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
         SWEEP_EVERY,
     ])?;
     let pins = PinDir::new(lab.bpffs.pin_dir());
-    let grants: HashMap<MapData, AddrKey, Grant> = smtpgate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
-    let read_all = (preload > 0).then(|| preload_grants(&pins, preload, &grants)).transpose()?;
+    let grants: HashMap<MapData, AddrKey, Grant> =
+        smtpgate::gate::maps::open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+    let read_all = (preload > 0)
+        .then(|| preload_grants(&pins, preload, &grants))
+        .transpose()?;
     let mut log = OpenOptions::new().append(true).open(&log_path)?;
     let mut delays = Vec::with_capacity(logins);
     for n in 0..logins {
         let ip = login_address(n);
-        let key = smtpgate::addr::key(ip);
+        let key = smtpgate::gate::addr::key(ip);
         let line = log::login(&log::syslog_stamp(), n as u32, ip);
         let start = Instant::now();
         log.write_all(line.as_bytes())?;
         // Poll without sleeping: a sleep would round every delay up to the
         // timer's granularity.
         while grants.get(&key, 0).is_err() {
-            ensure!(start.elapsed() < TIMEOUT, "the login of {ip} was not granted within {TIMEOUT:?}");
+            ensure!(
+                start.elapsed() < TIMEOUT,
+                "the login of {ip} was not granted within {TIMEOUT:?}"
+            );
         }
         delays.push(start.elapsed().as_secs_f64() * 1e6);
         thread::sleep(GAP);
@@ -109,7 +115,11 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
 
 /// Grants `count` addresses no login uses, through the pins as `smtpgate
 /// allow` does, and times reading them all back.
-fn preload_grants(pins: &PinDir, count: u32, map: &HashMap<MapData, AddrKey, Grant>) -> Result<ReadAll> {
+fn preload_grants(
+    pins: &PinDir,
+    count: u32,
+    map: &HashMap<MapData, AddrKey, Grant>,
+) -> Result<ReadAll> {
     let mut grants = Grants::open_pinned(pins)?;
     for n in 0..count {
         grants.grant(preloaded_address(n), PRELOAD_TTL)?;
@@ -120,7 +130,10 @@ fn preload_grants(pins: &PinDir, count: u32, map: &HashMap<MapData, AddrKey, Gra
             let start = Instant::now();
             let seen = read()?;
             times.push(start.elapsed().as_secs_f64() * 1e3);
-            ensure!(seen >= count as usize, "read {seen} grants of the {count} preloaded");
+            ensure!(
+                seen >= count as usize,
+                "read {seen} grants of the {count} preloaded"
+            );
         }
         Ok(median(&times))
     };
@@ -155,14 +168,22 @@ fn agent_memory(pin_dir: &Path) -> Result<(u64, u64)> {
     let pin_dir = pin_dir.to_string_lossy();
     for entry in fs::read_dir("/proc")? {
         let proc_dir = entry?.path();
-        let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) else { continue };
+        let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) else {
+            continue;
+        };
         let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
         if !args.any(|arg| arg == pin_dir) {
             continue;
         }
         let status = fs::read_to_string(proc_dir.join("status"))?;
         let field = |name: &str| -> Option<u64> {
-            status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches(" kB").parse().ok()
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .trim()
+                .trim_end_matches(" kB")
+                .parse()
+                .ok()
         };
         if let (Some(rss), Some(peak)) = (field("VmRSS:"), field("VmHWM:")) {
             return Ok((rss, peak));

@@ -10,7 +10,7 @@ mod throughput;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::report::Table;
+use crate::table::Table;
 pub use delay::GrantDelay;
 pub use throughput::Throughput;
 
@@ -33,11 +33,21 @@ pub struct Agent {
 pub fn run(plan: &Plan) -> Result<Agent> {
     eprintln!("bench: parser throughput over {} log lines", plan.log_lines);
     let throughput = throughput::measure(plan.log_lines)?;
-    eprintln!("bench: grant delay over {} logins through the agent", plan.logins);
+    eprintln!(
+        "bench: grant delay over {} logins through the agent",
+        plan.logins
+    );
     let grant_delay = delay::measure(plan.logins, 0)?;
-    eprintln!("bench: grant delay over {} logins with {} grants in the map", plan.logins, plan.full_map);
+    eprintln!(
+        "bench: grant delay over {} logins with {} grants in the map",
+        plan.logins, plan.full_map
+    );
     let grant_delay_full_map = delay::measure(plan.logins, plan.full_map)?;
-    Ok(Agent { throughput, grant_delay, grant_delay_full_map })
+    Ok(Agent {
+        throughput,
+        grant_delay,
+        grant_delay_full_map,
+    })
 }
 
 impl Agent {
@@ -45,13 +55,23 @@ impl Agent {
         let t = &self.throughput;
         let d = &self.grant_delay;
         let mut rates = Table::new(&["path", "lines/s on one core", "÷ parser alone"]);
-        rates.row(vec!["parser alone (lines in memory)".into(), format!("{:.0}", t.parser_lines_per_s), "1.00x".into()]);
+        rates.row(vec![
+            "parser alone (lines in memory)".into(),
+            format!("{:.0}", t.parser_lines_per_s),
+            "1.00x".into(),
+        ]);
         rates.row(vec![
             "log follower + parser (smtpgate-tail reading a file)".into(),
             format!("{:.0}", t.follower_lines_per_s),
             format!("{:.2}x", t.follower_lines_per_s / t.parser_lines_per_s),
         ]);
-        let mut delays = Table::new(&["grants in the map", "p50 µs", "p99 µs", "max µs", "agent RSS KiB (peak)"]);
+        let mut delays = Table::new(&[
+            "grants in the map",
+            "p50 µs",
+            "p99 µs",
+            "max µs",
+            "agent RSS KiB (peak)",
+        ]);
         for d in [&self.grant_delay, &self.grant_delay_full_map] {
             delays.row(vec![
                 d.preloaded.to_string(),

@@ -39,10 +39,18 @@ pub fn measure(lines: usize) -> Result<Throughput> {
             }
         }
         rates.push(lines as f64 / start.elapsed().as_secs_f64());
-        ensure!(granted == grants, "the parser granted {granted} of the log's {grants} logins");
+        ensure!(
+            granted == grants,
+            "the parser granted {granted} of the log's {grants} logins"
+        );
     }
     let follower_lines_per_s = follow(&log, lines, &parser)?;
-    Ok(Throughput { lines, grants, parser_lines_per_s: median(&rates), follower_lines_per_s })
+    Ok(Throughput {
+        lines,
+        grants,
+        parser_lines_per_s: median(&rates),
+        follower_lines_per_s,
+    })
 }
 
 /// Writes the log to a file and times a follower reading it from the start
@@ -50,7 +58,9 @@ pub fn measure(lines: usize) -> Result<Throughput> {
 fn follow(log: &[u8], lines: usize, parser: &Parser) -> Result<f64> {
     let mut file = tempfile::NamedTempFile::new()?;
     file.write_all(log)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let now = jiff::Timestamp::now();
         let start = Instant::now();

@@ -7,8 +7,12 @@ use anyhow::{bail, Context, Result};
 
 /// CPU time of thread `tid` (its first schedstat field).
 pub fn task_cpu_ns(tid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{tid}/schedstat")).with_context(|| format!("reading thread {tid}'s schedstat"))?;
-    stat.split_whitespace().next().and_then(|v| v.parse().ok()).context("malformed schedstat")
+    let stat = fs::read_to_string(format!("/proc/{tid}/schedstat"))
+        .with_context(|| format!("reading thread {tid}'s schedstat"))?;
+    stat.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .context("malformed schedstat")
 }
 
 /// The kernel thread that polls `iface`'s receive queue (threaded NAPI),
@@ -21,9 +25,14 @@ pub fn napi_thread(iface: &str) -> Result<u32> {
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc")? {
             let path = entry?.path();
-            let Ok(comm) = fs::read_to_string(path.join("comm")) else { continue };
+            let Ok(comm) = fs::read_to_string(path.join("comm")) else {
+                continue;
+            };
             if comm.starts_with(&wanted) {
-                found.extend(path.file_name().and_then(|n| n.to_str()?.parse::<u32>().ok()));
+                found.extend(
+                    path.file_name()
+                        .and_then(|n| n.to_str()?.parse::<u32>().ok()),
+                );
             }
         }
         match found[..] {
@@ -57,7 +66,8 @@ pub fn unpin(tid: u32) -> Result<()> {
 fn set_affinity(tid: u32, set: &libc::cpu_set_t) -> Result<()> {
     // SAFETY: valid set of the size given.
     if unsafe { libc::sched_setaffinity(tid as i32, size_of_val(set), set) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning thread {tid}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pinning thread {tid}"));
     }
     Ok(())
 }

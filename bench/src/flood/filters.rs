@@ -70,8 +70,14 @@ impl<'a> Installed<'a> {
     pub fn new(filter: Filter, lab: &'a Lab) -> Result<Self> {
         Ok(match filter {
             Filter::SmtpgateXdp | Filter::SmtpgateTc => Installed::Smtpgate(lab),
-            Filter::XdpTools => Installed::XdpFilter(XdpFilter::load(&lab.server, &lab.server_iface, "native")?),
-            Filter::NftablesInput => Installed::Nftables(NftTable::create(&lab.server, "inet", "hook input priority filter")?),
+            Filter::XdpTools => {
+                Installed::XdpFilter(XdpFilter::load(&lab.server, &lab.server_iface, "native")?)
+            }
+            Filter::NftablesInput => Installed::Nftables(NftTable::create(
+                &lab.server,
+                "inet",
+                "hook input priority filter",
+            )?),
             Filter::NftablesIngress => Installed::Nftables(NftTable::create(
                 &lab.server,
                 "netdev",
@@ -128,7 +134,8 @@ impl<'a> NftTable<'a> {
             .args(["-j", "list", "table", self.family, NFT_TABLE])
             .output()
             .context("running nft")?;
-        let table: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing nft -j")?;
+        let table: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("parsing nft -j")?;
         table["nftables"]
             .as_array()
             .into_iter()
@@ -142,7 +149,10 @@ impl<'a> NftTable<'a> {
 
 impl Drop for NftTable<'_> {
     fn drop(&mut self) {
-        let _ = nft(self.netns, &format!("delete table {} {NFT_TABLE}\n", self.family));
+        let _ = nft(
+            self.netns,
+            &format!("delete table {} {NFT_TABLE}\n", self.family),
+        );
     }
 }
 
@@ -154,20 +164,34 @@ fn nft(netns: &Netns, script: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running nft (is nftables installed?)")?;
-    child.stdin.take().context("nft's stdin")?.write_all(script.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("nft's stdin")?
+        .write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("nft -f failed: {}\n{script}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "nft -f failed: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
 
 /// IpInReceives of the namespace's /proc/net/snmp.
 fn ip_in_receives(netns: &Netns) -> Result<u64> {
-    let out = netns.command("cat").arg("/proc/net/snmp").output().context("reading /proc/net/snmp")?;
+    let out = netns
+        .command("cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .context("reading /proc/net/snmp")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut ip_lines = text.lines().filter(|l| l.starts_with("Ip: "));
-    let (names, values) = (ip_lines.next().context("no Ip: header")?, ip_lines.next().context("no Ip: values")?);
+    let (names, values) = (
+        ip_lines.next().context("no Ip: header")?,
+        ip_lines.next().context("no Ip: values")?,
+    );
     names
         .split_whitespace()
         .zip(values.split_whitespace())

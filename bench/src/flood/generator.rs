@@ -22,7 +22,7 @@ use smtpgate_tests::{
     SERVER_V4, SMTP,
 };
 
-use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS};
+use crate::{cputime::thread_cpu_ns, programs::BENCH_PROGRAMS};
 
 /// Frames made per test run. Each run sets up and tears down a page pool,
 /// which costs tens of milliseconds of waiting here: a run of a million
@@ -62,8 +62,13 @@ pub fn send(iface: &str, progress: &Progress) -> Result<()> {
         .override_global("FLOOD_IFINDEX", &ifindex, true)
         .load(BENCH_PROGRAMS)
         .context("loading the flood generator")?;
-    let generator: &mut Xdp = ebpf.program_mut("bench_flood").context("bench_flood")?.try_into()?;
-    generator.load().context("the kernel rejected the flood generator")?;
+    let generator: &mut Xdp = ebpf
+        .program_mut("bench_flood")
+        .context("bench_flood")?
+        .try_into()?;
+    generator
+        .load()
+        .context("the kernel rejected the flood generator")?;
     let frame = template();
     while !progress.stop.load(Ordering::Relaxed) {
         generator
@@ -74,7 +79,9 @@ pub fn send(iface: &str, progress: &Progress) -> Result<()> {
                 ..Default::default()
             })
             .context("running the flood generator (live frames need Linux 5.18)")?;
-        progress.sent.fetch_add(u64::from(FRAMES_PER_RUN), Ordering::Relaxed);
+        progress
+            .sent
+            .fetch_add(u64::from(FRAMES_PER_RUN), Ordering::Relaxed);
         progress.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
     }
     Ok(())
@@ -95,24 +102,45 @@ mod tests {
     #[test]
     fn generated_frames_carry_valid_checksums_and_distinct_sources() -> Result<()> {
         let mut ebpf = Ebpf::load(BENCH_PROGRAMS)?;
-        let generator: &mut Xdp = ebpf.program_mut("bench_flood").context("bench_flood")?.try_into()?;
+        let generator: &mut Xdp = ebpf
+            .program_mut("bench_flood")
+            .context("bench_flood")?
+            .try_into()?;
         generator.load()?;
         let template = template();
         assert!(smtpgate_tests::frames::checksums_valid(&template));
         let mut sources = HashSet::new();
         for _ in 0..200 {
             let mut out = vec![0; template.len()];
-            generator.test_run(TestRunOptions { data_in: Some(&template), data_out: Some(&mut out), ..Default::default() })?;
-            assert!(smtpgate_tests::frames::checksums_valid(&out), "bad checksums in {out:02x?}");
-            assert!(out[26] == 198 && out[27] & 0xfe == 18, "source outside 198.18.0.0/15");
+            generator.test_run(TestRunOptions {
+                data_in: Some(&template),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })?;
+            assert!(
+                smtpgate_tests::frames::checksums_valid(&out),
+                "bad checksums in {out:02x?}"
+            );
+            assert!(
+                out[26] == 198 && out[27] & 0xfe == 18,
+                "source outside 198.18.0.0/15"
+            );
             // Only the IP checksum (24..26), the source (26..30) and the TCP
             // checksum (50..52) may change.
             for range in [0..24, 30..50, 52..template.len()] {
-                assert_eq!(out[range.clone()], template[range], "more than the source and checksums changed");
+                assert_eq!(
+                    out[range.clone()],
+                    template[range],
+                    "more than the source and checksums changed"
+                );
             }
             sources.insert(out[26..30].to_vec());
         }
-        assert!(sources.len() > 190, "only {} distinct sources in 200 frames", sources.len());
+        assert!(
+            sources.len() > 190,
+            "only {} distinct sources in 200 frames",
+            sources.len()
+        );
         Ok(())
     }
 }

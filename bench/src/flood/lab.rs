@@ -25,12 +25,40 @@ pub const RECEIVE_CPU: usize = 1;
 pub fn new() -> Result<Lab> {
     let lab = Lab::new()?;
     // The flood's frames are built for these addresses.
-    lab.server.ip(&["link", "set", "dev", &lab.server_iface, "address", &mac(SERVER_MAC)])?;
-    lab.client.ip(&["link", "set", "dev", &lab.client_iface, "address", &mac(CLIENT_MAC)])?;
+    lab.server.ip(&[
+        "link",
+        "set",
+        "dev",
+        &lab.server_iface,
+        "address",
+        &mac(SERVER_MAC),
+    ])?;
+    lab.client.ip(&[
+        "link",
+        "set",
+        "dev",
+        &lab.client_iface,
+        "address",
+        &mac(CLIENT_MAC),
+    ])?;
     // A veth takes XDP frames only while its receive queue has NAPI, which
     // an XDP program switches on and, for the other contenders, GRO does.
-    run(&lab.server, "ethtool", &["-K", &lab.server_iface, "gro", "on"])?;
-    sh("ip", &["netns", "exec", &lab.server.name, "sh", "-c", &format!("echo 1 > /sys/class/net/{}/threaded", lab.server_iface)])?;
+    run(
+        &lab.server,
+        "ethtool",
+        &["-K", &lab.server_iface, "gro", "on"],
+    )?;
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.server.name,
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{}/threaded", lab.server_iface),
+        ],
+    )?;
     // The kernel's answers to the flood (SYN-ACKs without a filter) leave
     // through a device that discards them; without a route they would not
     // be built at all and the kernel would look cheaper than it is.
@@ -54,7 +82,11 @@ pub fn receive_thread(lab: &Lab) -> Result<u32> {
 }
 
 fn run(netns: &Netns, program: &str, args: &[&str]) -> Result<()> {
-    let out = netns.command(program).args(args).output().with_context(|| format!("running {program}"))?;
+    let out = netns
+        .command(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
     anyhow::ensure!(
         out.status.success(),
         "{program} {} failed: {}",

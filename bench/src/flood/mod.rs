@@ -18,13 +18,13 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use smtpgate::{allowlist::Allowlist, maps::Grants, pins::PinDir};
+use smtpgate::gate::{allowlist::Allowlist, maps::Grants, pins::PinDir};
 use smtpgate_tests::{assert_echoes, Family, Lab, CLIENT_V4, SMTP};
 
 use crate::{
     load::{Load, Loaded},
-    report::Table,
     stats::median,
+    table::Table,
 };
 use filters::{Filter, Installed};
 use generator::Progress;

@@ -10,7 +10,7 @@ use aya::{
     programs::{ProgramFd, Xdp},
     Ebpf,
 };
-use smtpgate::{attach, gate_maps::GateMaps, pins::PinDir};
+use smtpgate::gate::{attach, gate_maps::GateMaps, pins::PinDir};
 use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
@@ -31,9 +31,7 @@ impl Gate {
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare()?;
         let mut ebpf = attach::load(&pins, DEFAULT_MAX_GRANTS, attach::KernelLogLevel::Info)?;
-        let mut config = GateConfig::new(0);
-        config.gate_port(SMTP);
-        let mut maps = GateMaps::take(&mut ebpf, &pins, &config)?;
+        let mut maps = GateMaps::take(&mut ebpf, &pins, &GateConfig::new(0, &[SMTP]))?;
         // As the agent does at start: the loopback entries on the
         // allowlist, and the grant filter built.
         maps.allowlist.sync_config(&[])?;

@@ -16,7 +16,7 @@ use aya::programs::ProgramFd;
 use serde::Serialize;
 use smtpgate_tests::{unique_name, Netns};
 
-use crate::{load::Load, report::Table, stats::lowest, xdp_filter::XdpFilter};
+use crate::{load::Load, stats::lowest, table::Table, xdp_filter::XdpFilter};
 use gate::Gate;
 use reference::{Baselines, Harness};
 

@@ -9,7 +9,7 @@ use aya::{
 };
 
 use super::cases::Rotation;
-use crate::{cputime::thread_cpu_ns, BENCH_PROGRAMS as OBJECT};
+use crate::{cputime::thread_cpu_ns, programs::BENCH_PROGRAMS as OBJECT};
 
 /// The XDP_PASS-only and parse-only programs, loaded once.
 pub struct Baselines {
@@ -21,7 +21,9 @@ impl Baselines {
         let mut ebpf = Ebpf::load(OBJECT).context("loading the reference programs")?;
         for name in ["bench_pass", "bench_parse"] {
             let program: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
-            program.load().with_context(|| format!("the kernel rejected {name}"))?;
+            program
+                .load()
+                .with_context(|| format!("the kernel rejected {name}"))?;
         }
         Ok(Self { ebpf })
     }
@@ -64,7 +66,10 @@ impl Harness {
             .override_global("ADDR_STRIDE", &stride, true)
             .load(OBJECT)
             .context("loading the harness")?;
-        let program: &mut Xdp = ebpf.program_mut("bench_rotate").context("bench_rotate")?.try_into()?;
+        let program: &mut Xdp = ebpf
+            .program_mut("bench_rotate")
+            .context("bench_rotate")?
+            .try_into()?;
         program.load().context("the kernel rejected the harness")?;
         Ok(Self { ebpf })
     }
@@ -78,17 +83,29 @@ impl Harness {
     pub fn time(&mut self, program: &ProgramFd, frame: &[u8], repeat: u32) -> Result<Timing> {
         let slot = self.ebpf.map_mut("UNDER_TEST").context("UNDER_TEST")?;
         let mut slot = ProgramArray::try_from(slot)?;
-        slot.set(0, program, 0).context("placing the program under test (is it an XDP program?)")?;
-        let harness: &Xdp = self.ebpf.program("bench_rotate").context("bench_rotate")?.try_into()?;
+        slot.set(0, program, 0)
+            .context("placing the program under test (is it an XDP program?)")?;
+        let harness: &Xdp = self
+            .ebpf
+            .program("bench_rotate")
+            .context("bench_rotate")?
+            .try_into()?;
         let before = thread_cpu_ns();
         let result = harness
-            .test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
             .context("BPF_PROG_TEST_RUN")?;
         let spent = thread_cpu_ns() - before;
         if result.return_value == 0 {
             bail!("the harness aborted: the frame is too short for its rotation, or the tail call failed");
         }
-        Ok(Timing { ns: spent as f64 / f64::from(repeat), action: result.return_value })
+        Ok(Timing {
+            ns: spent as f64 / f64::from(repeat),
+            action: result.return_value,
+        })
     }
 }
 
@@ -96,7 +113,11 @@ impl Harness {
 /// far each time, so that consecutive lookups never share a cache line.
 fn coprime_stride(count: u32) -> u32 {
     fn gcd(a: u32, b: u32) -> u32 {
-        if b == 0 { a } else { gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
     // Near the golden section of the range, then the next coprime step.
     let mut stride = ((f64::from(count) * 0.618) as u32).max(1);

@@ -28,7 +28,8 @@
 
 use memchr::memmem;
 
-use super::{bracketed_ip, is_number, Outcome};
+use super::fields::{bracketed_ip, is_number};
+use super::outcome::Outcome;
 use crate::Service;
 
 const SERVER: &str = "courier";

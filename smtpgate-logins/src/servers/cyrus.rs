@@ -18,7 +18,8 @@
 //! any text the client chose, `PLAIN User logged in` included: it never
 //! grants. No account can be named `anonymous`, which Cyrus reserves.
 
-use super::{host_and_ip, word, Outcome};
+use super::fields::{host_and_ip, word};
+use super::outcome::Outcome;
 use crate::Service;
 
 const SERVER: &str = "cyrus";

@@ -39,7 +39,7 @@
 
 use memchr::memmem;
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::addr::parse_ip;
 use crate::Service;
 

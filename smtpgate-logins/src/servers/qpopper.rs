@@ -27,7 +27,8 @@
 
 use memchr::memmem;
 
-use super::{is_host_name, is_number, word, Outcome};
+use super::fields::{is_host_name, is_number, word};
+use super::outcome::Outcome;
 use crate::addr::parse_ip;
 use crate::Service;
 

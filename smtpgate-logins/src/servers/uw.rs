@@ -25,7 +25,8 @@
 //! and [`crate::Stream`] refuses the second line if it lacks the log's
 //! time stamp.
 
-use super::{host_and_ip, is_number, word, Outcome};
+use super::fields::{host_and_ip, is_number, word};
+use super::outcome::Outcome;
 use crate::Service;
 
 const SERVER: &str = "uw-imap";

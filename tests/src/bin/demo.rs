@@ -30,7 +30,12 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 fn main() {
     // Ctrl-C ends the demo between steps, so that every Drop cleans up.
     // SAFETY: the handler only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t) };
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        )
+    };
     match demo() {
         Ok(()) => println!("\nThe lab is gone: namespaces, servers, pins and files removed."),
         Err(e) => {
@@ -63,9 +68,15 @@ fn pause(duration: Duration) -> Result<()> {
 fn try_smtp(lab: &MailLab, who: &str, source: &str) -> Result<bool> {
     let source: IpAddr = source.parse()?;
     let started = Instant::now();
-    match lab.lab.connect_from(source, SMTP, Duration::from_millis(2500)) {
+    match lab
+        .lab
+        .connect_from(source, SMTP, Duration::from_millis(2500))
+    {
         Ok(_) => {
-            println!("   {who} ({source}): connected to port 25 after {:?}", started.elapsed());
+            println!(
+                "   {who} ({source}): connected to port 25 after {:?}",
+                started.elapsed()
+            );
             Ok(true)
         }
         Err(e) => {
@@ -108,14 +119,17 @@ fn demo() -> Result<()> {
 
     step("The customer sends mail")?;
     let queue_id = lab.send_mail(Family::V4, "Hello from the demo")?;
-    lab.postfix.wait_for_delivery(&queue_id, Duration::from_secs(20))?;
+    lab.postfix
+        .wait_for_delivery(&queue_id, Duration::from_secs(20))?;
     println!("   Postfix accepted the message (queue id {queue_id}) and delivered it");
 
     step("The stranger tries again")?;
     try_smtp(&lab, "stranger", STRANGER)?;
     counters(&lab)?;
 
-    step(&format!("Waiting for the customer's grant to expire ({TTL_SECS} s after the login)"))?;
+    step(&format!(
+        "Waiting for the customer's grant to expire ({TTL_SECS} s after the login)"
+    ))?;
     lab.wait_for_expiry(CUSTOMER.parse()?, Duration::from_secs(TTL_SECS + 5))?;
     pause(Duration::from_millis(500))?;
     try_smtp(&lab, "customer", CUSTOMER)?;

@@ -15,7 +15,7 @@ use std::{fmt, path::Path, process::Command};
 
 use anyhow::{bail, Result};
 
-use super::{apt_install, is_root};
+use super::apt::{apt_install, is_root};
 use crate::shell::{probe, run};
 
 /// One thing a test, the demo or the benchmark needs from a tool.

@@ -1,0 +1,181 @@
+//! `smtpgate run`: attach the gate, watch for logins and keep the grant map
+//! tidy until told to stop. Stopping leaves the gate and every grant in place.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use smtpgate_common::SynBudget;
+use tokio::{
+    io::unix::{AsyncFd, AsyncFdReadyMutGuard},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    agent::{
+        metrics::Metrics,
+        settings::Settings,
+        sweep,
+        watch::{StateStore, Watch},
+    },
+    gate::{
+        attach::{self, Attached},
+        gate_maps::GateMaps,
+        maps::Grants,
+        pins::PinDir,
+        upgrade,
+    },
+};
+
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// How often read positions are saved.
+const STATE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Runs the agent on `settings`, resolved and checked beforehand.
+pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
+    pins.prepare()?;
+    let state = Arc::new(StateStore::open(&settings.watch.state_dir)?);
+    let mut ebpf = attach::load(pins, settings.max_grants, settings.kernel_log_level)?;
+
+    // The settings go in before any attachment so the program never runs
+    // with an empty port set.
+    let GateMaps {
+        mut grants,
+        mut allowlist,
+        mut dests,
+        counters,
+        ..
+    } = GateMaps::take(&mut ebpf, pins, &settings.gate_config())?;
+    dests.sync(&settings.dests)?;
+    allowlist.sync_config(&settings.allowlist)?;
+
+    let metrics = Metrics::new(counters);
+    // An older layout's grants go in before this program takes over.
+    let carried = upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
+    // The filter is built from the grants already pinned before the program
+    // is attached or swapped in: until then it would deny them all.
+    sweep::at_start(&mut grants, &metrics)?;
+    let scanner = Grants::open_pinned(pins)?;
+
+    for iface in &settings.ifaces {
+        let how = match attach::attach(&mut ebpf, pins, iface, settings.hook, settings.xdp_mode)? {
+            Attached::New => "attached",
+            Attached::Replaced => "took over the pinned attachment on",
+        };
+        let hook = settings.hook.describe(settings.xdp_mode);
+        let mode = settings.mode.describe();
+        tracing::info!(ports = ?settings.ports, dests = ?settings.dests, "{how} {iface} ({hook}), mode {mode}");
+    }
+    if carried > 0 {
+        // Grants the older side made while this one started; then its maps go.
+        upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
+        tracing::info!("carried {carried} live grants over from an older smtpgate's pins");
+    }
+    upgrade::retire(pins)?;
+
+    if grants.capacity() != settings.max_grants {
+        tracing::warn!(
+            "the pinned grant map holds {} entries, not --max-grants {}; run `smtpgate detach` to resize it",
+            grants.capacity(),
+            settings.max_grants
+        );
+    }
+    metrics.grant_capacity.set(i64::from(grants.capacity()));
+    let grants = Arc::new(Mutex::new(grants));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        if let Some(addr) = settings.metrics_listen {
+            tokio::spawn(metrics.clone().listen(addr).await?);
+        }
+        let watch = Arc::new(Watch::new(
+            &settings.watch,
+            grants.clone(),
+            metrics.clone(),
+            state.clone(),
+        ));
+        watch.spawn_sources(&settings.watch)?;
+        if !settings.watch.any_source() {
+            tracing::info!("no login source configured: grants come only from `smtpgate allow`");
+        }
+        let sweeper = tokio::spawn(sweep::forever(
+            scanner,
+            grants,
+            metrics.clone(),
+            settings.sweep_interval,
+        ));
+        let result = serve(pins, ebpf, sweeper, &state, settings.sweep_interval).await;
+        state.flush()?;
+        result
+    })
+}
+
+/// Runs until a signal, until the gate is detached from under the agent
+/// (checked every `check_every`), or until the sweeper fails.
+async fn serve(
+    pins: &PinDir,
+    mut ebpf: Ebpf,
+    mut sweeper: tokio::task::JoinHandle<anyhow::Error>,
+    state: &StateStore,
+    check_every: Duration,
+) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        // SAFETY: the logger owns its ring buffer's fd and keeps it open, and
+        // unchanged, for as long as it lives inside the AsyncFd.
+        Ok(logger) => Some(unsafe { AsyncFd::register(logger) }.map_err(|e| e.into_parts().1)?),
+        Err(e) => {
+            tracing::warn!("kernel log unavailable: {e}");
+            None
+        }
+    };
+    let mut check = tokio::time::interval(check_every);
+    let mut flush = tokio::time::interval(STATE_FLUSH);
+    tracing::info!("gate running; grants are kept in {}", pins.path().display());
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = check.tick() => {
+                if pins.require_gate().is_err() {
+                    tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
+                    sweeper.abort();
+                    return Ok(());
+                }
+            }
+            ended = &mut sweeper => {
+                return Err(ended.unwrap_or_else(|e| anyhow::anyhow!("the grant sweeper stopped: {e}")));
+            }
+            _ = flush.tick() => {
+                if let Err(e) = state.flush() {
+                    tracing::warn!("saving read positions: {e:#}");
+                }
+            }
+            guard = readable(&mut kernel_log) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+    }
+    sweeper.abort();
+    tracing::info!("stopping; the gate stays attached and grants stay in place");
+    Ok(())
+}
+
+/// Waits until the kernel log ring buffer has records; forever if there is none.
+async fn readable(
+    fd: &mut Option<AsyncFd<KernelLogger>>,
+) -> std::io::Result<AsyncFdReadyMutGuard<'_, KernelLogger>> {
+    match fd {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,279 @@
+//! The command line. These command and flag names are the product's
+//! interface: scripts and runbooks depend on them.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use jiff::tz::TimeZone;
+use smtpgate_logins::{Format, Service};
+
+use crate::gate::{
+    addr,
+    clock::parse_duration,
+    options::{Action, Hook, Mode, XdpMode},
+    pins,
+};
+
+/// Where `notify` reports by default; give `run --listen-unix` the same path.
+pub const DEFAULT_NOTIFY_SOCKET: &str = "/run/smtpgate/notify.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "smtpgate",
+    version,
+    about = "POP-before-SMTP enforced in the Linux kernel"
+)]
+pub struct Cli {
+    /// bpffs directory holding the gate's pinned maps and attachments.
+    #[arg(long, global = true, value_name = "DIR", default_value = pins::DEFAULT_DIR)]
+    pub bpffs_dir: PathBuf,
+
+    /// More log output (-v: debug, also each SYN the kernel drops; -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Attach the gate (or take over the pinned one) and keep it tidy until
+    /// SIGINT/SIGTERM; the gate and its grants stay in place afterwards.
+    Run(Box<RunArgs>),
+    /// Grant an address: it may open SMTP connections until the TTL runs out.
+    Allow {
+        /// IPv4 or IPv6 address.
+        ip: String,
+        /// How long the grant lasts (90s, 10m, 1h). An existing longer grant is kept.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Remove an address's grant: its new SMTP connections are dropped at once.
+    Revoke {
+        /// IPv4 or IPv6 address.
+        ip: String,
+    },
+    /// List live grants with the seconds each has left.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the gate's counters (totals and rates) and grant-map usage.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        /// Rates are measured over this long (the command waits for it).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Totals only, without waiting to measure rates.
+        #[arg(long)]
+        no_rates: bool,
+    },
+    /// Manage the static allowlist: source prefixes that always pass.
+    Allowlist {
+        #[command(subcommand)]
+        action: AllowlistAction,
+    },
+    /// Report a login to the agent's --listen-unix socket (for a Dovecot
+    /// post-login script; needs no root, only access to the socket).
+    Notify {
+        /// The client address that logged in.
+        ip: String,
+        /// pop3 or imap.
+        #[arg(long, default_value = "pop3")]
+        service: String,
+        /// The user name, for the agent's log.
+        #[arg(long)]
+        user: Option<String>,
+        /// The agent's socket.
+        #[arg(long, default_value = DEFAULT_NOTIFY_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print each log line's verdict (which address would be granted, or why
+    /// not) and a summary: test a log before deploying.
+    CheckLog {
+        /// The log file; `-` reads standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        parser: ParserArgs,
+        /// Print only the summary and the granting lines.
+        #[arg(long)]
+        grants_only: bool,
+    },
+    /// Remove the gate from an interface, or from all and delete every pin.
+    Detach {
+        /// Only this interface; the maps and grants stay for the others.
+        #[arg(long)]
+        iface: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AllowlistAction {
+    /// Add prefixes (192.0.2.0/24, 2001:db8::/32, or a single address).
+    Add {
+        #[arg(required = true, value_name = "CIDR")]
+        prefixes: Vec<String>,
+    },
+    /// Remove prefixes.
+    Del {
+        #[arg(required = true, value_name = "CIDR")]
+        prefixes: Vec<String>,
+    },
+    /// List the allowlist with where each entry came from.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Every flag of `run` is optional here: a value may also come from the
+/// configuration file, and the flag wins. Defaults are applied afterwards
+/// (see `settings`), so `--help` states them in words.
+#[derive(Args, Default)]
+pub struct RunArgs {
+    /// Configuration file (TOML) holding any of these settings; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Interface to gate (repeatable). Required here or in the file.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Vec<String>,
+
+    /// Where to hook in [default: xdp]: XDP (fastest, before the kernel
+    /// allocates anything) or TC clsact ingress (for drivers without XDP).
+    #[arg(long, value_enum)]
+    pub attach: Option<Hook>,
+
+    /// XDP mode [default: native]: native (in the driver) or skb (generic).
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+
+    /// Gated destination TCP port (repeatable) [default: 25].
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// Gate only SYNs to these local addresses (repeatable); by default every
+    /// address on the interface is gated. For a host that is an MX on one
+    /// address and the customers' relay on another: gate the relay address.
+    #[arg(long = "dest", value_name = "ADDR", value_parser = addr::parse)]
+    pub dests: Vec<IpAddr>,
+
+    /// enforce [default]: drop refused SYNs. monitor: pass everything, count
+    /// what would have been dropped (monitor_would_drop), for a trial period.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// drop [default]: refused SYNs vanish (the client retries, then times
+    /// out). reset: answer with a TCP RST so the client fails at once (XDP only).
+    #[arg(long, value_enum)]
+    pub action: Option<Action>,
+
+    /// Capacity of the grant map [default: 1048576]. Applies when the map is
+    /// created; an existing pinned map keeps its size until `smtpgate detach`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_grants: Option<u32>,
+
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9925).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How often expired grants are removed from the map [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub sweep_interval: Option<Duration>,
+
+    /// Mail log to watch for logins (repeatable); `-` is standard input.
+    /// Followed by name across rotations; positions survive restarts.
+    #[arg(long = "log", value_name = "PATH")]
+    pub logs: Vec<PathBuf>,
+
+    /// Watch the systemd journal for logins.
+    #[arg(long)]
+    pub journal: bool,
+
+    /// Only these journal units (repeatable; implies --journal).
+    #[arg(long = "journal-unit", value_name = "UNIT")]
+    pub journal_units: Vec<String>,
+
+    /// Accept login reports (`IP SERVICE USER` lines) on this Unix socket,
+    /// e.g. from a Dovecot post-login script via `smtpgate notify`.
+    #[arg(long, value_name = "PATH")]
+    pub listen_unix: Option<PathBuf>,
+
+    /// Permissions of the socket [default: 0660]: who may report logins.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal_mode)]
+    pub listen_unix_mode: Option<u32>,
+
+    /// Group owning the socket (e.g. the mail users' group).
+    #[arg(long, value_name = "GROUP")]
+    pub listen_unix_group: Option<String>,
+
+    /// How long a login grants SMTP access [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+
+    #[command(flatten)]
+    pub parser: ParserArgs,
+
+    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How log lines are read: the same flags for `run` and `check-log`, so
+/// that a log checked beforehand is judged as the agent will judge it.
+#[derive(Args, Default)]
+pub struct ParserArgs {
+    /// Which logins grant (repeatable) [default: pop3 and imap].
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<Service>,
+
+    /// Shape of log lines [default: auto]: auto, syslog, rfc5424, journal,
+    /// dovecot-file or bare.
+    #[arg(long, alias = "format", value_name = "FORMAT")]
+    pub log_format: Option<Format>,
+
+    /// Extra login pattern (repeatable): a regular expression with a named
+    /// `ip` group (and optional `user`, `service`), for servers not built in.
+    /// It must match a whole `PROGRAM[PID]: MESSAGE` (or `PROGRAM: MESSAGE`).
+    #[arg(long = "pattern", value_name = "REGEX")]
+    pub patterns: Vec<String>,
+
+    /// Only logins from lines whose syslog host field is this host grant
+    /// (repeatable): for a central syslog collector. Lines without a host
+    /// field (Dovecot's own log file) then never grant.
+    #[arg(long = "trust-host", value_name = "NAME")]
+    pub trusted_hosts: Vec<String>,
+
+    /// Time zone of log time stamps that carry none [default: the system's].
+    #[arg(long, value_name = "ZONE", value_parser = parse_timezone)]
+    pub timezone: Option<TimeZone>,
+}
+
+/// A permission mode such as `0660` (the socket's, from flag or file).
+pub fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{text}' is not a permission mode like 0660"))
+}
+
+/// An `ADDRESS:PORT` to listen on (from flag or file).
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not an ADDRESS:PORT"))
+}
+
+/// A time zone by its IANA name, such as `Europe/Berlin` (from flag or file).
+pub fn parse_timezone(text: &str) -> Result<TimeZone, String> {
+    TimeZone::get(text).map_err(|e| format!("'{text}': {e}"))
+}

@@ -1,0 +1,276 @@
+//! The one-shot commands. They work on the pinned maps directly, so they act
+//! on the live gate whether or not `smtpgate run` is running.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use smtpgate_common::COUNTERS_MAP;
+
+use crate::{
+    agent::run,
+    cli::{
+        args::{AllowlistAction, Cli, Command, RunArgs},
+        check_log, notify, settings,
+    },
+    gate::{
+        addr,
+        allowlist::{self, Allowlist, Origin},
+        attach, clock,
+        maps::{self, Counters, Grants},
+        pins::PinDir,
+    },
+};
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    // These two touch no BPF object: mail users and administrators run them.
+    match cli.command {
+        Command::Notify {
+            ip,
+            service,
+            user,
+            socket,
+        } => return notify::notify(&socket, &ip, &service, user.as_deref()),
+        Command::CheckLog {
+            file,
+            parser,
+            grants_only,
+        } => return check_log::check_log(&file, &parser.build()?, grants_only),
+        _ => {}
+    }
+    require_root()?;
+    let pins = PinDir::new(cli.bpffs_dir);
+    match cli.command {
+        Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
+        Command::Run(args) => start(&pins, *args, cli.verbose),
+        Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
+        Command::Revoke { ip } => revoke(&pins, &ip),
+        Command::List { json } => list(&pins, json),
+        Command::Stats {
+            json,
+            interval,
+            no_rates,
+        } => stats(&pins, json, (!no_rates).then_some(interval)),
+        Command::Allowlist { action } => allowlist(&pins, action),
+        Command::Detach { iface } => detach(&pins, iface.as_deref()),
+    }
+}
+
+/// `run`: resolves and checks the settings, then runs the agent on them,
+/// or with `--check-config` prints them instead.
+fn start(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
+    let check_only = args.check_config;
+    let settings = settings::resolve(args, verbose)?;
+    for iface in &settings.ifaces {
+        attach::require_interface(iface)?;
+    }
+    if check_only {
+        println!("configuration is valid");
+        println!("{settings:#?}");
+        return Ok(());
+    }
+    run::run(pins, settings)
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("smtpgate must run as root: it loads BPF programs and manages pinned BPF maps");
+    }
+    Ok(())
+}
+
+fn open_grants(pins: &PinDir) -> Result<Grants> {
+    pins.require_gate()?;
+    Grants::open_pinned(pins)
+}
+
+fn allow(pins: &PinDir, ip: &str, ttl: Duration) -> Result<()> {
+    let ip = addr::parse(ip)?;
+    let expiry = open_grants(pins)?.grant(ip, ttl)?;
+    println!(
+        "allowed {ip} for {}",
+        clock::format_secs(clock::remaining(expiry))
+    );
+    Ok(())
+}
+
+fn revoke(pins: &PinDir, ip: &str) -> Result<()> {
+    let ip = addr::parse(ip)?;
+    if open_grants(pins)?.revoke(ip)? {
+        println!("revoked {ip}");
+    } else {
+        println!("{ip} had no grant");
+    }
+    Ok(())
+}
+
+fn list(pins: &PinDir, as_json: bool) -> Result<()> {
+    let grants = open_grants(pins)?.live()?;
+    if as_json {
+        let rows: Vec<_> = grants
+            .iter()
+            .map(|g| json!({ "address": g.ip.to_string(), "seconds_left": g.remaining.as_secs() }))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!("{:<40} {:>10}", "ADDRESS", "LEFT");
+    for grant in &grants {
+        println!(
+            "{:<40} {:>10}",
+            grant.ip.to_string(),
+            clock::format_secs(grant.remaining)
+        );
+    }
+    Ok(())
+}
+
+fn stats(pins: &PinDir, as_json: bool, rate_interval: Option<Duration>) -> Result<()> {
+    let grants = open_grants(pins)?;
+    let counters = Counters::new(maps::open_pinned(&pins.map(COUNTERS_MAP))?)?;
+    let first = counters.totals()?;
+    let (totals, rates) = match rate_interval {
+        Some(interval) => {
+            std::thread::sleep(interval);
+            let second = counters.totals()?;
+            let secs = interval.as_secs_f64();
+            let rates = second
+                .iter()
+                .zip(&first)
+                .map(|((_, b), (_, a))| Some(b.saturating_sub(*a) as f64 / secs))
+                .collect();
+            (second, rates)
+        }
+        None => {
+            let rates = vec![None; first.len()];
+            (first, rates)
+        }
+    };
+    print_stats(pins, &grants, &totals, &rates, as_json)
+}
+
+fn print_stats(
+    pins: &PinDir,
+    grants: &Grants,
+    totals: &[(smtpgate_common::Counter, u64)],
+    rates: &[Option<f64>],
+    as_json: bool,
+) -> Result<()> {
+    let (live, capacity) = (grants.count_live()?, grants.capacity());
+    let attachments = pins.attachments()?;
+    if as_json {
+        let counters: serde_json::Map<_, _> = totals
+            .iter()
+            .map(|(c, v)| (c.name().to_string(), json!(v)))
+            .collect();
+        let per_second: serde_json::Map<_, _> = totals
+            .iter()
+            .zip(rates)
+            .filter_map(|((c, _), r)| r.map(|r| (c.name().to_string(), json!(r))))
+            .collect();
+        let attached: Vec<_> = attachments
+            .iter()
+            .map(|(hook, iface)| json!({ "iface": iface, "hook": hook.name() }))
+            .collect();
+        let doc = json!({
+            "counters": counters,
+            "rates_per_second": per_second,
+            "grants": { "live": live, "capacity": capacity },
+            "attached": attached,
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    for (hook, iface) in &attachments {
+        println!("attached      {iface} ({})", hook.name());
+    }
+    println!("grants        {live} live of {capacity}");
+    println!("{:<22} {:>14} {:>12}", "COUNTER", "TOTAL", "PER SECOND");
+    for ((counter, value), rate) in totals.iter().zip(rates) {
+        let rate = rate.map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
+        println!("{:<22} {value:>14} {rate:>12}", counter.name());
+    }
+    Ok(())
+}
+
+fn allowlist(pins: &PinDir, action: AllowlistAction) -> Result<()> {
+    pins.require_gate()?;
+    let mut list = Allowlist::open_pinned(pins)?;
+    match action {
+        AllowlistAction::Add { prefixes } => {
+            // Parse everything first: one bad prefix changes nothing.
+            let nets = prefixes
+                .iter()
+                .map(|p| allowlist::parse_prefix(p))
+                .collect::<Result<Vec<_>>>()?;
+            for net in nets {
+                list.add(net, Origin::Cli)?;
+                println!("allowlisted {net}");
+            }
+        }
+        AllowlistAction::Del { prefixes } => {
+            let nets = prefixes
+                .iter()
+                .map(|p| allowlist::parse_prefix(p))
+                .collect::<Result<Vec<_>>>()?;
+            for net in nets {
+                if list.remove(net)? {
+                    println!("removed {net}");
+                } else {
+                    println!("{net} was not on the allowlist");
+                }
+            }
+        }
+        AllowlistAction::List { json: as_json } => {
+            let entries = list.entries()?;
+            if as_json {
+                let rows: Vec<_> = entries
+                    .iter()
+                    .map(|(net, origin)| json!({ "prefix": net.to_string(), "origin": origin.name() }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<44} ORIGIN", "PREFIX");
+                for (net, origin) in entries {
+                    println!("{:<44} {}", net.to_string(), origin.name());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
+    pins.require_gate()?;
+    let attachments = pins.attachments()?;
+    let targets: Vec<_> = match iface {
+        Some(iface) => {
+            let hits: Vec<_> = attachments
+                .iter()
+                .filter(|(_, i)| i == iface)
+                .cloned()
+                .collect();
+            if hits.is_empty() {
+                bail!("smtpgate is not attached to '{iface}'");
+            }
+            hits
+        }
+        None => attachments,
+    };
+    for (hook, iface) in &targets {
+        attach::detach_one(pins, *hook, iface)?;
+        println!("detached {iface} ({})", hook.name());
+    }
+    if pins.attachments()?.is_empty() {
+        for map in pins.maps().into_iter().chain(pins.retired_maps()) {
+            std::fs::remove_file(&map).ok();
+        }
+        std::fs::remove_dir(pins.path()).ok();
+        println!(
+            "removed the grant map, counters and pins under {}",
+            pins.path().display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! How `run`'s settings are resolved: each from its flag, else from the
+//! configuration file, else its default. A value is read by the same
+//! parser whether a flag or the file gives it, and everything is checked
+//! here, before anything touches the kernel, so `--check-config` and a real
+//! start reject the same mistakes with the same messages. The result is the
+//! agent's [`Settings`].
+
+use std::{
+    fmt::Display,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+use serde::{de::Error as _, Deserialize, Deserializer};
+use smtpgate_logins::{Format, ParserOptions, Service};
+
+use crate::{
+    agent::settings::{LoginParser, Settings, SocketSettings, WatchSettings},
+    cli::args::{parse_octal_mode, parse_socket_addr, parse_timezone, ParserArgs, RunArgs},
+    gate::{
+        addr,
+        allowlist::parse_prefix,
+        attach::KernelLogLevel,
+        clock::parse_duration,
+        options::{Action, Hook, Mode, XdpMode},
+    },
+};
+
+/// Grants last this long unless configured otherwise: ten minutes, as
+/// POP-before-SMTP has long been run.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtpgate";
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `/etc/smtpgate/smtpgate.toml`: every setting `run` has a flag for, typed
+/// as the flag is. Values written as text go through the flag's parser.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub iface: Option<Vec<String>>,
+    pub attach: Option<Hook>,
+    pub xdp_mode: Option<XdpMode>,
+    pub ports: Option<Vec<u16>>,
+    #[serde(default, deserialize_with = "text::dests")]
+    pub dests: Option<Vec<IpAddr>>,
+    pub mode: Option<Mode>,
+    pub action: Option<Action>,
+    pub max_grants: Option<u32>,
+    #[serde(default, deserialize_with = "text::metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "text::sweep_interval")]
+    pub sweep_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "text::allowlist")]
+    pub allowlist: Option<Vec<IpNet>>,
+    pub logs: Option<Vec<PathBuf>>,
+    pub journal: Option<bool>,
+    pub journal_units: Option<Vec<String>>,
+    pub listen_unix: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text::listen_unix_mode")]
+    pub listen_unix_mode: Option<u32>,
+    pub listen_unix_group: Option<String>,
+    #[serde(default, deserialize_with = "text::ttl")]
+    pub ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "text::services")]
+    pub services: Option<Vec<Service>>,
+    #[serde(default, deserialize_with = "text::log_format")]
+    pub log_format: Option<Format>,
+    pub patterns: Option<Vec<String>>,
+    pub trust_hosts: Option<Vec<String>>,
+    pub state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text::timezone")]
+    pub timezone: Option<TimeZone>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| path.display().to_string())
+    }
+
+    /// Reads the file's text; an error is one line.
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            // toml's messages span lines (with a caret); keep them on one.
+            anyhow::anyhow!(
+                "{}",
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
+    }
+}
+
+/// The file's values that are written as text, each read with the parser
+/// of its flag; an error names the key.
+mod text {
+    use super::*;
+
+    fn one<'de, D: Deserializer<'de>, T, E: Display>(
+        d: D,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{key}: {e}")))
+    }
+
+    fn list<'de, D: Deserializer<'de>, T, E: Display>(
+        d: D,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<Vec<T>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| parse(text).map_err(|e| D::Error::custom(format!("{key}: {e}"))))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    macro_rules! keys {
+        ($($name:ident: $value:ty = $read:ident($key:literal, $parse:expr);)*) => {$(
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$value>, D::Error> {
+                $read(d, $key, $parse)
+            }
+        )*};
+    }
+
+    keys! {
+        dests: Vec<IpAddr> = list("dests", addr::parse);
+        metrics_listen: SocketAddr = one("metrics-listen", parse_socket_addr);
+        sweep_interval: Duration = one("sweep-interval", parse_duration);
+        allowlist: Vec<IpNet> = list("allowlist", parse_prefix);
+        listen_unix_mode: u32 = one("listen-unix-mode", parse_octal_mode);
+        ttl: Duration = one("ttl", parse_duration);
+        services: Vec<Service> = list("services", str::parse::<Service>);
+        log_format: Format = one("log-format", str::parse::<Format>);
+        timezone: TimeZone = one("timezone", parse_timezone);
+    }
+}
+
+/// The flag's values if any were given, else the file's.
+fn pick<T>(flag: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag
+    }
+}
+
+impl ParserArgs {
+    /// The login parser these options describe, compiled: a bad pattern or
+    /// trusted host is a configuration error, named by its option.
+    pub fn build(self) -> Result<LoginParser> {
+        if let Some(host) = self.trusted_hosts.iter().find(|host| !is_host_name(host)) {
+            bail!("trust-host: '{host}' is not a host name as syslog writes one (letters, digits, '.', '-', '_', ':')");
+        }
+        let mut options = ParserOptions {
+            custom_patterns: self.patterns,
+            trusted_hosts: self.trusted_hosts,
+            ..ParserOptions::default()
+        };
+        if !self.services.is_empty() {
+            options.services = self.services;
+        }
+        if let Some(format) = self.log_format {
+            options.format = format;
+        }
+        if let Some(zone) = self.timezone {
+            options.timezone = zone;
+        }
+        LoginParser::new(options)
+    }
+
+    /// These flags over `file`, the same options from the file.
+    fn over(self, file: ParserArgs) -> Self {
+        Self {
+            services: pick(self.services, Some(file.services)),
+            log_format: self.log_format.or(file.log_format),
+            patterns: pick(self.patterns, Some(file.patterns)),
+            trusted_hosts: pick(self.trusted_hosts, Some(file.trusted_hosts)),
+            timezone: self.timezone.or(file.timezone),
+        }
+    }
+}
+
+/// A host field as syslog collectors write it: a name or an address.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// The settings of `args` over those of the file it names, if any; with
+/// `verbose` (`-v`), the kernel program logs each refusal.
+pub fn resolve(args: RunArgs, verbose: u8) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    from_parts(args, file, verbose)
+}
+
+/// The settings of `args` over those of `file`; touches no file.
+pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settings> {
+    let ifaces = pick(args.iface, file.iface);
+    if ifaces.is_empty() {
+        bail!("no interface to gate: give --iface IFACE (or iface = [...] in the configuration)");
+    }
+    let ports = pick(args.ports, file.ports);
+    if ports.contains(&0) {
+        bail!("port 0 cannot be gated");
+    }
+    let hook = args.attach.or(file.attach).unwrap_or(Hook::Xdp);
+    let action = args.action.or(file.action).unwrap_or(Action::Drop);
+    if action == Action::Reset && hook == Hook::Tc {
+        bail!("--action reset needs --attach xdp: the RST is sent back with XDP_TX");
+    }
+    let max_grants = args
+        .max_grants
+        .or(file.max_grants)
+        .unwrap_or(smtpgate_common::DEFAULT_MAX_GRANTS);
+    if max_grants == 0 {
+        bail!("max-grants must be at least 1");
+    }
+
+    let mut logs = pick(args.logs, file.logs);
+    let stdin = logs.iter().any(|p| p == Path::new("-"));
+    logs.retain(|p| p != Path::new("-"));
+    let units = pick(args.journal_units, file.journal_units);
+    let journal =
+        (args.journal || file.journal.unwrap_or(false) || !units.is_empty()).then_some(units);
+    let socket = args
+        .listen_unix
+        .or(file.listen_unix)
+        .map(|path| SocketSettings {
+            path,
+            mode: args
+                .listen_unix_mode
+                .or(file.listen_unix_mode)
+                .unwrap_or(DEFAULT_SOCKET_MODE),
+            group: args.listen_unix_group.or(file.listen_unix_group),
+        });
+    let parser = args
+        .parser
+        .over(ParserArgs {
+            services: file.services.unwrap_or_default(),
+            log_format: file.log_format,
+            patterns: file.patterns.unwrap_or_default(),
+            trusted_hosts: file.trust_hosts.unwrap_or_default(),
+            timezone: file.timezone,
+        })
+        .build()?;
+
+    Ok(Settings {
+        ifaces,
+        hook,
+        xdp_mode: args.xdp_mode.or(file.xdp_mode).unwrap_or(XdpMode::Native),
+        ports: if ports.is_empty() { vec![25] } else { ports },
+        dests: pick(args.dests, file.dests),
+        mode: args.mode.or(file.mode).unwrap_or(Mode::Enforce),
+        action,
+        max_grants,
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        sweep_interval: args
+            .sweep_interval
+            .or(file.sweep_interval)
+            .unwrap_or(DEFAULT_SWEEP_INTERVAL),
+        allowlist: file.allowlist.unwrap_or_default(),
+        kernel_log_level: if verbose > 0 {
+            KernelLogLevel::Debug
+        } else {
+            KernelLogLevel::Info
+        },
+        watch: WatchSettings {
+            logs,
+            stdin,
+            journal,
+            socket,
+            ttl: args.ttl.or(file.ttl).unwrap_or(DEFAULT_TTL),
+            parser,
+            state_dir: args
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<Settings> {
+        let dir = std::env::temp_dir().join(format!(
+            "smtpgate-settings-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("smtpgate.toml");
+        std::fs::write(&path, text)?;
+        let result = resolve(
+            RunArgs {
+                config: Some(path),
+                ..RunArgs::default()
+            },
+            0,
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    #[test]
+    fn file_values_apply_and_defaults_fill_in() {
+        let s = config("iface = [\"eth0\"]\nttl = \"15m\"\nports = [25, 587]\nlogs = [\"/var/log/mail.log\", \"-\"]\nallowlist = [\"192.0.2.0/24\"]\n").unwrap();
+        assert_eq!(s.ifaces, ["eth0"]);
+        assert_eq!(s.watch.ttl, Duration::from_secs(900));
+        assert_eq!(s.ports, [25, 587]);
+        assert_eq!(s.watch.logs, [PathBuf::from("/var/log/mail.log")]);
+        assert!(s.watch.stdin);
+        assert_eq!(s.allowlist.len(), 1);
+        assert_eq!(s.sweep_interval, Duration::from_secs(30));
+        assert_eq!(s.hook, Hook::Xdp);
+    }
+
+    #[test]
+    fn trusted_hosts_come_from_flags_or_the_file() {
+        let s = config("iface = [\"eth0\"]\ntrust-hosts = [\"mx1.example\", \"2001:db8::25\"]\n")
+            .unwrap();
+        assert_eq!(
+            s.watch.parser.options().trusted_hosts,
+            ["mx1.example", "2001:db8::25"]
+        );
+        let file =
+            ConfigFile::parse("iface = [\"eth0\"]\ntrust-hosts = [\"mx1.example\"]\n").unwrap();
+        let args = RunArgs {
+            parser: ParserArgs {
+                trusted_hosts: vec!["mx2.example".into()],
+                ..ParserArgs::default()
+            },
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            from_parts(args, file, 0)
+                .unwrap()
+                .watch
+                .parser
+                .options()
+                .trusted_hosts,
+            ["mx2.example"]
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("smtpgate-settings-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("smtpgate.toml");
+        std::fs::write(&path, "iface = [\"eth0\"]\nttl = \"15m\"\n").unwrap();
+        let s = resolve(
+            RunArgs {
+                config: Some(path),
+                iface: vec!["eth1".into()],
+                ttl: Some(Duration::from_secs(60)),
+                ..RunArgs::default()
+            },
+            0,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(s.ifaces, ["eth1"]);
+        assert_eq!(s.watch.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |text: &str| format!("{:#}", config(text).unwrap_err());
+        assert!(
+            err("iface = [\"eth0\"]\nttl = \"soon\"\n").contains("ttl: 'soon' is not a duration")
+        );
+        assert!(err("iface = [\"eth0\"]\ntypo = 1\n").contains("unknown field `typo`"));
+        assert!(err("iface = [\"eth0\"]\nallowlist = [\"192.0.2.1/24\"]\n")
+            .contains("did you mean 192.0.2.0/24"));
+        assert!(err("iface = [\"eth0\"]\npatterns = [\"no ip group\"]\n").contains("pattern"));
+        assert!(err("iface = [\"eth0\"]\nservices = [\"smtp\"]\n").contains("service"));
+        assert!(err("ttl = \"1m\"\n").contains("no interface to gate"));
+        assert!(
+            err("iface = [\"eth0\"]\nattach = \"tc\"\naction = \"reset\"\n")
+                .contains("needs --attach xdp")
+        );
+        assert!(!err("iface = [\"eth0\"\n").contains('\n'), "one line");
+        assert!(err("iface = [\"eth0\"]\ntrust-hosts = [\"mx 1\"]\n")
+            .contains("trust-host: 'mx 1' is not a host name"));
+    }
+}
