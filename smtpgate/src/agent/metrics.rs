@@ -48,6 +48,7 @@ pub struct Metrics {
     pub grant_capacity: Gauge,
     pub expired_removed: Counter,
     pub last_sweep: Gauge,
+    pub cooldown_refusals: Counter,
 }
 
 impl Metrics {
@@ -83,6 +84,12 @@ impl Metrics {
             "When the agent last swept the grant map (Unix time); a stale value means a stuck agent",
             last_sweep.clone(),
         );
+        let cooldown_refusals = Counter::default();
+        registry.register(
+            "smtpgate_logins_refused_in_cooldown",
+            "Logins that granted nothing because their user went over a quota",
+            cooldown_refusals.clone(),
+        );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
         registry.register(
@@ -98,7 +105,12 @@ impl Metrics {
             grant_capacity,
             expired_removed,
             last_sweep,
+            cooldown_refusals,
         }
+    }
+
+    pub fn record_cooldown_refusal(&self) {
+        self.cooldown_refusals.inc();
     }
 
     pub fn record_sweep(&self, live: usize, removed: usize) {

@@ -8,6 +8,8 @@
 
 use std::{collections::HashMap, fmt, hash::Hash, str::FromStr, time::Duration};
 
+use crate::gate::clock::parse_rate;
+
 /// Steps a window slides in.
 pub const SLOTS: u64 = 60;
 
@@ -21,23 +23,9 @@ pub struct Quota {
 impl FromStr for Quota {
     type Err = String;
 
-    /// `COUNT/DURATION`, e.g. `500/1h`; `off` for none is handled by the
-    /// caller's `Option`.
+    /// `COUNT/DURATION`, e.g. `500/1h`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (count, window) = text
-            .split_once('/')
-            .ok_or_else(|| format!("'{text}' is not COUNT/DURATION (for example 500/1h)"))?;
-        let limit: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{count}' in '{text}' is not a whole number of recipients"))?;
-        let window = humantime::parse_duration(window.trim())
-            .map_err(|e| format!("'{window}' in '{text}' is not a duration: {e}"))?;
-        if limit == 0 {
-            return Err(format!(
-                "'{text}': a quota of 0 would refuse all mail; leave the quota out instead"
-            ));
-        }
+        let (limit, window) = parse_rate(text)?;
         if window < Duration::from_secs(SLOTS) {
             return Err(format!("'{text}': the window must be at least {SLOTS} s"));
         }
@@ -173,7 +161,7 @@ mod tests {
             ("500", "COUNT/DURATION"),
             ("x/1h", "whole number"),
             ("500/soon", "not a duration"),
-            ("0/1h", "refuse all mail"),
+            ("0/1h", "allows nothing"),
             ("5/10s", "at least 60 s"),
         ] {
             let err = bad.parse::<Quota>().unwrap_err();

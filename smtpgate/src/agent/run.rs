@@ -8,7 +8,6 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::Ebpf;
-use smtpgate_common::SynBudget;
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     signal::unix::{signal, SignalKind},
@@ -45,6 +44,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     // with an empty port set.
     let GateMaps {
         mut grants,
+        cooldowns,
         mut allowlist,
         mut dests,
         counters,
@@ -55,7 +55,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
 
     let metrics = Metrics::new(counters);
     // An older layout's grants go in before this program takes over.
-    let carried = upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
+    let carried = upgrade::carry_over(pins, &mut grants, settings.grants.default.syn_budget)?;
     // The filter is built from the grants already pinned before the program
     // is attached or swapped in: until then it would deny them all.
     sweep::at_start(&mut grants, &metrics)?;
@@ -72,7 +72,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     }
     if carried > 0 {
         // Grants the older side made while this one started; then its maps go.
-        upgrade::carry_over(pins, &mut grants, SynBudget::UNLIMITED)?;
+        upgrade::carry_over(pins, &mut grants, settings.grants.default.syn_budget)?;
         tracing::info!("carried {carried} live grants over from an older smtpgate's pins");
     }
     upgrade::retire(pins)?;
@@ -94,9 +94,12 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         if let Some(addr) = settings.metrics_listen {
             tokio::spawn(metrics.clone().listen(addr).await?);
         }
+        let cooldowns = Arc::new(Mutex::new(cooldowns));
         let watch = Arc::new(Watch::new(
             &settings.watch,
+            &settings.grants,
             grants.clone(),
+            cooldowns.clone(),
             metrics.clone(),
             state.clone(),
         ));

@@ -11,12 +11,16 @@ use std::{
 
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
-use smtpgate_common::{GateConfig, FLAG_DEST_FILTER};
+use smtpgate_common::{GateConfig, SynBudget, FLAG_DEST_FILTER};
 use smtpgate_logins::{Parser, ParserOptions, Service};
 
-use crate::gate::{
-    attach::KernelLogLevel,
-    options::{Action, Hook, Mode, XdpMode},
+use crate::{
+    agent::quota::Quota,
+    gate::{
+        attach::KernelLogLevel,
+        maps::Terms,
+        options::{Action, Hook, Mode, XdpMode},
+    },
 };
 
 /// Everything `run` needs, resolved and validated.
@@ -36,6 +40,9 @@ pub struct Settings {
     /// What the kernel program logs: at debug, each refusal.
     pub kernel_log_level: KernelLogLevel,
     pub watch: WatchSettings,
+    pub grants: GrantPolicy,
+    /// The Postfix policy service, when asked for (`--policy-listen`).
+    pub policy: Option<PolicySettings>,
 }
 
 impl Settings {
@@ -47,11 +54,79 @@ impl Settings {
         } else {
             FLAG_DEST_FILTER
         };
-        GateConfig::new(
+        let mut config = GateConfig::new(
             self.mode.flags() | self.action.flags() | dest_filter,
             &self.ports,
-        )
+        );
+        config.set_v6_grant_prefix(self.grants.ipv6_prefix);
+        config
     }
+}
+
+/// What a grant is given, by the network its address is in.
+#[derive(Debug, Clone)]
+pub struct GrantPolicy {
+    /// Every IPv6 login grants its address's prefix of this length.
+    pub ipv6_prefix: u8,
+    pub default: Limits,
+    /// `[[network]]` overrides, longest prefix first.
+    pub networks: Vec<(IpNet, Limits)>,
+}
+
+impl GrantPolicy {
+    /// The limits for a grant of `ip`: those of the most specific network
+    /// containing it, else the defaults.
+    pub fn limits_for(&self, ip: IpAddr) -> &Limits {
+        let ip = ip.to_canonical();
+        self.networks
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map_or(&self.default, |(_, limits)| limits)
+    }
+
+    /// The longest TTL any grant gets: how far back a log is read at start.
+    pub fn longest_ttl(&self) -> Duration {
+        self.networks
+            .iter()
+            .map(|(_, limits)| limits.ttl)
+            .fold(self.default.ttl, Duration::max)
+    }
+}
+
+/// How long a grant lasts and how much it is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub ttl: Duration,
+    pub syn_budget: SynBudget,
+    /// Recipients a user may send (summed over their addresses), if limited.
+    pub user_quota: Option<Quota>,
+    /// Recipients one address may send, if limited.
+    pub address_quota: Option<Quota>,
+}
+
+impl Limits {
+    /// A grant's terms under these limits, lasting `ttl`.
+    pub fn terms(&self, ttl: Duration) -> Terms {
+        Terms {
+            ttl,
+            budget: self.syn_budget,
+        }
+    }
+}
+
+/// Where the Postfix policy service listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyListen {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The Postfix policy service's settings (quotas are in [`GrantPolicy`]).
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub listen: PolicyListen,
+    /// How long a user over quota earns no grant.
+    pub cooldown: Duration,
 }
 
 /// Where logins come from and what they grant.
@@ -62,7 +137,6 @@ pub struct WatchSettings {
     /// `Some(units)` when the journal is watched (empty: every unit).
     pub journal: Option<Vec<String>>,
     pub socket: Option<SocketSettings>,
-    pub ttl: Duration,
     pub parser: LoginParser,
     pub state_dir: PathBuf,
 }

@@ -4,6 +4,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    str::FromStr,
     time::Duration,
 };
 
@@ -11,11 +12,14 @@ use clap::{Args, Parser, Subcommand};
 use jiff::tz::TimeZone;
 use smtpgate_logins::{Format, Service};
 
-use crate::gate::{
-    addr,
-    clock::parse_duration,
-    options::{Action, Hook, Mode, XdpMode},
-    pins,
+use crate::{
+    agent::{quota::Quota, settings::PolicyListen},
+    gate::{
+        addr,
+        clock::parse_duration,
+        options::{Action, Hook, Mode, SynRate, XdpMode},
+        pins,
+    },
 };
 
 /// Where `notify` reports by default; give `run --listen-unix` the same path.
@@ -52,13 +56,24 @@ pub enum Command {
         /// How long the grant lasts (90s, 10m, 1h). An existing longer grant is kept.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         ttl: Duration,
+        /// The customer the grant is for, so that quotas and
+        /// `revoke --user` see it; without it, the grant is nobody's.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
-    /// Remove an address's grant: its new SMTP connections are dropped at once.
+    /// Remove grants: an address's, or every one a user earned. Their new
+    /// SMTP connections are dropped at once.
     Revoke {
         /// IPv4 or IPv6 address.
-        ip: String,
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        ip: Option<String>,
+        /// Every grant this user earned, on whatever address.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
-    /// List live grants with the seconds each has left.
+    /// End a user's quota cooldown: their next login grants again.
+    Pardon { user: String },
+    /// List live grants: the address, time left, and who earned each.
     List {
         #[arg(long)]
         json: bool,
@@ -222,11 +237,87 @@ pub struct RunArgs {
     pub ttl: Option<Duration>,
 
     #[command(flatten)]
+    pub grants: GrantArgs,
+
+    #[command(flatten)]
     pub parser: ParserArgs,
 
     /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// What a grant is worth: the defaults that `[[network]]` tables of the
+/// configuration file override per network.
+#[derive(Args, Default)]
+pub struct GrantArgs {
+    /// An IPv6 login grants its address's prefix of this length [default: 64],
+    /// since privacy addresses rotate within it (48 to 128).
+    #[arg(long, value_name = "BITS", value_parser = parse_ipv6_grant_prefix)]
+    pub ipv6_grant_prefix: Option<u8>,
+
+    /// Connections a granted source may open, sustained, or off [default: 10/1s].
+    #[arg(long, value_name = "COUNT/DURATION")]
+    pub grant_syn_rate: Option<Switch<SynRate>>,
+
+    /// Connections a granted source may open at once [default: 40].
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub grant_syn_burst: Option<u32>,
+
+    /// Recipients one user may send in a sliding window, over all the
+    /// addresses they hold, or off [default: 300/1h]. Needs --policy-listen.
+    #[arg(long, value_name = "COUNT/DURATION")]
+    pub user_quota: Option<Switch<Quota>>,
+
+    /// Recipients one address may send in a sliding window, whoever holds
+    /// it, or off [default: 1000/1h]. Needs --policy-listen.
+    #[arg(long, value_name = "COUNT/DURATION")]
+    pub address_quota: Option<Switch<Quota>>,
+
+    /// How long a user over quota earns no grant [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub quota_cooldown: Option<Duration>,
+
+    /// Serve Postfix's policy delegation protocol here, for
+    /// `check_policy_service`: inet:ADDRESS:PORT or unix:PATH.
+    #[arg(long, value_name = "inet:ADDR:PORT|unix:PATH", value_parser = parse_policy_listen)]
+    pub policy_listen: Option<PolicyListen>,
+}
+
+/// A limit, or `off` for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switch<T>(pub Option<T>);
+
+impl<T: FromStr<Err = String>> FromStr for Switch<T> {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Self(None)),
+            text => text.parse().map(|value| Self(Some(value))),
+        }
+    }
+}
+
+/// An IPv6 grant prefix length. Shorter than /48 would grant more than one
+/// customer's site; /128 grants each address alone.
+pub fn parse_ipv6_grant_prefix(text: &str) -> Result<u8, String> {
+    text.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|bits| (48..=128).contains(bits))
+        .ok_or_else(|| format!("'{text}' is not a prefix length from 48 to 128"))
+}
+
+/// `inet:ADDRESS:PORT` or `unix:PATH`, as Postfix names policy services.
+pub fn parse_policy_listen(text: &str) -> Result<PolicyListen, String> {
+    if let Some(addr) = text.strip_prefix("inet:") {
+        return parse_socket_addr(addr).map(PolicyListen::Inet);
+    }
+    match text.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => Ok(PolicyListen::Unix(PathBuf::from(path))),
+        _ => Err(format!("'{text}' is not inet:ADDRESS:PORT or unix:PATH")),
+    }
 }
 
 /// How log lines are read: the same flags for `run` and `check-log`, so

@@ -1,11 +1,11 @@
 //! The one-shot commands. They work on the pinned maps directly, so they act
 //! on the live gate whether or not `smtpgate run` is running.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration, time::SystemTime};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
-use smtpgate_common::COUNTERS_MAP;
+use smtpgate_common::{SynBudget, COOLDOWNS_MAP, COUNTERS_MAP};
 
 use crate::{
     agent::run,
@@ -17,7 +17,8 @@ use crate::{
         addr,
         allowlist::{self, Allowlist, Origin},
         attach, clock,
-        maps::{self, Counters, Grants},
+        maps::{self, Counters, Grants, LiveGrant, Terms},
+        owners::{Cooldowns, Owner, Source},
         pins::PinDir,
     },
 };
@@ -43,8 +44,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
         Command::Run(args) => start(&pins, *args, cli.verbose),
-        Command::Allow { ip, ttl } => allow(&pins, &ip, ttl),
-        Command::Revoke { ip } => revoke(&pins, &ip),
+        Command::Allow { ip, ttl, user } => allow(&pins, &ip, ttl, user.as_deref()),
+        Command::Revoke { ip, user } => revoke(&pins, ip.as_deref(), user.as_deref()),
+        Command::Pardon { user } => pardon(&pins, &user),
         Command::List { json } => list(&pins, json),
         Command::Stats {
             json,
@@ -85,19 +87,44 @@ fn open_grants(pins: &PinDir) -> Result<Grants> {
     Grants::open_pinned(pins)
 }
 
-fn allow(pins: &PinDir, ip: &str, ttl: Duration) -> Result<()> {
+/// Grants `ip` for `ttl`, recorded as earned by `user` (or nobody). An
+/// operator's grant carries no SYN budget.
+fn allow(pins: &PinDir, ip: &str, ttl: Duration, user: Option<&str>) -> Result<()> {
     let ip = addr::parse(ip)?;
-    let expiry = open_grants(pins)?.grant(ip, ttl)?;
+    let owner = Owner::now(user, "-", Source::Cli);
+    let terms = Terms {
+        ttl,
+        budget: SynBudget::UNLIMITED,
+    };
+    let expiry = open_grants(pins)?.grant_for(ip, terms, &owner)?;
+    let whose = user
+        .map(|user| format!(" (user {user})"))
+        .unwrap_or_default();
     println!(
-        "allowed {ip} for {}",
+        "allowed {ip} for {}{whose}",
         clock::format_secs(clock::remaining(expiry))
     );
     Ok(())
 }
 
-fn revoke(pins: &PinDir, ip: &str) -> Result<()> {
-    let ip = addr::parse(ip)?;
-    if open_grants(pins)?.revoke(ip)? {
+/// Revokes the grant covering `ip`, or every grant `user` earned.
+fn revoke(pins: &PinDir, ip: Option<&str>, user: Option<&str>) -> Result<()> {
+    let mut grants = open_grants(pins)?;
+    if let Some(user) = user {
+        let revoked = grants.revoke_user(user)?;
+        let list: Vec<String> = revoked.iter().map(IpAddr::to_string).collect();
+        match list.is_empty() {
+            true => println!("{user} held no grant"),
+            false => println!(
+                "revoked {} grants of {user}: {}",
+                list.len(),
+                list.join(" ")
+            ),
+        }
+        return Ok(());
+    }
+    let ip = addr::parse(ip.context("give an address or --user NAME")?)?;
+    if grants.revoke(ip)? {
         println!("revoked {ip}");
     } else {
         println!("{ip} had no grant");
@@ -105,25 +132,62 @@ fn revoke(pins: &PinDir, ip: &str) -> Result<()> {
     Ok(())
 }
 
+/// Ends `user`'s quota cooldown.
+fn pardon(pins: &PinDir, user: &str) -> Result<()> {
+    pins.require_gate()?;
+    let mut cooldowns = Cooldowns::new(maps::open_pinned(&pins.map(COOLDOWNS_MAP))?)?;
+    if cooldowns.pardon(user)? {
+        println!("pardoned {user}: their next login grants again");
+    } else {
+        println!("{user} was in no cooldown");
+    }
+    Ok(())
+}
+
 fn list(pins: &PinDir, as_json: bool) -> Result<()> {
     let grants = open_grants(pins)?.live()?;
     if as_json {
-        let rows: Vec<_> = grants
-            .iter()
-            .map(|g| json!({ "address": g.ip.to_string(), "seconds_left": g.remaining.as_secs() }))
-            .collect();
+        let rows: Vec<_> = grants.iter().map(grant_json).collect();
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!("{:<40} {:>10}", "ADDRESS", "LEFT");
+    println!(
+        "{:<43} {:>9}  {:<24} {:<8} {:<7} GRANTED",
+        "ADDRESS", "LEFT", "USER", "SERVICE", "SOURCE"
+    );
     for grant in &grants {
+        let owner = grant.owner.as_ref();
         println!(
-            "{:<40} {:>10}",
-            grant.ip.to_string(),
-            clock::format_secs(grant.remaining)
+            "{:<43} {:>9}  {:<24} {:<8} {:<7} {}",
+            grant.covers(),
+            clock::format_secs(grant.remaining),
+            owner.and_then(|o| o.user.as_deref()).unwrap_or("-"),
+            owner.map_or("-", |o| o.service.as_str()),
+            owner.and_then(|o| o.source).map_or("-", Source::as_str),
+            owner.map_or("-".to_string(), |o| rfc3339(o.granted_at)),
         );
     }
     Ok(())
+}
+
+/// One grant as `list --json` gives it.
+fn grant_json(grant: &LiveGrant) -> serde_json::Value {
+    let owner = grant.owner.as_ref();
+    json!({
+        "address": grant.covers(),
+        "seconds_left": grant.remaining.as_secs(),
+        "user": owner.and_then(|o| o.user.clone()),
+        "service": owner.map(|o| o.service.clone()),
+        "source": owner.and_then(|o| o.source).map(Source::as_str),
+        "granted_at": owner.map(|o| rfc3339(o.granted_at)),
+    })
+}
+
+/// A wall-clock time as RFC 3339 in UTC, to the second.
+fn rfc3339(time: SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 fn stats(pins: &PinDir, as_json: bool, rate_interval: Option<Duration>) -> Result<()> {

@@ -18,15 +18,26 @@ use jiff::tz::TimeZone;
 use serde::{de::Error as _, Deserialize, Deserializer};
 use smtpgate_logins::{Format, ParserOptions, Service};
 
+use smtpgate_common::SynBudget;
+
 use crate::{
-    agent::settings::{LoginParser, Settings, SocketSettings, WatchSettings},
-    cli::args::{parse_octal_mode, parse_socket_addr, parse_timezone, ParserArgs, RunArgs},
+    agent::{
+        quota::Quota,
+        settings::{
+            GrantPolicy, Limits, LoginParser, PolicyListen, PolicySettings, Settings,
+            SocketSettings, WatchSettings,
+        },
+    },
+    cli::args::{
+        parse_ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_socket_addr,
+        parse_timezone, GrantArgs, ParserArgs, RunArgs, Switch,
+    },
     gate::{
         addr,
         allowlist::parse_prefix,
         attach::KernelLogLevel,
         clock::parse_duration,
-        options::{Action, Hook, Mode, XdpMode},
+        options::{Action, Hook, Mode, SynRate, XdpMode},
     },
 };
 
@@ -36,6 +47,29 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtpgate";
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// A /64 is one customer's network (RFC 6177), and privacy addresses
+/// (RFC 8981) rotate inside it: granting the one address that logged in
+/// would lock the customer out at the next rotation.
+const DEFAULT_IPV6_GRANT_PREFIX: u8 = 64;
+/// Ten connections a second, forty at once: far above any mail client or
+/// office behind one address, far below a flood. A backstop, not a quota.
+const DEFAULT_SYN_RATE: SynRate = SynRate {
+    syns: 10,
+    per: Duration::from_secs(1),
+};
+const DEFAULT_SYN_BURST: u32 = 40;
+/// Three hundred recipients an hour: a busy customer, a small mailing
+/// list, but the 50,000 of a spam run would take a week.
+const DEFAULT_USER_QUOTA: Quota = Quota {
+    limit: 300,
+    window: Duration::from_secs(3600),
+};
+/// A thousand an hour for one address, which several customers may share.
+const DEFAULT_ADDRESS_QUOTA: Quota = Quota {
+    limit: 1000,
+    window: Duration::from_secs(3600),
+};
+const DEFAULT_QUOTA_COOLDOWN: Duration = Duration::from_secs(3600);
 
 /// `/etc/smtpgate/smtpgate.toml`: every setting `run` has a flag for, typed
 /// as the flag is. Values written as text go through the flag's parser.
@@ -75,6 +109,39 @@ pub struct ConfigFile {
     pub state_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "text::timezone")]
     pub timezone: Option<TimeZone>,
+    #[serde(default, deserialize_with = "text::ipv6_grant_prefix")]
+    pub ipv6_grant_prefix: Option<u8>,
+    #[serde(default, deserialize_with = "text::grant_syn_rate")]
+    pub grant_syn_rate: Option<Switch<SynRate>>,
+    pub grant_syn_burst: Option<u32>,
+    #[serde(default, deserialize_with = "text::user_quota")]
+    pub user_quota: Option<Switch<Quota>>,
+    #[serde(default, deserialize_with = "text::address_quota")]
+    pub address_quota: Option<Switch<Quota>>,
+    #[serde(default, deserialize_with = "text::quota_cooldown")]
+    pub quota_cooldown: Option<Duration>,
+    #[serde(default, deserialize_with = "text::policy_listen")]
+    pub policy_listen: Option<PolicyListen>,
+    /// `[[network]]` tables: other limits for the grants of one network.
+    pub network: Option<Vec<NetworkTable>>,
+}
+
+/// One `[[network]]` table: limits for the grants of one network, each
+/// falling back to the top level's when left out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkTable {
+    #[serde(deserialize_with = "text::prefix")]
+    pub prefix: IpNet,
+    #[serde(default, deserialize_with = "text::ttl")]
+    pub ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "text::grant_syn_rate")]
+    pub grant_syn_rate: Option<Switch<SynRate>>,
+    pub grant_syn_burst: Option<u32>,
+    #[serde(default, deserialize_with = "text::user_quota")]
+    pub user_quota: Option<Switch<Quota>>,
+    #[serde(default, deserialize_with = "text::address_quota")]
+    pub address_quota: Option<Switch<Quota>>,
 }
 
 impl ConfigFile {
@@ -145,6 +212,18 @@ mod text {
         services: Vec<Service> = list("services", str::parse::<Service>);
         log_format: Format = one("log-format", str::parse::<Format>);
         timezone: TimeZone = one("timezone", parse_timezone);
+        ipv6_grant_prefix: u8 = one("ipv6-grant-prefix", parse_ipv6_grant_prefix);
+        grant_syn_rate: Switch<SynRate> = one("grant-syn-rate", str::parse::<Switch<SynRate>>);
+        user_quota: Switch<Quota> = one("user-quota", str::parse::<Switch<Quota>>);
+        address_quota: Switch<Quota> = one("address-quota", str::parse::<Switch<Quota>>);
+        quota_cooldown: Duration = one("quota-cooldown", parse_duration);
+        policy_listen: PolicyListen = one("policy-listen", parse_policy_listen);
+    }
+
+    /// A `[[network]]` table's prefix, required.
+    pub fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_prefix(&text).map_err(|e| D::Error::custom(format!("network prefix: {e}")))
     }
 }
 
@@ -213,6 +292,8 @@ pub fn resolve(args: RunArgs, verbose: u8) -> Result<Settings> {
 
 /// The settings of `args` over those of `file`; touches no file.
 pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settings> {
+    let grants = grant_policy(&args.grants, args.ttl, &file)?;
+    let policy = policy_settings(&args.grants, &file)?;
     let ifaces = pick(args.iface, file.iface);
     if ifaces.is_empty() {
         bail!("no interface to gate: give --iface IFACE (or iface = [...] in the configuration)");
@@ -287,14 +368,121 @@ pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settin
             stdin,
             journal,
             socket,
-            ttl: args.ttl.or(file.ttl).unwrap_or(DEFAULT_TTL),
             parser,
             state_dir: args
                 .state_dir
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         },
+        grants,
+        policy,
     })
+}
+
+/// The limits named by one level of settings (flags over the file's top
+/// level, or one `[[network]]` table), each falling back to `base`'s.
+struct LimitChoices {
+    ttl: Option<Duration>,
+    rate: Option<Switch<SynRate>>,
+    burst: Option<u32>,
+    user_quota: Option<Switch<Quota>>,
+    address_quota: Option<Switch<Quota>>,
+}
+
+impl LimitChoices {
+    fn over(self, base: &LimitChoices) -> LimitChoices {
+        LimitChoices {
+            ttl: self.ttl.or(base.ttl),
+            rate: self.rate.or(base.rate),
+            burst: self.burst.or(base.burst),
+            user_quota: self.user_quota.or(base.user_quota),
+            address_quota: self.address_quota.or(base.address_quota),
+        }
+    }
+
+    /// Resolved, with the defaults for what nobody chose.
+    fn limits(&self) -> Result<Limits> {
+        let burst = self.burst.unwrap_or(DEFAULT_SYN_BURST);
+        if burst == 0 {
+            bail!("grant-syn-burst must be at least 1");
+        }
+        let rate = self.rate.map_or(Some(DEFAULT_SYN_RATE), |choice| choice.0);
+        Ok(Limits {
+            ttl: self.ttl.unwrap_or(DEFAULT_TTL),
+            syn_budget: rate.map_or(SynBudget::UNLIMITED, |rate| rate.budget(burst)),
+            user_quota: self
+                .user_quota
+                .map_or(Some(DEFAULT_USER_QUOTA), |choice| choice.0),
+            address_quota: self
+                .address_quota
+                .map_or(Some(DEFAULT_ADDRESS_QUOTA), |choice| choice.0),
+        })
+    }
+}
+
+/// What grants are given: the flags over the file's top level, and each
+/// `[[network]]` table over those.
+fn grant_policy(args: &GrantArgs, ttl: Option<Duration>, file: &ConfigFile) -> Result<GrantPolicy> {
+    let top = LimitChoices {
+        ttl: ttl.or(file.ttl),
+        rate: args.grant_syn_rate.or(file.grant_syn_rate),
+        burst: args.grant_syn_burst.or(file.grant_syn_burst),
+        user_quota: args.user_quota.or(file.user_quota),
+        address_quota: args.address_quota.or(file.address_quota),
+    };
+    let mut networks = Vec::new();
+    for table in file.network.iter().flatten() {
+        if networks.iter().any(|(net, _)| *net == table.prefix) {
+            bail!("network {} is configured twice", table.prefix);
+        }
+        let choices = LimitChoices {
+            ttl: table.ttl,
+            rate: table.grant_syn_rate,
+            burst: table.grant_syn_burst,
+            user_quota: table.user_quota,
+            address_quota: table.address_quota,
+        };
+        let limits = choices
+            .over(&top)
+            .limits()
+            .with_context(|| format!("network {}", table.prefix))?;
+        networks.push((table.prefix, limits));
+    }
+    // The most specific network wins.
+    networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+    Ok(GrantPolicy {
+        ipv6_prefix: args
+            .ipv6_grant_prefix
+            .or(file.ipv6_grant_prefix)
+            .unwrap_or(DEFAULT_IPV6_GRANT_PREFIX),
+        default: top.limits()?,
+        networks,
+    })
+}
+
+/// The policy service's settings, if it is to run. Quotas chosen without
+/// it would count nothing, so choosing them alone is a mistake.
+fn policy_settings(args: &GrantArgs, file: &ConfigFile) -> Result<Option<PolicySettings>> {
+    let listen = args.policy_listen.clone().or(file.policy_listen.clone());
+    let quota_chosen = args.user_quota.is_some()
+        || args.address_quota.is_some()
+        || file.user_quota.is_some()
+        || file.address_quota.is_some()
+        || args.quota_cooldown.is_some()
+        || file.quota_cooldown.is_some();
+    match listen {
+        Some(listen) => Ok(Some(PolicySettings {
+            listen,
+            cooldown: args
+                .quota_cooldown
+                .or(file.quota_cooldown)
+                .unwrap_or(DEFAULT_QUOTA_COOLDOWN),
+        })),
+        None if quota_chosen => bail!(
+            "quotas are counted by the Postfix policy service: give --policy-listen (or policy-listen in the configuration) with them"
+        ),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +513,7 @@ mod tests {
     fn file_values_apply_and_defaults_fill_in() {
         let s = config("iface = [\"eth0\"]\nttl = \"15m\"\nports = [25, 587]\nlogs = [\"/var/log/mail.log\", \"-\"]\nallowlist = [\"192.0.2.0/24\"]\n").unwrap();
         assert_eq!(s.ifaces, ["eth0"]);
-        assert_eq!(s.watch.ttl, Duration::from_secs(900));
+        assert_eq!(s.grants.default.ttl, Duration::from_secs(900));
         assert_eq!(s.ports, [25, 587]);
         assert_eq!(s.watch.logs, [PathBuf::from("/var/log/mail.log")]);
         assert!(s.watch.stdin);
@@ -381,7 +569,7 @@ mod tests {
         .unwrap();
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(s.ifaces, ["eth1"]);
-        assert_eq!(s.watch.ttl, Duration::from_secs(60));
+        assert_eq!(s.grants.default.ttl, Duration::from_secs(60));
     }
 
     #[test]

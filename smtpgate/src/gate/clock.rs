@@ -43,6 +43,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `COUNT/DURATION`, such as `500/1h` or `10/1s`.
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("'{text}' is not COUNT/DURATION (for example 500/1h)"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{count}' in '{text}' is not a whole number"))?;
+    if count == 0 {
+        return Err(format!(
+            "'{text}' allows nothing; write off to have no limit"
+        ));
+    }
+    Ok((count, parse_duration(per)?))
+}
+
 /// `1m05s`-style rendering of a whole number of seconds.
 pub fn format_secs(d: Duration) -> String {
     let secs = d.as_secs();

@@ -3,8 +3,12 @@
 //! refuses a SYN. Flags and the configuration file spell them alike, so
 //! each type parses itself for both.
 
+use std::{str::FromStr, time::Duration};
+
 use serde::Deserialize;
-use smtpgate_common::{FLAG_MONITOR, FLAG_RESET};
+use smtpgate_common::{SynBudget, FLAG_MONITOR, FLAG_RESET};
+
+use crate::gate::clock::parse_rate;
 
 /// How a program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -101,5 +105,30 @@ impl Action {
             Action::Drop => 0,
             Action::Reset => FLAG_RESET,
         }
+    }
+}
+
+/// How fast a granted source may open connections: `COUNT/DURATION`
+/// sustained, on top of a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynRate {
+    pub syns: u32,
+    pub per: Duration,
+}
+
+impl SynRate {
+    /// The kernel's form of this rate with `burst` SYNs at once.
+    pub fn budget(self, burst: u32) -> SynBudget {
+        let per_ns = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
+        SynBudget::new(self.syns, per_ns, burst)
+    }
+}
+
+impl FromStr for SynRate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (syns, per) = parse_rate(text)?;
+        Ok(Self { syns, per })
     }
 }

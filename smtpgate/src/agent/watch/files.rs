@@ -4,7 +4,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use smtpgate_tail::{Follower, StartAt};
 
-use super::{Source, Watch};
+use super::Watch;
+use crate::gate::owners::Source;
 
 /// How long to wait before retrying a log that cannot be read.
 const RETRY: Duration = Duration::from_secs(1);

@@ -35,7 +35,7 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
         // A first start reads back one TTL: those logins still grant.
         None => cmd.arg(format!(
             "--since=@{}",
-            Timestamp::now().as_second() - watch.ttl().as_secs() as i64
+            Timestamp::now().as_second() - watch.longest_ttl().as_secs() as i64
         )),
     };
     for unit in units {

@@ -29,47 +29,29 @@ use smtpgate_logins::{
 use smtpgate_tail::Position;
 
 use crate::{
-    agent::{metrics::Metrics, settings::WatchSettings, throttle::Throttle},
+    agent::{
+        metrics::Metrics,
+        settings::{GrantPolicy, WatchSettings},
+        throttle::Throttle,
+    },
     gate::{
         clock::{self, format_secs},
         maps::Grants,
+        owners::{Cooldowns, Owner, Source},
     },
 };
 
 pub use judge::LogJudge;
 pub use state::StateStore;
 
-/// Where a login came from, as the agent's log and metrics name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A followed log file.
-    Log,
-    /// Log lines piped into the agent.
-    Stdin,
-    /// The systemd journal.
-    Journal,
-    /// A report on the Unix socket.
-    Socket,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Log => "log",
-            Source::Stdin => "stdin",
-            Source::Journal => "journal",
-            Source::Socket => "socket",
-        }
-    }
-}
-
 /// What every source shares. The sources use it through its methods.
 pub struct Watch {
     grants: Arc<Mutex<Grants>>,
+    cooldowns: Arc<Mutex<Cooldowns>>,
     parser: Parser,
     /// Which services' logins grant.
     services: Vec<Service>,
-    ttl: Duration,
+    policy: GrantPolicy,
     metrics: Metrics,
     state: Arc<StateStore>,
 }
@@ -92,7 +74,9 @@ struct LogSource {
 impl Watch {
     pub fn new(
         settings: &WatchSettings,
+        policy: &GrantPolicy,
         grants: Arc<Mutex<Grants>>,
+        cooldowns: Arc<Mutex<Cooldowns>>,
         metrics: Metrics,
         state: Arc<StateStore>,
     ) -> Self {
@@ -104,7 +88,8 @@ impl Watch {
             grants,
             parser,
             services: settings.parser.services().to_vec(),
-            ttl: settings.ttl,
+            policy: policy.clone(),
+            cooldowns,
             metrics,
             state,
         }
@@ -129,9 +114,9 @@ impl Watch {
         Ok(())
     }
 
-    /// How long a login grants.
-    fn ttl(&self) -> Duration {
-        self.ttl
+    /// How far back a login may still grant: the longest TTL of any network.
+    fn longest_ttl(&self) -> Duration {
+        self.policy.longest_ttl()
     }
 
     /// Starts reading a log; `name` names it in warnings.
@@ -208,46 +193,60 @@ impl Watch {
             report.ip,
             report.service,
             &report.user,
-            self.ttl,
+            Duration::ZERO,
             Source::Socket,
             Some(uid),
         )
     }
 
-    /// Grants `login.ip` for what is left of the TTL counted from the line's
+    /// Grants `login.ip` for what is left of its TTL counted from the line's
     /// own time stamp: a login read back after a restart gets only its
     /// remaining lifetime, and nothing ever lasts beyond now + TTL (the
     /// parser refuses stamps more than a minute ahead).
     fn grant_login(&self, login: &Login, source: Source) {
-        let ttl = match login.time {
-            Some(logged) => {
-                let age = Timestamp::now().duration_since(logged);
-                let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
-                match self.ttl.checked_sub(age) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => {
-                        tracing::debug!(ip = %login.ip, "login {STALE}; not granted");
-                        return;
-                    }
-                }
-            }
-            None => self.ttl,
-        };
-        let _ = self.grant(login.ip, login.service, &login.user, ttl, source, None);
+        let age = login.time.map_or(Duration::ZERO, |logged| {
+            let age = Timestamp::now().duration_since(logged);
+            Duration::try_from(age).unwrap_or(Duration::ZERO)
+        });
+        let _ = self.grant(login.ip, login.service, &login.user, age, source, None);
     }
 
-    /// Writes one grant and says so, with the uid of the process that
-    /// reported the login, where a process did.
+    /// Writes the grant of a login `age` ago, on the terms of the network
+    /// `ip` is in, unless the user is in a quota's cooldown; says so, with
+    /// the uid of the process that reported the login, where a process did.
+    /// Returns how long the grant lasts.
     fn grant(
         &self,
         ip: IpAddr,
         service: Service,
         user: &str,
-        ttl: Duration,
+        age: Duration,
         source: Source,
         reporter_uid: Option<u32>,
     ) -> Result<Duration> {
-        let result = self.grants.lock().expect("grant map lock").grant(ip, ttl);
+        let limits = self.policy.limits_for(ip);
+        let Some(ttl) = limits.ttl.checked_sub(age).filter(|left| !left.is_zero()) else {
+            tracing::debug!(%ip, "login {STALE}; not granted");
+            bail!("the login is {STALE}");
+        };
+        let user = (!user.is_empty()).then_some(user);
+        if let Some(left) =
+            user.and_then(|user| self.cooldowns.lock().expect("cooldowns lock").left(user))
+        {
+            tracing::info!(%ip, user, cooldown_left = %format_secs(left), "not granted: the user went over a quota");
+            self.metrics.record_cooldown_refusal();
+            bail!(
+                "{} is over a quota for another {}",
+                user.unwrap_or_default(),
+                format_secs(left)
+            );
+        }
+        let owner = Owner::now(user, service.as_str(), source);
+        let result =
+            self.grants
+                .lock()
+                .expect("grant map lock")
+                .grant_for(ip, limits.terms(ttl), &owner);
         match result {
             Ok(expiry) => {
                 let left = clock::remaining(expiry);

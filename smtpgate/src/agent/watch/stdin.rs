@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use smtpgate_tail::ReadLines;
 
-use super::{Source, Watch};
+use super::Watch;
+use crate::gate::owners::Source;
 
 /// Reads standard input on a thread of its own, with the follower's bound
 /// on line length. The read blocks; on a thread outside the runtime it does
