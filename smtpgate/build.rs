@@ -3,6 +3,12 @@
 //! that embeds it. `cargo xtask setup` installs what this needs.
 
 fn main() -> anyhow::Result<()> {
+    // The program's maps are laid out by the shared types: a change there
+    // must rebuild it, or the agent and the program disagree on sizes.
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../smtpgate-common/src")
+    );
     let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../smtpgate-ebpf");
     aya_build::build_ebpf(
         [aya_build::Package {

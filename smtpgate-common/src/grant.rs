@@ -93,6 +93,8 @@ pub struct GrantOwner {
     pub source: u8,
     pub reserved: [u8; 7],
     pub service: [u8; MAX_SERVICE_BYTES],
+    /// The address that logged in, which an IPv6 prefix grant covers.
+    pub address: crate::AddrKey,
     /// Zero padded; all zero for a grant nobody logged in for
     /// (`smtpgate allow` without `--user`).
     pub user: UserKey,

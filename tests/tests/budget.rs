@@ -27,7 +27,7 @@ fn grant_with_budget(gate: &mut LoadedGate, ip: IpAddr) -> Result<()> {
         budget: ONE_A_SECOND,
     };
     gate.grants
-        .grant_for(ip, terms, &Owner::now(None, "-", Source::Cli))
+        .grant_for(ip, terms, &Owner::now(ip, None, "-", Source::Cli))
         .map(drop)
 }
 

@@ -91,7 +91,7 @@ fn open_grants(pins: &PinDir) -> Result<Grants> {
 /// operator's grant carries no SYN budget.
 fn allow(pins: &PinDir, ip: &str, ttl: Duration, user: Option<&str>) -> Result<()> {
     let ip = addr::parse(ip)?;
-    let owner = Owner::now(user, "-", Source::Cli);
+    let owner = Owner::now(ip, user, "-", Source::Cli);
     let terms = Terms {
         ttl,
         budget: SynBudget::UNLIMITED,
@@ -152,13 +152,14 @@ fn list(pins: &PinDir, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<43} {:>9}  {:<24} {:<8} {:<7} GRANTED",
-        "ADDRESS", "LEFT", "USER", "SERVICE", "SOURCE"
+        "{:<40} {:<22} {:>9}  {:<24} {:<8} {:<7} GRANTED",
+        "ADDRESS", "COVERS", "LEFT", "USER", "SERVICE", "SOURCE"
     );
     for grant in &grants {
         let owner = grant.owner.as_ref();
         println!(
-            "{:<43} {:>9}  {:<24} {:<8} {:<7} {}",
+            "{:<40} {:<22} {:>9}  {:<24} {:<8} {:<7} {}",
+            grant.address().to_string(),
             grant.covers(),
             clock::format_secs(grant.remaining),
             owner.and_then(|o| o.user.as_deref()).unwrap_or("-"),
@@ -174,7 +175,8 @@ fn list(pins: &PinDir, as_json: bool) -> Result<()> {
 fn grant_json(grant: &LiveGrant) -> serde_json::Value {
     let owner = grant.owner.as_ref();
     json!({
-        "address": grant.covers(),
+        "address": grant.address().to_string(),
+        "covers": grant.covers(),
         "seconds_left": grant.remaining.as_secs(),
         "user": owner.and_then(|o| o.user.clone()),
         "service": owner.map(|o| o.service.clone()),

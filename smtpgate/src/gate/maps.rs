@@ -56,7 +56,13 @@ pub struct LiveGrant {
 }
 
 impl LiveGrant {
-    /// The address or prefix, as `list` prints it.
+    /// The address that logged in, where it is known; else the first of
+    /// the prefix.
+    pub fn address(&self) -> IpAddr {
+        self.owner.as_ref().map_or(self.ip, |owner| owner.address)
+    }
+
+    /// The address or prefix the grant covers.
     pub fn covers(&self) -> String {
         match self.ip {
             IpAddr::V6(_) if self.prefix < 128 => format!("{}/{}", self.ip, self.prefix),

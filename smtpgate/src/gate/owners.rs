@@ -4,7 +4,10 @@
 //! and so that the one-shot commands (`list`, `revoke --user`, `pardon`)
 //! see what the agent wrote.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, IterableMap, Map, MapData};
@@ -13,7 +16,7 @@ use smtpgate_common::{
     AddrKey, CooldownUntil, GrantOwner, UserKey,
 };
 
-use crate::gate::{batch, clock};
+use crate::gate::{addr, batch, clock};
 
 /// How a grant came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +68,8 @@ impl Source {
 /// Who earned a grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// The address that logged in: the grant may cover its whole prefix.
+    pub address: IpAddr,
     /// `None` for a grant nobody logged in for (`smtpgate allow` without
     /// `--user`).
     pub user: Option<String>,
@@ -75,9 +80,10 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// An owner granted now.
-    pub fn now(user: Option<&str>, service: &str, source: Source) -> Self {
+    /// An owner granted now, for a login from `address`.
+    pub fn now(address: IpAddr, user: Option<&str>, service: &str, source: Source) -> Self {
         Self {
+            address: address.to_canonical(),
             user: user.map(str::to_string),
             service: service.to_string(),
             source: Some(source),
@@ -93,6 +99,7 @@ impl Owner {
             .unwrap_or_default()
             .as_millis() as u64;
         raw.source = self.source.map_or(0, Source::number);
+        raw.address = addr::key(self.address);
         let service = self.service.as_bytes();
         if service.len() > MAX_SERVICE_BYTES {
             bail!(
@@ -114,6 +121,7 @@ impl Owner {
         };
         let user = text(&raw.user);
         Self {
+            address: addr::from_key(raw.address),
             user: (!user.is_empty()).then_some(user),
             service: text(&raw.service),
             source: Source::from_number(raw.source),
@@ -228,6 +236,7 @@ mod tests {
     #[test]
     fn an_owner_survives_its_map_form() {
         let owner = Owner {
+            address: "2001:db8::77".parse().unwrap(),
             user: Some("alice@example.org".into()),
             service: "pop3".into(),
             source: Some(Source::Journal),

@@ -241,7 +241,7 @@ impl Watch {
                 format_secs(left)
             );
         }
-        let owner = Owner::now(user, service.as_str(), source);
+        let owner = Owner::now(ip, user, service.as_str(), source);
         let result =
             self.grants
                 .lock()
