@@ -79,6 +79,11 @@ pub fn evaluate(
             1.5,
             refused,
         ));
+        goals.push(Goal::ratio_at_most(
+            "granted SYN with a SYN budget vs without (hot key)",
+            1.3,
+            (p.budget.ratio, None),
+        ));
     }
     if let Some(f) = flood {
         let cpu_vs = |label: &str| {

@@ -14,7 +14,7 @@ use smtpgate::gate::{
 use crate::sources::{self, Family, Sources};
 
 /// Long enough that no grant expires while the benchmark runs.
-const GRANT_TTL: Duration = Duration::from_secs(3600);
+pub const GRANT_TTL: Duration = Duration::from_secs(3600);
 
 /// One fill level: grants, half of each address family, and allowlist
 /// prefixes (on top of the loopback entries the agent always keeps).

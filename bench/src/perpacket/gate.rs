@@ -10,11 +10,14 @@ use aya::{
     programs::{ProgramFd, Xdp},
     Ebpf,
 };
-use smtpgate::gate::{attach, gate_maps::GateMaps, pins::PinDir};
-use smtpgate_common::{Counter, GateConfig, DEFAULT_MAX_GRANTS, GRANTS_MAP};
+use smtpgate::gate::{attach, clock, gate_maps::GateMaps, pins::PinDir};
+use smtpgate_common::{Counter, GateConfig, SynBudget, DEFAULT_MAX_GRANTS, GRANTS_MAP};
 use smtpgate_tests::{unique_name, BpfFs, SMTP};
 
-use crate::load::{Load, Loaded};
+use crate::{
+    load::{Load, Loaded, GRANT_TTL},
+    sources::{self, Family, Sources},
+};
 
 pub struct Gate {
     ebpf: Ebpf,
@@ -53,6 +56,15 @@ impl Gate {
 
     pub fn granted_per_family(&self) -> u32 {
         self.loaded.granted_per_family()
+    }
+
+    /// Gives the first granted source of `family` (the hot key's) `budget`.
+    pub fn set_budget_of_first_grant(&mut self, family: Family, budget: SynBudget) -> Result<()> {
+        let ip = sources::first(Sources::Granted, family);
+        self.maps
+            .grants
+            .grant_until(ip, clock::expiry_after(GRANT_TTL), budget)
+            .map(drop)
     }
 
     pub fn program(&self) -> Result<&ProgramFd> {

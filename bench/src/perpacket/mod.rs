@@ -7,6 +7,7 @@
 //! the gate at each fill level of the plan (grants, allowlist prefixes),
 //! and xdp-filter.
 
+mod budget;
 mod cases;
 mod gate;
 mod reference;
@@ -40,6 +41,7 @@ pub struct PerPacket {
     pub line_rate_budget_ns: f64,
     pub rows: Vec<Row>,
     pub grant_map: GrantMap,
+    pub budget: budget::BudgetCost,
 }
 
 /// One case at one fill level. Times are nanoseconds per packet.
@@ -108,6 +110,7 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         }
         rows.extend(subjects.iter().map(|s| Row::new(&s.case, load, &s.samples)));
     }
+    let budget = budget::measure(&mut gate, plan.rounds, plan.repeat)?;
     let (capacity, memlock_bytes) = gate.map_memory()?;
     let entries = gate.granted_per_family() * 2;
     let grant_map = GrantMap {
@@ -122,6 +125,7 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         line_rate_budget_ns: LINE_RATE_BUDGET_NS,
         rows,
         grant_map,
+        budget,
     })
 }
 
@@ -302,7 +306,7 @@ impl PerPacket {
              smtpgate takes.\n\n{table}\n\
              Grant map: {entries} grants in a map of {capacity} slots; kernel memory (memlock) {mib:.1} MiB, \
              {per_million:.1} MiB per million grant slots. The LRU map is preallocated: it takes this much \
-             from the start, however full it is.\n",
+             from the start, however full it is.\n\n             SYN budget ({budget_case}, hot key): {without:.1} ns without a budget, {with:.1} ns with one              ({ratio:.2}x), the same grant switched between the two round by round.\n",
             rounds = self.rounds,
             repeat = self.repeat,
             budget = self.line_rate_budget_ns,
@@ -311,6 +315,10 @@ impl PerPacket {
             capacity = m.capacity,
             mib = m.memlock_bytes as f64 / (1 << 20) as f64,
             per_million = m.bytes_per_million_grants / (1 << 20) as f64,
+            budget_case = self.budget.case,
+            without = self.budget.without_budget_ns,
+            with = self.budget.with_budget_ns,
+            ratio = self.budget.ratio,
         )
     }
 }
