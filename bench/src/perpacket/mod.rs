@@ -306,7 +306,9 @@ impl PerPacket {
              smtpgate takes.\n\n{table}\n\
              Grant map: {entries} grants in a map of {capacity} slots; kernel memory (memlock) {mib:.1} MiB, \
              {per_million:.1} MiB per million grant slots. The LRU map is preallocated: it takes this much \
-             from the start, however full it is.\n\n             SYN budget ({budget_case}, hot key): {without:.1} ns without a budget, {with:.1} ns with one              ({ratio:.2}x), the same grant switched between the two round by round.\n",
+             from the start, however full it is.\n\n\
+             SYN budget ({budget_case}, hot key): {without:.1} ns without a budget, {with:.1} ns with \
+             one ({ratio:.2}x), the same grant switched between the two round by round.\n",
             rounds = self.rounds,
             repeat = self.repeat,
             budget = self.line_rate_budget_ns,
