@@ -36,7 +36,10 @@ pub fn measure(gate: &mut Gate, rounds: usize, repeat: u32) -> Result<BudgetCost
     let frame = case.packet.build();
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        for (budget, samples) in [(SynBudget::UNLIMITED, &mut without), (NEVER_EXHAUSTED, &mut with)] {
+        for (budget, samples) in [
+            (SynBudget::UNLIMITED, &mut without),
+            (NEVER_EXHAUSTED, &mut with),
+        ] {
             gate.set_budget_of_first_grant(case.family(), budget)?;
             samples.push(time_gate(gate, &case, &mut harness, &frame, repeat)?);
         }
