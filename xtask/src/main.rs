@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::shell::{cargo, workspace_root};
+use crate::shell::{cargo, target_dir};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -97,10 +97,7 @@ fn build(release: bool) -> Result<PathBuf> {
     }
     shell::run(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root()
-        .join("target")
-        .join(profile)
-        .join("smtpgate"))
+    Ok(target_dir().join(profile).join("smtpgate"))
 }
 
 fn test(args: &[String]) -> Result<()> {
