@@ -5,6 +5,7 @@
 //! machine goes from clone to running gate (or passing suite) in one command.
 
 mod bench;
+mod checks;
 mod fuzz;
 mod setup;
 mod shell;
@@ -63,7 +64,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run the unit tests and the privileged integration tests.
+    /// Set up, check formatting and clippy, then run the unit tests and the
+    /// privileged integration tests.
     Test {
         /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -102,6 +104,7 @@ fn build(release: bool) -> Result<PathBuf> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::everything()?;
+    checks::all()?;
     let agent = build(false)?;
     let mut cmd = cargo();
     cmd.args([
