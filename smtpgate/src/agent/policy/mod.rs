@@ -64,6 +64,8 @@ struct Service {
     metrics: Metrics,
     /// The origin of the monotonic time the counts are kept in.
     started: Instant,
+    /// In memory only, so lost on a restart; safe, since the revokes and
+    /// cooldowns it led to are in pinned maps and survive.
     ledger: Mutex<Ledger>,
     revoked: Mutex<Revoked>,
     malformed: Mutex<Throttle>,
