@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, value_enum)]
     only: Vec<Part>,
     /// Where the report goes.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
+    #[arg(long, default_value_os_t = smtpgate_tests::target_dir().join("bench"))]
     out: PathBuf,
 }
 
@@ -99,7 +99,7 @@ fn configure_agent() {
     if std::env::var_os("SMTPGATE_BIN").is_none() {
         std::env::set_var(
             "SMTPGATE_BIN",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/smtpgate"),
+            smtpgate_tests::target_dir().join("release/smtpgate"),
         );
     }
     if std::env::var_os("SMTPGATE_LOG").is_none() {

@@ -13,8 +13,7 @@ fuzz_target!(|input: &[u8]| {
     let Ok(text) = std::str::from_utf8(input) else {
         return;
     };
-    let result =
-        ConfigFile::parse(text).and_then(|file| from_parts(RunArgs::default(), file, 0));
+    let result = ConfigFile::parse(text).and_then(|file| from_parts(RunArgs::default(), file, 0));
     if let Err(error) = result {
         let message = format!("{error:#}");
         assert!(

@@ -199,6 +199,10 @@ fn standing(src: &mut WordAligned, ipv6: bool, config: &GateConfig) -> Result<Co
         exact
     };
     let block = address_block::bit(words);
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the lookup reads the key in place, where it is word-aligned; a copy need not be"
+    )]
     let grant = if may_hold_grant(words, block) {
         GRANTS.get_ptr_mut(&src.0)
     } else {

@@ -34,7 +34,19 @@ use anyhow::{bail, Context, Result};
 pub fn smtpgate_bin() -> PathBuf {
     std::env::var_os("SMTPGATE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/smtpgate"))
+        .unwrap_or_else(|| target_dir().join("debug/smtpgate"))
+}
+
+/// Where cargo builds the workspace: `CARGO_TARGET_DIR` (else
+/// `CARGO_BUILD_TARGET_DIR`) if set, a relative one taken from the workspace
+/// root as `cargo xtask` does, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    let set = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+        .iter()
+        .find_map(|name| std::env::var_os(name).filter(|dir| !dir.is_empty()));
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(set.unwrap_or_else(|| "target".into()))
 }
 
 /// A short name no other test (or test run) uses at the same time. Kept

@@ -38,6 +38,8 @@ use crate::{sh, tools, unique_name, Family, Lab, Netns, Scratch};
 /// The mailbox every test uses.
 pub const USER: &str = "customer";
 pub const PASSWORD: &str = "secret";
+/// A second mailbox (same password), for tests of two customers.
+pub const NEIGHBOUR: &str = "neighbour";
 pub const RECIPIENT: &str = "customer@example.test";
 pub const SENDER: &str = "someone@example.org";
 pub const MAIL_DOMAIN: &str = "example.test";
@@ -223,8 +225,8 @@ fn wait_for_banner(
 }
 
 /// A real Dovecot 2.3 serving POP3 (110) and IMAP (143) on 192.0.2.1 and
-/// 2001:db8::1 in a server namespace, with user [`USER`] / [`PASSWORD`] and
-/// its log (logins included) in a private file.
+/// 2001:db8::1 in a server namespace, with users [`USER`] and [`NEIGHBOUR`]
+/// (both [`PASSWORD`]) and its log (logins included) in a private file.
 pub struct Dovecot {
     master: Child,
     conf: PathBuf,
@@ -257,7 +259,10 @@ impl Dovecot {
         fs::create_dir(&mail_root)?;
         fs::set_permissions(&mail_root, fs::Permissions::from_mode(0o700))?;
         chown(&mail_root, Some(uid), Some(gid))?;
-        fs::write(&passwd, format!("{USER}:{{PLAIN}}{PASSWORD}\n"))?;
+        fs::write(
+            &passwd,
+            format!("{USER}:{{PLAIN}}{PASSWORD}\n{NEIGHBOUR}:{{PLAIN}}{PASSWORD}\n"),
+        )?;
         fs::set_permissions(&passwd, fs::Permissions::from_mode(0o644))?;
 
         let d = path_str(&d);
@@ -448,6 +453,12 @@ impl Postfix {
     /// and waits until port 25 greets on both addresses. Mail for
     /// [`RECIPIENT`] is delivered to the maildir `<mail_root>/customer/`.
     pub fn start(ns: &Netns, mail_root: &Path) -> Result<Self> {
+        Self::start_with(ns, mail_root, "")
+    }
+
+    /// [`Postfix::start`] with `settings` (lines of `main.cf`, such as
+    /// `smtpd_recipient_restrictions = ...`) added to the configuration.
+    pub fn start_with(ns: &Netns, mail_root: &Path, settings: &str) -> Result<Self> {
         tools::require("postfix")?;
         let dir = Scratch::labelled("postfix")?;
         let d = dir.dir();
@@ -490,7 +501,8 @@ impl Postfix {
                  virtual_mailbox_maps = inline:{{ {RECIPIENT}={USER}/ }}\n\
                  virtual_minimum_uid = {mail_uid}\n\
                  virtual_uid_maps = static:{mail_uid}\n\
-                 virtual_gid_maps = static:{mail_gid}\n",
+                 virtual_gid_maps = static:{mail_gid}\n\
+                 {settings}",
                 queue = path_str(&queue),
                 data = path_str(&data),
                 log = path_str(&log),
@@ -593,12 +605,25 @@ impl Drop for Postfix {
     }
 }
 
+/// What Postfix made of a message offered by swaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Taken, under this queue id.
+    Queued(String),
+    /// The recipient was refused for now: Postfix's reply (`450 4.7.1 ...`).
+    Deferred(String),
+}
+
 /// Outcome of a login attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Login {
     Accepted,
     Refused,
 }
+
+/// Where the agent of [`MailLab::with_policy`] answers policy requests,
+/// inside the server namespace.
+pub const POLICY_LISTEN: &str = "127.0.0.1:10040";
 
 /// A lab with Dovecot and Postfix in the server namespace and the agent
 /// following Dovecot's log. Fields drop in declaration order: the servers
@@ -621,10 +646,32 @@ impl MailLab {
     /// [`MailLab::start`] with `dovecot_settings` added to Dovecot's
     /// configuration (see [`Dovecot::start_with`]).
     pub fn start_with(ttl: &str, extra: &[&str], dovecot_settings: &str) -> Result<Self> {
+        Self::launch(ttl, extra, dovecot_settings, "")
+    }
+
+    /// [`MailLab::start`] with the agent serving Postfix's policy requests
+    /// on [`POLICY_LISTEN`] in the server namespace, and Postfix asking it
+    /// about every recipient (quotas are the agent's `extra` flags).
+    pub fn with_policy(ttl: &str, extra: &[&str]) -> Result<Self> {
+        let listen = format!("--policy-listen=inet:{POLICY_LISTEN}");
+        let mut flags = vec![listen.as_str()];
+        flags.extend_from_slice(extra);
+        let restriction = format!(
+            "smtpd_recipient_restrictions = check_policy_service {{ inet:{POLICY_LISTEN}, default_action=DUNNO }}\n"
+        );
+        Self::launch(ttl, &flags, "", &restriction)
+    }
+
+    fn launch(
+        ttl: &str,
+        extra: &[&str],
+        dovecot_settings: &str,
+        postfix_settings: &str,
+    ) -> Result<Self> {
         let agent_state = Scratch::labelled("agent-state")?;
         let mut lab = Lab::new()?;
         let dovecot = Dovecot::start_with(&lab.server, dovecot_settings)?;
-        let postfix = Postfix::start(&lab.server, dovecot.mail_root())?;
+        let postfix = Postfix::start_with(&lab.server, dovecot.mail_root(), postfix_settings)?;
         let mut flags = vec![
             "--log",
             path_str(dovecot.log_path()),
@@ -646,27 +693,34 @@ impl MailLab {
     /// A POP3 login (and LIST) as [`USER`] with `password` from the client
     /// namespace, by curl.
     pub fn pop3_login(&self, family: Family, password: &str) -> Result<Login> {
-        login(&self.lab, "pop3", family, None, password)
+        login(&self.lab, "pop3", family, None, USER, password)
     }
 
     /// Like [`MailLab::pop3_login`] from a given client `source` address.
     pub fn pop3_login_from(&self, source: IpAddr, password: &str) -> Result<Login> {
-        let family = if source.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        login(&self.lab, "pop3", family, Some(source), password)
+        self.pop3_login_as(USER, source, password)
+    }
+
+    /// A POP3 login as `user` from the client address `source`.
+    pub fn pop3_login_as(&self, user: &str, source: IpAddr, password: &str) -> Result<Login> {
+        login(
+            &self.lab,
+            "pop3",
+            family_of(source),
+            Some(source),
+            user,
+            password,
+        )
     }
 
     /// An IMAP login (and LIST of mailboxes) as [`USER`], by curl.
     pub fn imap_login(&self, family: Family, password: &str) -> Result<Login> {
-        login(&self.lab, "imap", family, None, password)
+        login(&self.lab, "imap", family, None, USER, password)
     }
 
     /// Fetches every message in the customer's mailbox over POP3.
     pub fn fetch_mail(&self, family: Family) -> Result<Vec<String>> {
-        let base = url("pop3", self.lab.server_addr(family), PASSWORD);
+        let base = url("pop3", self.lab.server_addr(family), USER, PASSWORD);
         let list = curl(&self.lab, &[&base], None)?;
         ensure!(
             list.status.success(),
@@ -692,9 +746,52 @@ impl MailLab {
     /// Sends a message with `subject` from [`SENDER`] to [`RECIPIENT`] with
     /// swaks from the client namespace; returns Postfix's queue id.
     pub fn send_mail(&self, family: Family, subject: &str) -> Result<String> {
-        let server = self.lab.server_addr(family).to_string();
+        let (out, transcript) = self.swaks(self.lab.server_addr(family), None, subject)?;
+        ensure!(
+            out.status.success(),
+            "swaks failed ({}): {}\n{transcript}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        queue_id(&transcript)
+            .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"))
+    }
+
+    /// Like [`MailLab::send_mail`] from the client address `source`; a
+    /// recipient refused for now is an outcome, not a failure.
+    pub fn send_from(&self, source: IpAddr, subject: &str) -> Result<Sent> {
+        let server = self.lab.server_addr(family_of(source));
+        let (out, transcript) = self.swaks(server, Some(source), subject)?;
+        if out.status.success() {
+            return queue_id(&transcript)
+                .map(Sent::Queued)
+                .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"));
+        }
+        match rcpt_reply(&transcript) {
+            Some(reply) if reply.starts_with('4') => Ok(Sent::Deferred(reply)),
+            _ => bail!(
+                "swaks failed ({}): {}\n{transcript}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+
+    /// One message from [`SENDER`] to [`RECIPIENT`] by swaks in the client
+    /// namespace, from `source` if given; swaks' outcome and transcript.
+    fn swaks(
+        &self,
+        server: IpAddr,
+        source: Option<IpAddr>,
+        subject: &str,
+    ) -> Result<(Output, String)> {
+        let server = server.to_string();
+        let mut cmd = self.lab.client.command(tools::require("swaks")?);
+        if let Some(source) = source {
+            cmd.arg("--local-interface").arg(source.to_string());
+        }
         let out = run_bounded(
-            self.lab.client.command(tools::require("swaks")?).args([
+            cmd.args([
                 "--server",
                 &server,
                 "--port",
@@ -715,26 +812,17 @@ impl MailLab {
             CLIENT,
         )?;
         let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
-        ensure!(
-            out.status.success(),
-            "swaks failed ({}): {}\n{transcript}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        queue_id(&transcript)
-            .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"))
+        Ok((out, transcript))
     }
 
     /// The addresses holding a live grant (`smtpgate list --json`).
     pub fn grants(&self) -> Result<Vec<String>> {
-        let listed: serde_json::Value =
-            serde_json::from_str(&self.lab.smtpgate_ok(&["list", "--json"])?)?;
-        Ok(listed
-            .as_array()
-            .context("list --json is not an array")?
-            .iter()
-            .filter_map(|g| g["address"].as_str().map(str::to_owned))
-            .collect())
+        grants_where(&self.lab, |_| true)
+    }
+
+    /// The addresses holding a live grant `user` earned.
+    pub fn grants_of(&self, user: &str) -> Result<Vec<String>> {
+        grants_of(&self.lab, user)
     }
 
     /// Waits until `ip` holds a grant; returns how long that took.
@@ -775,11 +863,37 @@ impl MailLab {
     }
 }
 
-/// `SCHEME://customer:PASSWORD@SERVER/`.
-fn url(scheme: &str, server: IpAddr, password: &str) -> String {
+/// The addresses holding a live grant `user` earned in `lab`'s gate.
+pub fn grants_of(lab: &Lab, user: &str) -> Result<Vec<String>> {
+    grants_where(lab, |grant| grant["user"].as_str() == Some(user))
+}
+
+/// The addresses of the live grants (`smtpgate list --json`) that `wanted`
+/// picks.
+fn grants_where(lab: &Lab, wanted: impl Fn(&serde_json::Value) -> bool) -> Result<Vec<String>> {
+    let listed: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["list", "--json"])?)?;
+    Ok(listed
+        .as_array()
+        .context("list --json is not an array")?
+        .iter()
+        .filter(|grant| wanted(grant))
+        .filter_map(|g| g["address"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// `SCHEME://USER:PASSWORD@SERVER/`.
+fn url(scheme: &str, server: IpAddr, user: &str, password: &str) -> String {
     match server {
-        IpAddr::V4(a) => format!("{scheme}://{USER}:{password}@{a}/"),
-        IpAddr::V6(a) => format!("{scheme}://{USER}:{password}@[{a}]/"),
+        IpAddr::V4(a) => format!("{scheme}://{user}:{password}@{a}/"),
+        IpAddr::V6(a) => format!("{scheme}://{user}:{password}@[{a}]/"),
+    }
+}
+
+fn family_of(ip: IpAddr) -> Family {
+    if ip.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
     }
 }
 
@@ -807,11 +921,12 @@ fn login(
     scheme: &str,
     family: Family,
     source: Option<IpAddr>,
+    user: &str,
     password: &str,
 ) -> Result<Login> {
     let out = curl(
         lab,
-        &[&url(scheme, lab.server_addr(family), password)],
+        &[&url(scheme, lab.server_addr(family), user, password)],
         source,
     )?;
     match out.status.code() {
@@ -823,6 +938,15 @@ fn login(
             String::from_utf8_lossy(&out.stderr).trim()
         ),
     }
+}
+
+/// The reply to RCPT TO in a swaks transcript, without swaks' marks
+/// (`<-  ` for a success, `<** ` for an error).
+fn rcpt_reply(transcript: &str) -> Option<String> {
+    let mut lines = transcript.lines();
+    lines.find(|line| line.trim_start().starts_with("-> RCPT TO"))?;
+    let reply = lines.next()?;
+    Some(reply.get(4..)?.trim().to_owned())
 }
 
 /// The queue id in a "250 2.0.0 Ok: queued as ID" reply.
@@ -837,6 +961,13 @@ fn queue_id(text: &str) -> Option<String> {
 
 /// One SMTP reply (all its lines); fails unless its code is `code`.
 fn expect_reply(reader: &mut impl BufRead, code: &str) -> Result<String> {
+    let reply = read_reply(reader)?;
+    ensure!(reply.starts_with(code), "expected {code}, got {reply:?}");
+    Ok(reply)
+}
+
+/// One SMTP reply, all its lines.
+fn read_reply(reader: &mut impl BufRead) -> Result<String> {
     let mut reply = String::new();
     loop {
         let mut line = String::new();
@@ -849,8 +980,23 @@ fn expect_reply(reader: &mut impl BufRead, code: &str) -> Result<String> {
             break;
         }
     }
-    ensure!(reply.starts_with(code), "expected {code}, got {reply:?}");
     Ok(reply)
+}
+
+/// Speaks SMTP on an open connection to Postfix up to one recipient: the
+/// greeting, EHLO, MAIL FROM [`SENDER`], RCPT TO [`RECIPIENT`]; returns the
+/// reply to RCPT, whatever it is.
+pub fn rcpt_on(stream: &TcpStream) -> Result<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    expect_reply(&mut reader, "220")?;
+    writer.write_all(b"EHLO client.example.org\r\n")?;
+    expect_reply(&mut reader, "250")?;
+    writer.write_all(format!("MAIL FROM:<{SENDER}>\r\n").as_bytes())?;
+    expect_reply(&mut reader, "250")?;
+    writer.write_all(format!("RCPT TO:<{RECIPIENT}>\r\n").as_bytes())?;
+    read_reply(&mut reader)
 }
 
 /// Speaks SMTP on an open connection to Postfix: sends one message with

@@ -11,7 +11,7 @@ pub fn run(args: &[String]) -> Result<()> {
     setup::everything()?;
     // The driver starts the agent binary itself (grant delay, flood).
     shell::run(shell::cargo().args(["build", "--release", "--package", "smtpgate"]))?;
-    let target = shell::workspace_root().join("target");
+    let target = shell::target_dir();
     let out = target.join("bench");
     shell::run(
         shell::cargo()

@@ -5,15 +5,11 @@
 //! crashes; libFuzzer then leaves the input under `target/fuzz/artifacts/`.
 //! The test suite runs every target for a few seconds.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-use crate::shell::{probe, run as run_command, workspace_root};
+use crate::shell::{probe, run as run_command, target_dir, workspace_root};
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
 pub const TARGETS: [&str; 4] = ["login_lines", "tail_lines", "notify_report", "config_file"];
@@ -43,9 +39,7 @@ pub fn run(targets: &[String], seconds: u64) -> Result<()> {
         );
     }
     let root = workspace_root();
-    let work = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("fuzz");
+    let work = target_dir().join("fuzz");
     for target in chosen {
         let seeds = work.join("seeds").join(target);
         let corpus = work.join("corpus").join(target);

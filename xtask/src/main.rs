@@ -5,6 +5,7 @@
 //! machine goes from clone to running gate (or passing suite) in one command.
 
 mod bench;
+mod checks;
 mod fuzz;
 mod setup;
 mod shell;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::shell::{cargo, workspace_root};
+use crate::shell::{cargo, target_dir};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -63,7 +64,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run the unit tests and the privileged integration tests.
+    /// Set up, check formatting and clippy, then run the unit tests and the
+    /// privileged integration tests.
     Test {
         /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -97,14 +99,12 @@ fn build(release: bool) -> Result<PathBuf> {
     }
     shell::run(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root()
-        .join("target")
-        .join(profile)
-        .join("smtpgate"))
+    Ok(target_dir().join(profile).join("smtpgate"))
 }
 
 fn test(args: &[String]) -> Result<()> {
     setup::everything()?;
+    checks::all()?;
     let agent = build(false)?;
     let mut cmd = cargo();
     cmd.args([

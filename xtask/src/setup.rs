@@ -8,7 +8,7 @@ use std::{process::Command, sync::Once};
 
 use anyhow::{Context, Result};
 
-use crate::shell::{probe, run};
+use crate::shell::{cargo, probe, run};
 use apt::apt_install;
 
 /// The eBPF crate needs nightly (for `-Z build-std=core`) with its sources.
@@ -22,6 +22,7 @@ pub fn everything() -> Result<()> {
     build_prerequisites()?;
     tools::ensure()?;
     ensure_cargo_fuzz()?;
+    ensure_checkers()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -37,6 +38,26 @@ fn ensure_cargo_fuzz() -> Result<()> {
     }
     eprintln!("xtask: installing cargo-fuzz (a few minutes)");
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// rustfmt and clippy, which `cargo xtask test` runs before the tests: on
+/// the toolchain running xtask, and clippy on nightly too (the eBPF crates).
+fn ensure_checkers() -> Result<()> {
+    let works = |args: &[&str]| probe(cargo().args(args)).is_some();
+    if works(&["fmt", "--version"]) && works(&["clippy", "--version"]) {
+        eprintln!("xtask: ok: rustfmt and clippy");
+    } else {
+        eprintln!("xtask: adding rustfmt and clippy");
+        run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    }
+    let mut nightly = Command::new("rustup");
+    nightly.args(["run", NIGHTLY, "cargo", "clippy", "--version"]);
+    if probe(&mut nightly).is_some() {
+        eprintln!("xtask: ok: clippy on {NIGHTLY}");
+        return Ok(());
+    }
+    eprintln!("xtask: adding clippy to {NIGHTLY}");
+    run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", NIGHTLY]))
 }
 
 /// What `cargo build` of the agent needs: nightly with rust-src, and a

@@ -14,6 +14,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` (else `CARGO_BUILD_TARGET_DIR`) if
+/// set, else `target/` in the workspace root. A relative path is taken from
+/// the workspace root, where [`cargo`] runs.
+pub fn target_dir() -> PathBuf {
+    let set = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+        .iter()
+        .find_map(|name| std::env::var_os(name).filter(|dir| !dir.is_empty()));
+    workspace_root().join(set.unwrap_or_else(|| "target".into()))
+}
+
 /// `cargo` as invoked by `cargo xtask`, working in the workspace root.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

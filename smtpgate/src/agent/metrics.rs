@@ -39,6 +39,20 @@ pub struct GrantLabels {
     pub service: String,
 }
 
+/// Labels of `smtpgate_policy_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The answer: dunno or defer_if_permit.
+    pub action: &'static str,
+}
+
+/// Labels of `smtpgate_quota_exceeded_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// user or address.
+    pub quota: &'static str,
+}
+
 /// The agent's metrics; clones share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -49,6 +63,9 @@ pub struct Metrics {
     pub expired_removed: Counter,
     pub last_sweep: Gauge,
     pub cooldown_refusals: Counter,
+    pub policy_requests: Family<PolicyLabels, Counter>,
+    pub policy_malformed: Counter,
+    pub quota_exceeded: Family<QuotaLabels, Counter>,
 }
 
 impl Metrics {
@@ -90,6 +107,24 @@ impl Metrics {
             "Logins that granted nothing because their user went over a quota",
             cooldown_refusals.clone(),
         );
+        let policy_requests = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "smtpgate_policy_requests",
+            "Requests the Postfix policy service answered, by answer",
+            policy_requests.clone(),
+        );
+        let policy_malformed = Counter::default();
+        registry.register(
+            "smtpgate_policy_malformed",
+            "Policy requests that broke the protocol's format (answered DUNNO)",
+            policy_malformed.clone(),
+        );
+        let quota_exceeded = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "smtpgate_quota_exceeded",
+            "Times a user (grants revoked) or an address (recipients deferred) went over its recipient quota",
+            quota_exceeded.clone(),
+        );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
         registry.register(
@@ -106,7 +141,26 @@ impl Metrics {
             expired_removed,
             last_sweep,
             cooldown_refusals,
+            policy_requests,
+            policy_malformed,
+            quota_exceeded,
         }
+    }
+
+    pub fn record_policy_answer(&self, action: &'static str) {
+        self.policy_requests
+            .get_or_create(&PolicyLabels { action })
+            .inc();
+    }
+
+    pub fn record_policy_malformed(&self) {
+        self.policy_malformed.inc();
+    }
+
+    pub fn record_quota_exceeded(&self, quota: &'static str) {
+        self.quota_exceeded
+            .get_or_create(&QuotaLabels { quota })
+            .inc();
     }
 
     pub fn record_cooldown_refusal(&self) {

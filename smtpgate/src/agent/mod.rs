@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod metrics;
+pub mod policy;
 pub mod policy_protocol;
 pub mod quota;
 pub mod run;

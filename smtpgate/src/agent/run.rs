@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     agent::{
         metrics::Metrics,
+        policy,
         settings::Settings,
         sweep,
         watch::{StateStore, Watch},
@@ -106,6 +107,16 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         watch.spawn_sources(&settings.watch)?;
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
+        }
+        if let Some(policy) = &settings.policy {
+            policy::spawn(
+                policy,
+                &settings.grants,
+                grants.clone(),
+                cooldowns,
+                metrics.clone(),
+            )
+            .await?;
         }
         let sweeper = tokio::spawn(sweep::forever(
             scanner,
