@@ -1,14 +1,14 @@
 //! Where Postfix reaches the policy service: a TCP address or a Unix socket.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::os::unix::fs::PermissionsExt;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, UnixListener},
 };
 
-use crate::agent::settings::PolicyListen;
+use crate::agent::{settings::PolicyListen, unix_socket};
 
 /// One client's connection, whichever kind of listener took it.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -39,7 +39,7 @@ impl Listener {
                 Ok(Self::Inet(listener))
             }
             PolicyListen::Unix(path) => {
-                replace_stale_socket(path)?;
+                unix_socket::make_way(path)?;
                 let listener = UnixListener::bind(path).with_context(|| {
                     format!("listening on {} for policy requests", path.display())
                 })?;
@@ -68,23 +68,6 @@ impl Listener {
             }
         }
     }
-}
-
-/// Makes way for a Unix socket at `path`: creates its directory, and
-/// removes a socket an earlier run left there. Any other file at `path`
-/// is an error, never removed.
-pub fn replace_stale_socket(path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket", path.display());
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -230,6 +230,10 @@ impl Watch {
             bail!("the login is {STALE}");
         };
         let user = (!user.is_empty()).then_some(user);
+        // The cooldown is checked under the grant lock: the policy service
+        // starts a cooldown before it revokes, so a grant written here either
+        // sees the cooldown or is written before the revoke takes it.
+        let mut grants = self.grants.lock().expect("grant map lock");
         if let Some(left) =
             user.and_then(|user| self.cooldowns.lock().expect("cooldowns lock").left(user))
         {
@@ -242,11 +246,8 @@ impl Watch {
             );
         }
         let owner = Owner::now(ip, user, service.as_str(), source);
-        let result =
-            self.grants
-                .lock()
-                .expect("grant map lock")
-                .grant_for(ip, limits.terms(ttl), &owner);
+        let result = grants.grant_for(ip, limits.terms(ttl), &owner);
+        drop(grants);
         match result {
             Ok(expiry) => {
                 let left = clock::remaining(expiry);

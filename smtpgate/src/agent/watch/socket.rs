@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use super::Watch;
-use crate::agent::{accept::AcceptErrors, settings::SocketSettings};
+use crate::agent::{accept::AcceptErrors, settings::SocketSettings, unix_socket};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reporters served at once. A login hook's report takes a millisecond, so
@@ -29,17 +29,7 @@ const MAX_REPORTERS: usize = 64;
 
 pub fn bind(settings: &SocketSettings) -> Result<UnixListener> {
     let path = &settings.path;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // A socket left by an earlier run is replaced; any other file is not.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket", path.display());
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
+    unix_socket::make_way(path)?;
     let listener =
         UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     if let Some(group) = &settings.group {
