@@ -5,7 +5,7 @@
 //! grant comes across with its expiry to the nanosecond.
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -211,8 +211,13 @@ fn run_takes_over_a_gate_of_the_previous_layout_with_every_grant() -> Result<()>
     let carried: HashMap<MapData, AddrKey, Grant> =
         open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
     for (ip, expiry) in &live {
+        // An IPv6 grant now covers the agent's default prefix, /64.
+        let key = match ip.parse()? {
+            IpAddr::V6(v6) => addr::key(IpAddr::V6(addr::v6_prefix_start(v6, 64))),
+            v4 => addr::key(v4),
+        };
         let grant = carried
-            .get(&addr::key(ip.parse()?), 0)
+            .get(&key, 0)
             .with_context(|| format!("{ip} was not carried over"))?;
         ensure!(
             grant.expiry_ns == *expiry,
@@ -234,7 +239,7 @@ fn run_takes_over_a_gate_of_the_previous_layout_with_every_grant() -> Result<()>
     // The commands work on the upgraded gate, and the new program enforces.
     let listed = lab.smtpgate_ok(&["list"])?;
     ensure!(
-        listed.contains(CLIENT_V4) && listed.contains("2001:db8:77::5"),
+        listed.contains(CLIENT_V4) && listed.contains("2001:db8:77::/64"),
         "list after the upgrade: {listed}"
     );
     lab.connect(smtpgate_tests::Family::V4, SMTP, ANSWERED)
