@@ -382,6 +382,11 @@ impl Lab {
         }
     }
 
+    /// The running agent's process id.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Stops the agent with SIGTERM and waits for it; returns its exit code.
     pub fn stop_agent(&mut self) -> Result<i32> {
         let mut child = self.agent.take().context("no agent running")?;

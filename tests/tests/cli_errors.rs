@@ -185,3 +185,46 @@ fn trust_hosts_patterns_and_reports_are_checked() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Pins another program made, or a newer smtpgate, are never acted on.
+#[test]
+fn pins_smtpgate_did_not_make_are_refused() -> Result<()> {
+    let lab = Lab::new()?;
+    let pins = lab.bpffs.pin_dir();
+    std::fs::create_dir_all(&pins)?;
+    let pin = |name: &str, value: &str| {
+        smtpgate_tests::sh(
+            "bpftool",
+            &[
+                "map",
+                "create",
+                &pins.join(name).to_string_lossy(),
+                "type",
+                "hash",
+                "key",
+                "16",
+                "value",
+                value,
+                "entries",
+                "16",
+                "name",
+                name,
+            ],
+        )
+    };
+    pin("GRANTS_V9", "8")?;
+    assert_clear_error(
+        &lab.smtpgate(&["list"]),
+        "set up by a newer smtpgate (it pins GRANTS_V9)",
+    )?;
+    // A map of this version's name but another program's making.
+    pin(smtpgate_common::GRANTS_MAP, "8")?;
+    for command in [
+        &["list"][..],
+        &["allow", "192.0.2.9"],
+        &["revoke", "--user", "x"],
+    ] {
+        assert_clear_error(&lab.smtpgate(command), "is not a grant map smtpgate made")?;
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod accept;
 pub mod metrics;
 pub mod policy;
 pub mod policy_protocol;
+pub mod privileges;
 pub mod quota;
 pub mod run;
 pub mod settings;

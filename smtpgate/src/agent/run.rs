@@ -16,10 +16,10 @@ use tokio::{
 use crate::{
     agent::{
         metrics::Metrics,
-        policy,
+        policy, privileges,
         settings::Settings,
         sweep,
-        watch::{StateStore, Watch},
+        watch::{socket, StateStore, Watch},
     },
     gate::{
         attach::{self, Attached},
@@ -92,8 +92,27 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        if let Some(addr) = settings.metrics_listen {
-            tokio::spawn(metrics.clone().listen(addr).await?);
+        // Everything that needs more than the service keeps comes first:
+        // the sockets (a group to chown to, a low port) and the kernel log.
+        let metrics_server = match settings.metrics_listen {
+            Some(addr) => Some(metrics.clone().listen(addr).await?),
+            None => None,
+        };
+        let login_socket = settings
+            .watch
+            .socket
+            .as_ref()
+            .map(socket::bind)
+            .transpose()?;
+        let policy_listener = match &settings.policy {
+            Some(policy) => Some(policy::listen::Listener::bind(&policy.listen).await?),
+            None => None,
+        };
+        let kernel_log = open_kernel_log(&mut ebpf)?;
+        privileges::drop_to_service()?;
+
+        if let Some(server) = metrics_server {
+            tokio::spawn(server);
         }
         let cooldowns = Arc::new(Mutex::new(cooldowns));
         let watch = Arc::new(Watch::new(
@@ -104,19 +123,19 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             metrics.clone(),
             state.clone(),
         ));
-        watch.spawn_sources(&settings.watch)?;
+        watch.spawn_sources(&settings.watch, login_socket)?;
         if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
-        if let Some(policy) = &settings.policy {
+        if let (Some(policy), Some(listener)) = (&settings.policy, policy_listener) {
             policy::spawn(
+                listener,
                 policy,
                 &settings.grants,
                 grants.clone(),
                 cooldowns,
                 metrics.clone(),
-            )
-            .await?;
+            );
         }
         let sweeper = tokio::spawn(sweep::forever(
             scanner,
@@ -124,32 +143,40 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             metrics.clone(),
             settings.sweep_interval,
         ));
-        let result = serve(pins, ebpf, sweeper, &state, settings.sweep_interval).await;
+        let result = serve(pins, kernel_log, sweeper, &state, settings.sweep_interval).await;
         state.flush()?;
+        // The program stays loaded, and attached through its pinned links.
+        drop(ebpf);
         result
     })
+}
+
+/// The kernel program's log records, if the program has a log.
+fn open_kernel_log(ebpf: &mut Ebpf) -> Result<Option<AsyncFd<KernelLogger>>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        // SAFETY: the logger owns its ring buffer's fd and keeps it open, and
+        // unchanged, for as long as it lives inside the AsyncFd.
+        Ok(logger) => Ok(Some(
+            unsafe { AsyncFd::register(logger) }.map_err(|e| e.into_parts().1)?,
+        )),
+        Err(e) => {
+            tracing::warn!("kernel log unavailable: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Runs until a signal, until the gate is detached from under the agent
 /// (checked every `check_every`), or until the sweeper fails.
 async fn serve(
     pins: &PinDir,
-    mut ebpf: Ebpf,
+    mut kernel_log: Option<AsyncFd<KernelLogger>>,
     mut sweeper: tokio::task::JoinHandle<anyhow::Error>,
     state: &StateStore,
     check_every: Duration,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
-        // SAFETY: the logger owns its ring buffer's fd and keeps it open, and
-        // unchanged, for as long as it lives inside the AsyncFd.
-        Ok(logger) => Some(unsafe { AsyncFd::register(logger) }.map_err(|e| e.into_parts().1)?),
-        Err(e) => {
-            tracing::warn!("kernel log unavailable: {e}");
-            None
-        }
-    };
     let mut check = tokio::time::interval(check_every);
     let mut flush = tokio::time::interval(STATE_FLUSH);
     tracing::info!("gate running; grants are kept in {}", pins.path().display());

@@ -8,12 +8,16 @@
 use std::{
     ffi::CString,
     io,
-    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    os::{
+        fd::AsRawFd,
+        unix::{ffi::OsStrExt, fs::PermissionsExt},
+    },
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use smtpgate_common::{GRANTS_MAP, PINNED_MAPS, RETIRED_MAPS};
+use aya::maps::{MapInfo, MapType};
+use smtpgate_common::{AddrKey, Grant, GRANTS_MAP, OLDER_GRANT_MAPS, PINNED_MAPS, RETIRED_MAPS};
 
 use crate::gate::options::Hook;
 
@@ -21,6 +25,8 @@ use crate::gate::options::Hook;
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/smtpgate";
 /// The conventional bpffs mount point, mounted by `run` when missing.
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
+/// Mode of the pin directory: root and its group.
+const PIN_DIR_MODE: u32 = 0o750;
 /// `statfs` magic number of the BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -121,7 +127,11 @@ impl PinDir {
             }
         }
         std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating pin directory {}", self.dir.display()))
+            .with_context(|| format!("creating pin directory {}", self.dir.display()))?;
+        // Whoever can open the pins can grant, revoke and detach: root and
+        // its group only.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(PIN_DIR_MODE))
+            .with_context(|| format!("restricting {}", self.dir.display()))
     }
 
     /// Fails with a clear message unless a gate of this version has been
@@ -130,12 +140,6 @@ impl PinDir {
     /// version no longer writes: acting on it would, for one, grant
     /// without telling the old program's filter.
     pub fn require_gate(&self) -> Result<()> {
-        if !self.map(GRANTS_MAP).exists() {
-            bail!(
-                "no smtpgate gate under {}: nothing is attached yet (start it with `smtpgate run --iface IFACE`)",
-                self.dir.display()
-            );
-        }
         if let Some(old) = self.retired_maps().iter().find(|path| path.exists()) {
             bail!(
                 "the gate under {} was set up by an older smtpgate ({} is still pinned); restart `smtpgate run` \
@@ -144,8 +148,60 @@ impl PinDir {
                 old.display()
             );
         }
-        Ok(())
+        let grants = self.map(GRANTS_MAP);
+        if !grants.exists() {
+            if let Some(newer) = self.unknown_grant_maps()?.first() {
+                bail!(
+                    "the gate under {} was set up by a newer smtpgate (it pins {newer}); use that version's commands",
+                    self.dir.display()
+                );
+            }
+            bail!(
+                "no smtpgate gate under {}: nothing is attached yet (start it with `smtpgate run --iface IFACE`)",
+                self.dir.display()
+            );
+        }
+        require_grant_layout(&grants)
     }
+
+    /// Pinned maps named like a grant map of a layout this version does
+    /// not know.
+    fn unknown_grant_maps(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+        };
+        let mut unknown = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("GRANTS")
+                && name != GRANTS_MAP
+                && !OLDER_GRANT_MAPS.contains(&name.as_str())
+            {
+                unknown.push(name);
+            }
+        }
+        Ok(unknown)
+    }
+}
+
+/// Fails unless the map pinned at `path` is a grant map of this layout: a
+/// map of that name pinned by another program, or by a build whose layout
+/// differs, would be misread.
+fn require_grant_layout(path: &Path) -> Result<()> {
+    let info = MapInfo::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
+    let (key, value) = (info.key_size() as usize, info.value_size() as usize);
+    let lru = matches!(info.map_type(), Ok(MapType::LruHash));
+    if !lru || key != size_of::<AddrKey>() || value != size_of::<Grant>() {
+        bail!(
+            "{} is not a grant map smtpgate made (type {:?}, key {key} bytes, value {value} bytes); \
+             the directory belongs to another program or an incompatible build: give --bpffs-dir another directory",
+            path.display(),
+            info.map_type()
+        );
+    }
+    Ok(())
 }
 
 /// Holds [`PinDir::lock`]; closing the directory releases it.

@@ -15,7 +15,7 @@
 
 mod conversation;
 mod ledger;
-mod listen;
+pub mod listen;
 mod revoked;
 
 use std::{
@@ -71,16 +71,16 @@ struct Service {
     malformed: Mutex<Throttle>,
 }
 
-/// Binds the service's listener (so that a taken port or a bad path fails
-/// the agent's start) and starts serving on it, and pruning the counts.
-pub async fn spawn(
+/// Starts serving on `listener`, bound beforehand (so that a taken port or
+/// a bad path fails the agent's start), and pruning the counts.
+pub fn spawn(
+    listener: Listener,
     settings: &PolicySettings,
     policy: &GrantPolicy,
     grants: Arc<Mutex<Grants>>,
     cooldowns: Arc<Mutex<Cooldowns>>,
     metrics: Metrics,
-) -> Result<()> {
-    let listener = Listener::bind(&settings.listen).await?;
+) {
     let shown = |quota: Option<Quota>| quota.map_or_else(|| "off".to_string(), |q| q.to_string());
     tracing::info!(
         user_quota = shown(policy.default.user_quota),
@@ -101,7 +101,6 @@ pub async fn spawn(
     });
     tokio::spawn(serve(service.clone(), listener));
     tokio::spawn(prune(service));
-    Ok(())
 }
 
 async fn serve(service: Arc<Service>, listener: Listener) {

@@ -10,7 +10,7 @@
 mod files;
 mod journal;
 pub mod judge;
-mod socket;
+pub mod socket;
 pub mod state;
 mod stdin;
 
@@ -96,7 +96,13 @@ impl Watch {
     }
 
     /// Starts a task for every configured source.
-    pub fn spawn_sources(self: &Arc<Self>, settings: &WatchSettings) -> Result<()> {
+    /// Starts a task for every configured source; the login socket, when
+    /// one is configured, is bound beforehand.
+    pub fn spawn_sources(
+        self: &Arc<Self>,
+        settings: &WatchSettings,
+        login_socket: Option<tokio::net::UnixListener>,
+    ) -> Result<()> {
         for path in &settings.logs {
             let start = self.state.file_start(path);
             tokio::spawn(files::follow(self.clone(), path.clone(), start));
@@ -107,8 +113,7 @@ impl Watch {
         if let Some(units) = &settings.journal {
             tokio::spawn(journal::follow(self.clone(), units.clone()));
         }
-        if let Some(socket) = &settings.socket {
-            let listener = socket::bind(socket)?;
+        if let Some(listener) = login_socket {
             tokio::spawn(socket::serve(self.clone(), listener));
         }
         Ok(())
