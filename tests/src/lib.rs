@@ -361,6 +361,16 @@ impl Lab {
         Ok(())
     }
 
+    /// How many lines the agents of this lab wrote so far containing `needle`.
+    pub fn agent_lines(&self, needle: &str) -> usize {
+        self.agent_log
+            .lock()
+            .expect("agent log lock")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
     /// Whether an agent of this lab writes a line containing `needle`
     /// within `wait`.
     pub fn agent_logged(&self, needle: &str, wait: Duration) -> bool {

@@ -179,6 +179,7 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut check = tokio::time::interval(check_every);
     let mut flush = tokio::time::interval(STATE_FLUSH);
+    let mut saving = Saving::default();
     tracing::info!("gate running; grants are kept in {}", pins.path().display());
     loop {
         tokio::select! {
@@ -194,11 +195,7 @@ async fn serve(
             ended = &mut sweeper => {
                 return Err(ended.unwrap_or_else(|e| anyhow::anyhow!("the grant sweeper stopped: {e}")));
             }
-            _ = flush.tick() => {
-                if let Err(e) = state.flush() {
-                    tracing::warn!("saving read positions: {e:#}");
-                }
-            }
+            _ = flush.tick() => saving.report(state.flush()),
             guard = readable(&mut kernel_log) => {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
@@ -209,6 +206,30 @@ async fn serve(
     sweeper.abort();
     tracing::info!("stopping; the gate stays attached and grants stay in place");
     Ok(())
+}
+
+/// Whether read positions are being saved, so that a state directory that
+/// turns unwritable (a full disk, a read-only remount) is reported once,
+/// and its recovery once, not at every flush.
+#[derive(Default)]
+struct Saving {
+    failing: bool,
+}
+
+impl Saving {
+    fn report(&mut self, flushed: Result<()>) {
+        match flushed {
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!("cannot save read positions: {e:#}; grants go on, and saving resumes when it can");
+            }
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("saving read positions again");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Waits until the kernel log ring buffer has records; forever if there is none.

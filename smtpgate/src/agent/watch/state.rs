@@ -91,10 +91,19 @@ impl StateStore {
     }
 
     /// Writes the state if it changed, atomically (temporary file + rename).
+    /// A failed write leaves the state to be written by the next flush.
     pub fn flush(&self) -> Result<()> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        let written = self.write();
+        if written.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        written
+    }
+
+    fn write(&self) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&*self.saved.lock().expect("state lock"))?;
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
