@@ -397,6 +397,14 @@ impl Lab {
         self.agent.as_ref().map(Child::id)
     }
 
+    /// Kills the agent with SIGKILL, as the OOM killer would, and reaps it.
+    pub fn kill_agent(&mut self) -> Result<()> {
+        let mut child = self.agent.take().context("no agent running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Stops the agent with SIGTERM and waits for it; returns its exit code.
     pub fn stop_agent(&mut self) -> Result<i32> {
         let mut child = self.agent.take().context("no agent running")?;

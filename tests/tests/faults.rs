@@ -3,8 +3,25 @@
 
 use std::{fs::OpenOptions, io::Write, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::Instant,
+};
+
 use anyhow::{ensure, Context, Result};
-use smtpgate_tests::{Family, Lab, Scratch, ANSWERED, SMTP};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use smtpgate::gate::{addr, maps::open_pinned, maps::Grants, pins::PinDir};
+use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
+use smtpgate_tests::{
+    frames::Packet, raw::RawSocket, Family, Lab, Scratch, ANSWERED, CLIENT_V4, SERVER_V4,
+    SERVER_V6, SMTP,
+};
 
 fn login_line(user: &str, ip: &str) -> String {
     format!(
@@ -70,6 +87,148 @@ fn an_unwritable_state_directory_is_reported_once_and_grants_go_on() -> Result<(
     ensure!(
         saved.contains(&length.to_string()),
         "the saved position is not the log's end ({length}): {saved}"
+    );
+    Ok(())
+}
+
+/// Bounds on the flood and the probes.
+const MAX_FLOOD_FRAMES: u64 = 20_000_000;
+const MAX_FAULT_TIME: Duration = Duration::from_secs(60);
+/// How long a stranger's connect waits: an answer over a veth comes in well
+/// under it, the first retransmission of the SYN after it.
+const STRANGER_WAIT: Duration = Duration::from_millis(300);
+
+/// Every grant's expiry, by key.
+fn expiries(pins: &PinDir) -> Result<HashMap<AddrKey, u64>> {
+    let map: BpfHashMap<MapData, AddrKey, Grant> =
+        open_pinned(&pins.map(GRANTS_MAP))?.try_into()?;
+    map.iter()
+        .map(|entry| {
+            entry
+                .map(|(key, grant)| (key, grant.expiry_ns))
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
+/// What a prober saw: answered connects, the ones that failed, and the
+/// longest time between two answered ones.
+#[derive(Debug, Default)]
+struct Probed {
+    answered: usize,
+    failed: Vec<String>,
+    longest_gap: Duration,
+}
+
+/// Connects to `to` until `stop`, each waiting at most `wait`.
+fn probe(to: SocketAddr, wait: Duration, stop: &AtomicBool) -> Probed {
+    let (mut probed, began) = (Probed::default(), Instant::now());
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) && began.elapsed() < MAX_FAULT_TIME {
+        match TcpStream::connect_timeout(&to, wait) {
+            Ok(_) => {
+                probed.longest_gap = probed.longest_gap.max(last.elapsed());
+                last = Instant::now();
+                probed.answered += 1;
+            }
+            Err(e) => probed.failed.push(e.to_string()),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    probed
+}
+
+/// SYNs to the gated port from ever new strangers until `stop`; how many.
+fn flood(iface: &str, stop: &AtomicBool) -> Result<u64> {
+    let socket = RawSocket::sender(iface)?;
+    let began = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed)
+        && sent < MAX_FLOOD_FRAMES
+        && began.elapsed() < MAX_FAULT_TIME
+    {
+        let [_, _, c, d] = (sent as u32).to_be_bytes();
+        let source = Ipv4Addr::new(203, 0, 113, c ^ d);
+        socket.send(&Packet::syn(&source.to_string(), SERVER_V4, SMTP).build())?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// SIGKILL (as the OOM killer sends it) with 10,000 live grants, under a
+/// SYN flood, then a restart: no grant is lost or changed, no stranger is
+/// ever answered, and the granted customer's connects keep succeeding.
+#[test]
+fn sigkill_under_a_flood_loses_no_grant_and_opens_nothing() -> Result<()> {
+    let mut lab = Lab::gated(&[])?;
+    let pins = PinDir::new(lab.bpffs.pin_dir());
+    let mut grants = Grants::open_pinned(&pins)?;
+    for n in 0..9_999u32 {
+        let [_, b, c, d] = n.to_be_bytes();
+        grants.grant(
+            IpAddr::V4(Ipv4Addr::new(10, b, c, d)),
+            Duration::from_secs(3600),
+        )?;
+    }
+    grants.grant(CLIENT_V4.parse()?, Duration::from_secs(3600))?;
+    drop(grants);
+    let before = expiries(&pins)?;
+    ensure!(
+        before.len() == 10_000,
+        "{} grants before the kill",
+        before.len()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = lab.client.spawn({
+        let (iface, stop) = (lab.client_iface.clone(), stop.clone());
+        move || flood(&iface, &stop)
+    });
+    let [granted, stranger] =
+        [(SERVER_V4, ANSWERED), (SERVER_V6, STRANGER_WAIT)].map(|(server, wait)| {
+            let (to, stop) = (SocketAddr::new(server.parse().unwrap(), SMTP), stop.clone());
+            lab.client.spawn(move || probe(to, wait, &stop))
+        });
+    thread::sleep(Duration::from_millis(500));
+    lab.kill_agent()?;
+    thread::sleep(Duration::from_millis(500));
+    lab.start_agent(&[])?;
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().expect("the flood thread panicked")??;
+    let [granted, stranger] =
+        [granted, stranger].map(|probes| probes.join().expect("a probe thread panicked"));
+    let (granted, stranger) = (granted?, stranger?);
+    println!(
+        "flood: {sent} SYNs; granted client: {} connects, longest gap {} ms; stranger: {} attempts",
+        granted.answered,
+        granted.longest_gap.as_millis(),
+        stranger.failed.len() + stranger.answered
+    );
+    ensure!(
+        sent > 1000 && granted.answered >= 10,
+        "the flood or the probes hardly ran"
+    );
+    ensure!(
+        granted.failed.is_empty(),
+        "the granted client was refused: {:?}",
+        granted.failed
+    );
+    ensure!(
+        stranger.answered == 0,
+        "a stranger was answered {} times",
+        stranger.answered
+    );
+    let after = expiries(&pins)?;
+    ensure!(
+        after == before,
+        "the grants changed across the kill: {} before, {} after",
+        before.len(),
+        after.len()
+    );
+    ensure!(
+        lab.counter("dropped_no_grant")? >= sent / 2,
+        "the flood was not dropped by the gate"
     );
     Ok(())
 }
