@@ -232,3 +232,20 @@ fn sigkill_under_a_flood_loses_no_grant_and_opens_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// Someone removes the pins while the agent runs: the agent does not go
+/// on as if it guarded anything; it exits non-zero and says what to do.
+#[test]
+fn removed_pins_end_the_agent_with_a_failure_that_says_what_to_do() -> Result<()> {
+    let mut lab = Lab::gated(&["--sweep-interval", "1s"])?;
+    for entry in std::fs::read_dir(lab.bpffs.pin_dir())? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    ensure!(
+        lab.agent_logged("start `smtpgate run` again to restore the gate", Duration::from_secs(5)),
+        "the agent did not say what to do"
+    );
+    let code = lab.stop_agent()?;
+    ensure!(code != 0, "the agent exited {code} with its pins gone");
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::Ebpf;
 use tokio::{
     io::unix::{AsyncFd, AsyncFdReadyMutGuard},
@@ -186,10 +186,16 @@ async fn serve(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = check.tick() => {
-                if pins.require_gate().is_err() {
-                    tracing::warn!("the gate was detached under {}; exiting", pins.path().display());
+                if let Err(e) = pins.require_gate() {
+                    // Without its pins the gate is gone or going (a link
+                    // lives as long as its pin), so the agent must not go
+                    // on as if it guarded anything.
                     sweeper.abort();
-                    return Ok(());
+                    bail!(
+                        "the gate's pins under {} were removed ({e:#}); the relay may be open: \
+                         start `smtpgate run` again to restore the gate",
+                        pins.path().display()
+                    );
                 }
             }
             ended = &mut sweeper => {
