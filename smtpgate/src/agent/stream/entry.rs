@@ -54,6 +54,17 @@ impl Event {
 }
 
 impl Entry {
+    /// The entry as it stands `waited` after it was made: a grant has that
+    /// much less left, since its lifetime counts from the ID the broker
+    /// gives it when it is sent. `None` for a grant with nothing left.
+    pub fn aged(&self, waited: Duration) -> Option<Entry> {
+        let mut entry = self.clone();
+        if let Event::Grant { ttl, .. } = &mut entry.event {
+            *ttl = ttl.checked_sub(waited).filter(|left| !left.is_zero())?;
+        }
+        Some(entry)
+    }
+
     /// The entry's fields, in the order XADD writes them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![("kind", self.event.kind().to_string())];
@@ -201,6 +212,29 @@ mod tests {
             };
             assert_eq!(round_trip(&entry), entry);
         }
+    }
+
+    #[test]
+    fn a_grant_that_waited_to_be_sent_has_that_much_less_left() {
+        let grant = Entry {
+            event: Event::Grant {
+                ip: "192.0.2.7".parse().unwrap(),
+                prefix: 32,
+                ttl: Duration::from_secs(600),
+                user: None,
+                service: "pop3".into(),
+            },
+            origin: "pop1".into(),
+            seq: 1,
+        };
+        let aged = grant.aged(Duration::from_secs(90)).unwrap();
+        assert!(matches!(aged.event, Event::Grant { ttl, .. } if ttl == Duration::from_secs(510)));
+        assert_eq!(grant.aged(Duration::from_secs(600)), None);
+        let revoke = Entry {
+            event: Event::RevokeUser { user: "a".into() },
+            ..grant
+        };
+        assert_eq!(revoke.aged(Duration::from_secs(3600)), Some(revoke.clone()));
     }
 
     #[test]

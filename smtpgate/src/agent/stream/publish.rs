@@ -8,6 +8,9 @@
 //! since a newer grant of the same customer is worth more than an old one.
 //! An event leaves the buffer only once the broker has taken it, so a
 //! failure mid-batch sends some entries twice, which relays take as one.
+//! A grant's lifetime counts from the entry's ID, given when it is sent:
+//! the time it waited in the buffer is taken off it first, so waiting out
+//! an outage never lengthens a grant.
 
 use std::{
     collections::VecDeque,
@@ -50,8 +53,9 @@ const DROP_WARNINGS: Duration = Duration::from_secs(10);
 
 /// What the publisher holds between logins and the sending task.
 struct Pending {
-    /// Numbered events not yet taken by the broker, oldest first.
-    queue: VecDeque<Entry>,
+    /// Numbered events not yet taken by the broker, oldest first, with
+    /// when each was queued.
+    queue: VecDeque<(Entry, Instant)>,
     coalescer: Coalescer,
     next_seq: u64,
     reserved_seq: u64,
@@ -116,7 +120,7 @@ impl Publisher {
         };
         pending.next_seq += 1;
         if pending.queue.len() >= BUFFER {
-            if let Some(oldest) = pending.queue.pop_front() {
+            if let Some((oldest, _)) = pending.queue.pop_front() {
                 self.metrics.dropped.inc();
                 if let Event::Grant {
                     ip, prefix, user, ..
@@ -134,7 +138,7 @@ impl Publisher {
                 }
             }
         }
-        pending.queue.push_back(entry);
+        pending.queue.push_back((entry, Instant::now()));
         self.wake.notify_one();
         Ok(())
     }
@@ -165,7 +169,7 @@ impl Publisher {
             match self.send(open, &batch, newest_ms).await {
                 Ok(ms) => {
                     link.up();
-                    newest_ms = Some(ms);
+                    newest_ms = ms;
                     self.taken(&batch);
                 }
                 Err(e) => {
@@ -178,7 +182,7 @@ impl Publisher {
     }
 
     /// Up to [`BATCH`] of the oldest queued events, once there are any.
-    async fn next_batch(&self) -> Vec<Entry> {
+    async fn next_batch(&self) -> Vec<(Entry, Instant)> {
         loop {
             {
                 let pending = self.pending.lock().expect("publisher lock");
@@ -190,35 +194,46 @@ impl Publisher {
         }
     }
 
-    /// Adds `batch` to the stream in one round trip, trimming what is older
-    /// than the window before `newest_ms`; returns the broker's time of the
-    /// last entry added.
+    /// Adds `batch` to the stream in one round trip, as each event stands
+    /// now (grants that ran out while waiting are left out), trimming what
+    /// is older than the window before `newest_ms`; returns the broker's
+    /// time of the last entry added, or `newest_ms` if none was.
     async fn send(
         &self,
         conn: &mut MultiplexedConnection,
-        batch: &[Entry],
+        batch: &[(Entry, Instant)],
         newest_ms: Option<u64>,
-    ) -> redis::RedisResult<u64> {
+    ) -> redis::RedisResult<Option<u64>> {
         let trim = newest_ms.map(|ms| ms.saturating_sub(self.window.as_millis() as u64));
         let mut pipe = redis::pipe();
-        for entry in batch {
-            pipe.add_command(xadd(&self.settings.key, entry, trim));
+        for (entry, queued) in batch {
+            if let Some(entry) = entry.aged(queued.elapsed()) {
+                pipe.add_command(xadd(&self.settings.key, &entry, trim));
+            }
+        }
+        if pipe.is_empty() {
+            return Ok(newest_ms);
         }
         let ids: Vec<String> = pipe.query_async(conn).await?;
         Ok(ids
             .last()
             .and_then(|id| id.parse::<EntryId>().ok())
-            .map_or(0, |id| id.ms))
+            .map(|id| id.ms)
+            .or(newest_ms))
     }
 
     /// Removes the events of `batch`, which the broker has, from the queue.
-    fn taken(&self, batch: &[Entry]) {
-        let Some(last) = batch.last().map(|entry| entry.seq) else {
+    fn taken(&self, batch: &[(Entry, Instant)]) {
+        let Some(last) = batch.last().map(|(entry, _)| entry.seq) else {
             return;
         };
         let mut pending = self.pending.lock().expect("publisher lock");
         let before = pending.queue.len();
-        while pending.queue.front().is_some_and(|entry| entry.seq <= last) {
+        while pending
+            .queue
+            .front()
+            .is_some_and(|(entry, _)| entry.seq <= last)
+        {
             pending.queue.pop_front();
         }
         self.metrics
