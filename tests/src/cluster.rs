@@ -258,15 +258,23 @@ impl Router {
 }
 
 /// A real redis-server with the farm's ACL users, its data kept (append
-/// only, every write synced) so that a restart loses nothing.
+/// only, every write synced) so that a restart loses nothing; with TLS,
+/// it speaks only TLS, on a certificate of a private authority.
 pub struct Redis {
     process: Option<Process>,
     ns: Netns,
     dir: Scratch,
+    tls: bool,
 }
 
 impl Redis {
+    /// The broker, speaking plain RESP.
     pub fn start(router: &Router) -> Result<Self> {
+        Self::start_with(router, false)
+    }
+
+    /// The broker, speaking TLS if `tls`.
+    pub fn start_with(router: &Router, tls: bool) -> Result<Self> {
         let (ns, _) = router.site_host("rds", REDIS_HOST)?;
         let dir = Scratch::labelled("redis")?;
         let acl = [
@@ -281,13 +289,30 @@ impl Redis {
             ),
         ];
         fs::write(dir.path("users.acl"), acl.join("\n") + "\n")?;
+        if tls {
+            make_certificates(&dir)?;
+        }
         let mut redis = Self {
             process: None,
             ns,
             dir,
+            tls,
         };
         redis.restart()?;
         Ok(redis)
+    }
+
+    /// How clients reach it: the URL, then the flags that go with it.
+    pub fn endpoint(&self) -> Vec<String> {
+        if self.tls {
+            vec![
+                format!("rediss://{REDIS_HOST}:{REDIS_PORT}/0"),
+                "--redis-ca".into(),
+                self.dir.path("ca.pem").display().to_string(),
+            ]
+        } else {
+            vec![Redis::url()]
+        }
     }
 
     /// Starts the server (again), on the data it kept.
@@ -314,6 +339,14 @@ impl Redis {
             "--logfile",
             "",
         ]);
+        if self.tls {
+            let file = |name: &str| self.dir.path(name).display().to_string();
+            cmd.args(["--port", "0", "--tls-port", &REDIS_PORT.to_string()])
+                .args(["--tls-cert-file", &file("server.pem")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        }
         let mut process = Process::spawn("redis", &mut cmd)?;
         process.wait_logged("Ready to accept connections", START)?;
         self.process = Some(process);
@@ -337,6 +370,67 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// A certificate authority (`ca.pem`) and the broker's certificate for its
+/// address (`server.pem`, `server.key`) in `dir`, with openssl.
+fn make_certificates(dir: &Scratch) -> Result<()> {
+    let openssl = tools::require("openssl")?;
+    let path = |name: &str| dir.path(name).display().to_string();
+    fs::write(
+        dir.path("san.ext"),
+        format!("subjectAltName=IP:{REDIS_HOST}\n"),
+    )?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=smtpgate test CA",
+            "-keyout",
+            &path("ca.key"),
+            "-out",
+            &path("ca.pem"),
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=redis",
+            "-keyout",
+            &path("server.key"),
+            "-out",
+            &path("server.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &path("san.ext"),
+            "-out",
+            &path("server.pem"),
+        ],
+    ];
+    for args in steps {
+        sh(openssl.to_str().expect("UTF-8 path"), args)?;
+    }
+    Ok(())
 }
 
 /// A credentials file for `--redis-auth-file`, mode 0600.
@@ -363,6 +457,8 @@ pub struct Relay {
     bpffs: BpfFs,
     state: Scratch,
     auth: PathBuf,
+    /// The broker's URL and the flags that go with it.
+    endpoint: Vec<String>,
     /// Prepended to the agent's command line (e.g. faketime).
     wrapper: Vec<String>,
     flags: Vec<String>,
@@ -375,7 +471,7 @@ impl Relay {
         router: &Router,
         name: &str,
         addr: &str,
-        auth: PathBuf,
+        (endpoint, auth): (&[String], PathBuf),
         wrapper: &[&str],
         flags: &[&str],
     ) -> Result<Self> {
@@ -396,6 +492,7 @@ impl Relay {
             bpffs: BpfFs::new(&unique_name())?,
             state: Scratch::labelled("relay-state")?,
             auth,
+            endpoint: endpoint.to_vec(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
         };
@@ -425,7 +522,9 @@ impl Relay {
         }
         cmd.args(["run", "--iface", &self.iface, "--bpffs-dir"])
             .arg(self.bpffs.pin_dir())
-            .args(["--subscribe", &Redis::url(), "--redis-auth-file"])
+            .arg("--subscribe")
+            .args(&self.endpoint)
+            .arg("--redis-auth-file")
             .arg(&self.auth)
             .arg("--state-dir")
             .arg(self.state.dir())
@@ -544,11 +643,13 @@ pub struct PopHost {
     agent: Process,
     pub ns: Netns,
     pub log: PathBuf,
+    endpoint: Vec<String>,
     _state: Scratch,
 }
 
 impl PopHost {
-    pub fn start(router: &Router, files: &Scratch, ttl: &str) -> Result<Self> {
+    /// The POP host, publishing grants of `ttl` to the broker at `endpoint`.
+    pub fn start(router: &Router, files: &Scratch, ttl: &str, endpoint: &[String]) -> Result<Self> {
         let (ns, _) = router.site_host("pop", POP_HOST)?;
         let log = files.path("dovecot.log");
         fs::write(&log, "")?;
@@ -556,7 +657,9 @@ impl PopHost {
         let auth = auth_file(files, "pop.auth", POP_USER)?;
         let mut cmd = ns.command(smtpgate_bin());
         cmd.args(["watch", "--log", path_str(&log), "--ttl", ttl])
-            .args(["--publish", &Redis::url(), "--redis-auth-file"])
+            .arg("--publish")
+            .args(endpoint)
+            .arg("--redis-auth-file")
             .arg(&auth)
             .arg("--state-dir")
             .arg(state.dir());
@@ -566,6 +669,7 @@ impl PopHost {
             agent,
             ns,
             log,
+            endpoint: endpoint.to_vec(),
             _state: state,
         })
     }
@@ -599,7 +703,9 @@ impl PopHost {
             .ns
             .command(smtpgate_bin())
             .args(args)
-            .args(["--publish", &Redis::url(), "--redis-auth-file"])
+            .arg("--publish")
+            .args(&self.endpoint)
+            .arg("--redis-auth-file")
             .arg(auth)
             .output()?;
         if !out.status.success() {
@@ -629,9 +735,15 @@ impl Farm {
     /// A farm whose grants last `ttl`, with one relay per entry of
     /// `relays` (its name, address and agent wrapper).
     pub fn start(ttl: &str, relays: &[(&str, &str, &[&str])]) -> Result<Self> {
+        Self::start_with(ttl, relays, false)
+    }
+
+    /// [`Farm::start`], the broker speaking TLS if `tls`.
+    pub fn start_with(ttl: &str, relays: &[(&str, &str, &[&str])], tls: bool) -> Result<Self> {
         let router = Router::new()?;
         let files = Scratch::labelled("farm")?;
-        let redis = Redis::start(&router)?;
+        let redis = Redis::start_with(&router, tls)?;
+        let endpoint = redis.endpoint();
         let customer = Client {
             ns: router.outside_host("cus", CUSTOMER, "198.51.100.1")?,
             addr: CUSTOMER,
@@ -646,10 +758,11 @@ impl Farm {
             .map(|(name, addr, wrapper)| {
                 // A small map: each look at it reads it whole.
                 let flags = ["--ttl", ttl, "--max-grants", "1024"];
-                Relay::start(&router, name, addr, auth.clone(), wrapper, &flags)
+                let broker = (endpoint.as_slice(), auth.clone());
+                Relay::start(&router, name, addr, broker, wrapper, &flags)
             })
             .collect::<Result<Vec<_>>>()?;
-        let pop = PopHost::start(&router, &files, ttl)?;
+        let pop = PopHost::start(&router, &files, ttl, &endpoint)?;
         Ok(Self {
             pop,
             relays,

@@ -243,6 +243,16 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
 }
 
 #[test]
+fn grants_cross_tls_to_a_broker_of_a_private_authority() -> Result<()> {
+    let farm = Farm::start_with("60s", &[("r1", RELAY_1, &[])], true)?;
+    farm.pop.login(CUSTOMER, "customer")?;
+    let took = farm.relays[0].wait_for_grant(CUSTOMER, Duration::from_secs(1))?;
+    eprintln!("propagation over TLS: {took:?}");
+    ensure!(farm.customer.reaches(&farm.relays[0], ANSWERED)?);
+    Ok(())
+}
+
+#[test]
 fn a_wrong_password_is_a_clear_error_at_start() -> Result<()> {
     let router = Router::new()?;
     let _redis = Redis::start(&router)?;
