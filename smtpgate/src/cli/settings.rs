@@ -727,4 +727,69 @@ mod tests {
         assert!(err("iface = [\"eth0\"]\ntrust-hosts = [\"mx 1\"]\n")
             .contains("trust-host: 'mx 1' is not a host name"));
     }
+
+    #[test]
+    fn a_stream_is_checked_before_use() {
+        let stream = |url: &str, args: StreamArgs| {
+            stream_settings(Some(url.to_string()), args, &ConfigFile::default())
+                .map(|s| s.expect("a URL"))
+                .map_err(|e| format!("{e:#}"))
+        };
+        let plain = stream("redis://192.0.2.20:6379/0", StreamArgs::default()).unwrap();
+        assert_eq!(plain.key, DEFAULT_STREAM);
+        assert!(
+            stream("redis://relay:pw@192.0.2.20/0", StreamArgs::default())
+                .unwrap_err()
+                .contains("--redis-auth-file")
+        );
+        assert!(stream("http://192.0.2.20/", StreamArgs::default())
+            .unwrap_err()
+            .contains("not a redis://"));
+        let ca = StreamArgs {
+            redis_ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..StreamArgs::default()
+        };
+        assert!(stream("redis://192.0.2.20/0", ca.clone())
+            .unwrap_err()
+            .contains("rediss://"));
+        assert!(stream("rediss://192.0.2.20/0", ca)
+            .unwrap_err()
+            .contains("reading /nonexistent/ca.pem"));
+        let alone = StreamArgs {
+            stream: Some("grants".into()),
+            ..StreamArgs::default()
+        };
+        assert!(stream_settings(None, alone, &ConfigFile::default())
+            .unwrap_err()
+            .to_string()
+            .contains("need a stream"));
+    }
+
+    #[test]
+    fn credentials_come_from_their_file_and_are_never_printed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("smtpgate-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let both = read_credentials(&file("both", "relay\ns3cret\n")).unwrap();
+        assert_eq!(
+            (both.user.as_deref(), both.password.as_str()),
+            (Some("relay"), "s3cret")
+        );
+        assert!(!format!("{both:?}").contains("s3cret"));
+        let default_user = read_credentials(&file("one", "s3cret\n")).unwrap();
+        assert_eq!(default_user.user, None);
+        for bad in ["", "a\nb\nc\n", "relay\n\n"] {
+            assert!(
+                read_credentials(&file("bad", bad)).is_err(),
+                "{bad:?} was taken"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
