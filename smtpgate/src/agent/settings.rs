@@ -60,7 +60,7 @@ pub struct PopSettings {
 }
 
 /// A Redis stream, and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StreamSettings {
     /// `redis://` or `rediss://`, without credentials.
     pub url: String,
@@ -70,6 +70,18 @@ pub struct StreamSettings {
     /// to, instead of the system's roots (`--redis-ca`).
     pub ca: Option<Vec<u8>>,
     pub credentials: Option<Credentials>,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    /// The CA file's size rather than its bytes, for `--check-config`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSettings")
+            .field("url", &self.url)
+            .field("key", &self.key)
+            .field("ca_pem_bytes", &self.ca.as_ref().map(Vec::len))
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 /// An ACL user and password, read from `--redis-auth-file`.

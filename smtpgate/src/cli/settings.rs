@@ -792,4 +792,29 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn watch_needs_a_stream_and_a_source() {
+        let publish = || Some("redis://192.0.2.20:6379/0".to_string());
+        let err = |args: WatchArgs| format!("{:#}", resolve_watch(args).unwrap_err());
+        assert!(err(WatchArgs::default()).contains("nowhere to publish"));
+        assert!(err(WatchArgs {
+            publish: publish(),
+            ..WatchArgs::default()
+        })
+        .contains("no login source"));
+        let settings = resolve_watch(WatchArgs {
+            publish: publish(),
+            sources: SourceArgs {
+                logs: vec![PathBuf::from("/var/log/mail.log")],
+                ..SourceArgs::default()
+            },
+            ttl: Some(Duration::from_secs(300)),
+            ..WatchArgs::default()
+        })
+        .unwrap();
+        assert_eq!(settings.grants.longest_ttl(), Duration::from_secs(300));
+        assert_eq!(settings.publish.key, DEFAULT_STREAM);
+        assert_eq!(settings.watch.logs, [PathBuf::from("/var/log/mail.log")]);
+    }
 }

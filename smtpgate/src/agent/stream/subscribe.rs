@@ -126,7 +126,9 @@ impl Subscriber {
             .stream_position(&self.settings.key)
             .unwrap_or_else(|| {
                 let back = self.policy.longest_ttl() + TRIM_MARGIN;
-                let start = broker.broker_ms_at(clock::monotonic_ns()) - back.as_millis() as u64;
+                let start = broker
+                    .broker_ms_at(clock::monotonic_ns())
+                    .saturating_sub(back.as_millis() as u64);
                 tracing::info!(
                     "no entry of {} applied yet: reading from {} back by the broker's clock",
                     self.settings.key,
