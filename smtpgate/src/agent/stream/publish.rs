@@ -352,3 +352,52 @@ fn host_name() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use smtpgate_common::SynBudget;
+
+    use super::*;
+    use crate::gate::owners::Source;
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts_it() {
+        let dir = std::env::temp_dir().join(format!("smtpgate-publish-{}", std::process::id()));
+        let state = Arc::new(StateStore::open(&dir).unwrap());
+        let settings = StreamSettings {
+            url: "redis://192.0.2.20:6379/0".into(),
+            key: "smtpgate:grants".into(),
+            ca: None,
+            credentials: None,
+        };
+        let metrics = StreamMetrics::default();
+        let ttl = Duration::from_secs(600);
+        let publisher = Publisher::new(settings, 64, ttl, metrics.clone(), state);
+        let terms = Terms {
+            ttl,
+            budget: SynBudget::UNLIMITED,
+        };
+        // One /64 each: 2001:db8:0:N::.
+        let base = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+        let ip = |n: usize| IpAddr::V6((base + ((n as u128) << 64)).into());
+        let grant = |n: usize| {
+            let owner = Owner::now(ip(n), Some("u"), "imap", Source::Log);
+            publisher.grant(ip(n), terms, &owner).unwrap()
+        };
+        for n in 0..=BUFFER {
+            assert_eq!(grant(n), ttl);
+        }
+        assert_eq!(metrics.dropped.get(), 1);
+        let pending = publisher.pending.lock().unwrap();
+        assert_eq!(pending.queue.len(), BUFFER);
+        let (oldest, _) = pending.queue.front().unwrap();
+        assert_eq!(oldest.seq, 2, "the oldest was not the one dropped");
+        drop(pending);
+        // The dropped grant was never sent: its next login publishes again;
+        // one still queued does not.
+        assert_eq!(grant(0), ttl);
+        assert_eq!(metrics.dropped.get(), 2);
+        assert!(grant(BUFFER) < ttl);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
