@@ -5,6 +5,7 @@
 //! also when the test fails, so tests run in parallel and leave nothing
 //! behind. Tests need root.
 
+pub mod cluster;
 pub mod frames;
 pub mod fuzz;
 pub mod mail;

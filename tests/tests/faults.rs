@@ -242,7 +242,10 @@ fn removed_pins_end_the_agent_with_a_failure_that_says_what_to_do() -> Result<()
         std::fs::remove_file(entry?.path())?;
     }
     ensure!(
-        lab.agent_logged("start `smtpgate run` again to restore the gate", Duration::from_secs(5)),
+        lab.agent_logged(
+            "start `smtpgate run` again to restore the gate",
+            Duration::from_secs(5)
+        ),
         "the agent did not say what to do"
     );
     let code = lab.stop_agent()?;

@@ -63,7 +63,7 @@ impl Gate {
         let ip = sources::first(Sources::Granted, family);
         self.maps
             .grants
-            .grant_until(ip, clock::expiry_after(GRANT_TTL), budget)
+            .grant_until(ip, clock::expiry_after(GRANT_TTL), budget, None)
             .map(drop)
     }
 

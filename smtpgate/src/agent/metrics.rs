@@ -1,9 +1,10 @@
 //! The Prometheus endpoint (`--metrics-listen`): the kernel's counters, read
-//! from the counters map at each scrape, plus the agent's own figures.
+//! from the counters map at each scrape (where there is a gate), plus the
+//! agent's own figures, and those of its stream where it has one.
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{atomic::AtomicU64, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -53,6 +54,67 @@ pub struct QuotaLabels {
     pub quota: &'static str,
 }
 
+/// Labels of `smtpgate_stream_events_applied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// grant, revoke, revoke-user; or malformed for an entry not applied.
+    pub kind: String,
+}
+
+/// The figures of the agent's Redis stream; clones share the same values.
+#[derive(Clone, Default)]
+pub struct StreamMetrics {
+    /// 1 while the broker answers, 0 while it does not.
+    pub connected: Gauge,
+    /// For the entry applied last: how long after it was added (by the
+    /// broker's clock) it was applied. Small while the relay keeps up; a
+    /// relay replaying a backlog shows how far behind it still is.
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    pub published: Counter,
+    pub applied: Family<EventLabels, Counter>,
+    /// Events a POP host dropped, oldest first, from its full buffer while
+    /// the broker could not be reached.
+    pub dropped: Counter,
+}
+
+impl StreamMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "smtpgate_stream_connected",
+            "Whether the Redis stream's broker answers (1) or not (0)",
+            self.connected.clone(),
+        );
+        registry.register(
+            "smtpgate_stream_lag_seconds",
+            "How long after it was added to the stream the last applied entry was applied",
+            self.lag_seconds.clone(),
+        );
+        registry.register(
+            "smtpgate_stream_events_published",
+            "Events this agent added to the stream",
+            self.published.clone(),
+        );
+        registry.register(
+            "smtpgate_stream_events_applied",
+            "Stream entries this agent applied to the gate, by kind",
+            self.applied.clone(),
+        );
+        registry.register(
+            "smtpgate_stream_events_dropped",
+            "Events dropped unpublished, oldest first, from a full buffer while the broker was unreachable",
+            self.dropped.clone(),
+        );
+    }
+
+    pub fn record_applied(&self, kind: &str) {
+        self.applied
+            .get_or_create(&EventLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+}
+
 /// The agent's metrics; clones share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -66,10 +128,13 @@ pub struct Metrics {
     pub policy_requests: Family<PolicyLabels, Counter>,
     pub policy_malformed: Counter,
     pub quota_exceeded: Family<QuotaLabels, Counter>,
+    pub stream: StreamMetrics,
 }
 
 impl Metrics {
-    pub fn new(counters: Counters) -> Self {
+    /// The metrics of an agent with the kernel's `counters`, where it has a
+    /// gate, and with a stream's figures, where it `streams`.
+    pub fn new(counters: Option<Counters>, streams: bool) -> Self {
         let mut registry = Registry::default();
         let grants_issued = Family::<GrantLabels, Counter>::default();
         registry.register(
@@ -132,7 +197,13 @@ impl Metrics {
             "When the agent started (Unix time)",
             started,
         );
-        registry.register_collector(Box::new(KernelCounters(counters)));
+        if let Some(counters) = counters {
+            registry.register_collector(Box::new(KernelCounters(counters)));
+        }
+        let stream = StreamMetrics::default();
+        if streams {
+            stream.register(&mut registry);
+        }
         Self {
             registry: Arc::new(registry),
             grants_issued,
@@ -144,6 +215,7 @@ impl Metrics {
             policy_requests,
             policy_malformed,
             quota_exceeded,
+            stream,
         }
     }
 

@@ -18,6 +18,11 @@ use crate::{
         metrics::Metrics,
         policy, privileges,
         settings::Settings,
+        sink::KernelSink,
+        stream::{
+            self,
+            subscribe::{self, Subscriber},
+        },
         sweep,
         watch::{socket, StateStore, Watch},
     },
@@ -39,6 +44,24 @@ const STATE_FLUSH: Duration = Duration::from_secs(1);
 pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     pins.prepare()?;
     let state = Arc::new(StateStore::open(&settings.watch.state_dir)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // A broker that refuses the credentials stops the start before the gate
+    // changes; one that cannot be reached is retried while the gate runs.
+    let subscription = match &settings.subscribe {
+        Some(stream) => {
+            let client = stream::link::client(stream)?;
+            let first = runtime.block_on(stream::link::first_connection(
+                &client,
+                stream,
+                subscribe::RESPONSE_TIMEOUT,
+            ))?;
+            Some((stream.clone(), client, first))
+        }
+        None => None,
+    };
     let mut ebpf = attach::load(pins, settings.max_grants, settings.kernel_log_level)?;
 
     // The settings go in before any attachment so the program never runs
@@ -54,7 +77,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     dests.sync(&settings.dests)?;
     allowlist.sync_config(&settings.allowlist)?;
 
-    let metrics = Metrics::new(counters);
+    let metrics = Metrics::new(Some(counters), settings.subscribe.is_some());
     // An older layout's grants go in before this program takes over.
     let carried = upgrade::carry_over(pins, &mut grants, settings.grants.default.syn_budget)?;
     // The filter is built from the grants already pinned before the program
@@ -87,10 +110,6 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
     }
     metrics.grant_capacity.set(i64::from(grants.capacity()));
     let grants = Arc::new(Mutex::new(grants));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async {
         // Everything that needs more than the service keeps comes first:
         // the sockets (a group to chown to, a low port) and the kernel log.
@@ -115,16 +134,29 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             tokio::spawn(server);
         }
         let cooldowns = Arc::new(Mutex::new(cooldowns));
+        let sink = Arc::new(KernelSink {
+            grants: grants.clone(),
+            cooldowns: cooldowns.clone(),
+        });
         let watch = Arc::new(Watch::new(
             &settings.watch,
             &settings.grants,
-            grants.clone(),
-            cooldowns.clone(),
+            sink,
             metrics.clone(),
             state.clone(),
         ));
         watch.spawn_sources(&settings.watch, login_socket)?;
-        if !settings.watch.any_source() {
+        if let Some((stream, client, first)) = subscription {
+            let subscriber = Subscriber::new(
+                stream,
+                client,
+                grants.clone(),
+                settings.grants.clone(),
+                state.clone(),
+                metrics.stream.clone(),
+            );
+            tokio::spawn(subscriber.run(first));
+        } else if !settings.watch.any_source() {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
         if let (Some(policy), Some(listener)) = (&settings.policy, policy_listener) {

@@ -43,6 +43,65 @@ pub struct Settings {
     pub grants: GrantPolicy,
     /// The Postfix policy service, when asked for (`--policy-listen`).
     pub policy: Option<PolicySettings>,
+    /// The stream whose grants and revokes this relay applies
+    /// (`--subscribe`).
+    pub subscribe: Option<StreamSettings>,
+}
+
+/// Everything `watch` needs: a POP host's logins, published.
+#[derive(Debug)]
+pub struct PopSettings {
+    pub watch: WatchSettings,
+    /// Only the TTLs and the IPv6 prefix apply here; the relays keep the
+    /// rest of what a grant is worth.
+    pub grants: GrantPolicy,
+    pub metrics_listen: Option<SocketAddr>,
+    pub publish: StreamSettings,
+}
+
+/// A Redis stream, and how to reach it.
+#[derive(Clone)]
+pub struct StreamSettings {
+    /// `redis://` or `rediss://`, without credentials.
+    pub url: String,
+    /// The stream's key (`--stream`).
+    pub key: String,
+    /// The PEM certificates a `rediss://` server's certificate must chain
+    /// to, instead of the system's roots (`--redis-ca`).
+    pub ca: Option<Vec<u8>>,
+    pub credentials: Option<Credentials>,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    /// The CA file's size rather than its bytes, for `--check-config`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSettings")
+            .field("url", &self.url)
+            .field("key", &self.key)
+            .field("ca_pem_bytes", &self.ca.as_ref().map(Vec::len))
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// An ACL user and password, read from `--redis-auth-file`.
+#[derive(Clone)]
+pub struct Credentials {
+    /// `None`: the default user.
+    pub user: Option<String>,
+    pub password: String,
+    /// The file they came from, to name in errors.
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never the password: `--check-config` prints the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {

@@ -49,6 +49,9 @@ pub enum Command {
     /// Attach the gate (or take over the pinned one) and keep it tidy until
     /// SIGINT/SIGTERM; the gate and its grants stay in place afterwards.
     Run(Box<RunArgs>),
+    /// Watch logins like `run` and publish each grant to a Redis stream for
+    /// the relays (`run --subscribe`), on a POP host: attaches nothing.
+    Watch(Box<WatchArgs>),
     /// Grant an address: it may open SMTP connections until the TTL runs out.
     Allow {
         /// IPv4 or IPv6 address.
@@ -60,6 +63,8 @@ pub enum Command {
         /// `revoke --user` see it; without it, the grant is nobody's.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Remove grants: an address's, or every one a user earned. Their new
     /// SMTP connections are dropped at once.
@@ -70,6 +75,8 @@ pub enum Command {
         /// Every grant this user earned, on whatever address.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// End a user's quota cooldown: their next login grants again.
     Pardon { user: String },
@@ -206,6 +213,35 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub sweep_interval: Option<Duration>,
 
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    /// How long a login grants SMTP access [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+
+    #[command(flatten)]
+    pub grants: GrantArgs,
+
+    #[command(flatten)]
+    pub parser: ParserArgs,
+
+    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Apply every grant and revoke published to this Redis stream
+    /// (redis://HOST:6379/0, or rediss:// for TLS), besides the local logins.
+    #[arg(long, value_name = "URL")]
+    pub subscribe: Option<String>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// Where logins come from: the same flags for `run` and `watch`.
+#[derive(Args, Default)]
+pub struct SourceArgs {
     /// Mail log to watch for logins (repeatable); `-` is standard input.
     /// Followed by name across rotations; positions survive restarts.
     #[arg(long = "log", value_name = "PATH")]
@@ -231,20 +267,84 @@ pub struct RunArgs {
     /// Group owning the socket (e.g. the mail users' group).
     #[arg(long, value_name = "GROUP")]
     pub listen_unix_group: Option<String>,
+}
+
+/// `watch`: a POP host's logins, published to a Redis stream for the
+/// relays. Nothing is attached; no BPF is needed.
+#[derive(Args, Default)]
+pub struct WatchArgs {
+    /// Configuration file (TOML), the relays' own will do: what `watch`
+    /// has no use for in it is ignored; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// The Redis stream to publish each grant to (redis://HOST:6379/0, or
+    /// rediss:// for TLS). Required here or in the file.
+    #[arg(long, value_name = "URL")]
+    pub publish: Option<String>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// How long a login grants SMTP access [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 
-    #[command(flatten)]
-    pub grants: GrantArgs,
+    /// An IPv6 login grants its address's prefix of this length [default: 64].
+    #[arg(long, value_name = "BITS", value_parser = parse_ipv6_grant_prefix)]
+    pub ipv6_grant_prefix: Option<u8>,
 
     #[command(flatten)]
     pub parser: ParserArgs,
 
-    /// Where log positions and the journal cursor are kept [default: /var/lib/smtpgate].
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9925).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Where log positions, the journal cursor and the count of published
+    /// entries are kept [default: /var/lib/smtpgate].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// The stream and how to reach it, for every command that publishes or
+/// subscribes.
+#[derive(Args, Default, Clone)]
+pub struct StreamArgs {
+    /// The stream's key [default: smtpgate:grants].
+    #[arg(long, value_name = "KEY")]
+    pub stream: Option<String>,
+
+    /// PEM file of the certificate authority a rediss:// server's
+    /// certificate must chain to [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// File holding the Redis ACL user on its first line and the password
+    /// on its second (one line: the default user's password). Never give
+    /// credentials in the URL, where `ps` shows them.
+    #[arg(long, value_name = "FILE")]
+    pub redis_auth_file: Option<PathBuf>,
+}
+
+/// `--publish` of the one-shot commands: the event goes to the stream, for
+/// every relay, instead of into this host's gate.
+#[derive(Args, Default, Clone)]
+pub struct PublishArgs {
+    /// Publish the event to this Redis stream (redis://HOST:6379/0 or
+    /// rediss://) for the relays, instead of acting on the local gate.
+    #[arg(long, value_name = "URL")]
+    pub publish: Option<String>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
 }
 
 /// What a grant is worth: the defaults that `[[network]]` tables of the

@@ -8,10 +8,14 @@ use serde_json::json;
 use smtpgate_common::{SynBudget, COOLDOWNS_MAP, COUNTERS_MAP};
 
 use crate::{
-    agent::run,
+    agent::{
+        pop_host, run,
+        stream::{entry::Event, publish},
+    },
     cli::{
-        args::{AllowlistAction, Cli, Command, RunArgs},
-        check_log, notify, settings,
+        args::{AllowlistAction, Cli, Command, PublishArgs, RunArgs, StreamArgs, WatchArgs},
+        check_log, notify,
+        settings::{self, ConfigFile},
     },
     gate::{
         addr,
@@ -37,15 +41,71 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             parser,
             grants_only,
         } => return check_log::check_log(&file, &parser.build()?, grants_only),
+        // A POP host has no gate; publishing needs only the broker.
+        Command::Watch(args) => return watch(*args),
+        Command::Allow {
+            ip,
+            ttl,
+            user,
+            publish:
+                PublishArgs {
+                    publish: Some(url),
+                    stream,
+                },
+        } => {
+            let ip = addr::parse(&ip)?;
+            let event = Event::Grant {
+                ip,
+                prefix: full_prefix(ip),
+                ttl,
+                user,
+                service: "-".to_string(),
+            };
+            return publish_event(url, stream, event);
+        }
+        Command::Revoke {
+            ip,
+            user,
+            publish:
+                PublishArgs {
+                    publish: Some(url),
+                    stream,
+                },
+        } => {
+            let event = match (ip, user) {
+                (_, Some(user)) => Event::RevokeUser { user },
+                (ip, None) => {
+                    let ip = addr::parse(&ip.context("give an address or --user NAME")?)?;
+                    Event::Revoke {
+                        ip,
+                        prefix: full_prefix(ip),
+                    }
+                }
+            };
+            return publish_event(url, stream, event);
+        }
         _ => {}
     }
     require_root()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
-        Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
+        Command::Notify { .. } | Command::CheckLog { .. } | Command::Watch(_) => {
+            unreachable!("handled above")
+        }
         Command::Run(args) => start(&pins, *args, cli.verbose),
-        Command::Allow { ip, ttl, user } => allow(&pins, &ip, ttl, user.as_deref()),
-        Command::Revoke { ip, user } => revoke(&pins, ip.as_deref(), user.as_deref()),
+        Command::Allow {
+            ip,
+            ttl,
+            user,
+            publish,
+        } => {
+            no_stream_options(publish.stream)?;
+            allow(&pins, &ip, ttl, user.as_deref())
+        }
+        Command::Revoke { ip, user, publish } => {
+            no_stream_options(publish.stream)?;
+            revoke(&pins, ip.as_deref(), user.as_deref())
+        }
         Command::Pardon { user } => pardon(&pins, &user),
         Command::List { json } => list(&pins, json),
         Command::Stats {
@@ -72,6 +132,58 @@ fn start(pins: &PinDir, args: RunArgs, verbose: u8) -> Result<()> {
         return Ok(());
     }
     run::run(pins, settings)
+}
+
+/// `watch`: resolves and checks the settings, then publishes the logins
+/// they name, or with `--check-config` prints the settings instead.
+fn watch(args: WatchArgs) -> Result<()> {
+    let check_only = args.check_config;
+    let settings = settings::resolve_watch(args)?;
+    if check_only {
+        println!("configuration is valid");
+        println!("{settings:#?}");
+        return Ok(());
+    }
+    pop_host::watch(settings)
+}
+
+/// `allow` or `revoke` with `--publish`: adds `event` to the stream at
+/// `url`, for every relay, and touches no local gate.
+fn publish_event(url: String, stream: StreamArgs, event: Event) -> Result<()> {
+    let settings = settings::stream_settings(Some(url), stream, &ConfigFile::default())?
+        .expect("a URL was given");
+    let described = match &event {
+        Event::Grant { ip, ttl, user, .. } => {
+            let whose = user
+                .as_ref()
+                .map(|user| format!(" (user {user})"))
+                .unwrap_or_default();
+            format!("the grant of {ip} for {}{whose}", clock::format_secs(*ttl))
+        }
+        Event::Revoke { ip, .. } => format!("the revoke of {ip}"),
+        Event::RevokeUser { user } => format!("the revoke of every grant of {user}"),
+    };
+    let id = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(publish::publish_once(&settings, event))?;
+    println!("published {described} to {} as entry {id}", settings.key);
+    Ok(())
+}
+
+/// Fails if stream options came without `--publish`, which they serve.
+fn no_stream_options(stream: StreamArgs) -> Result<()> {
+    settings::stream_settings(None, stream, &ConfigFile::default()).map(drop)
+}
+
+/// The prefix of `ip` alone; each relay's gate covers its own IPv6 prefix.
+fn full_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
 }
 
 fn require_root() -> Result<()> {

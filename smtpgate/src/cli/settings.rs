@@ -24,13 +24,13 @@ use crate::{
     agent::{
         quota::Quota,
         settings::{
-            GrantPolicy, Limits, LoginParser, PolicyListen, PolicySettings, Settings,
-            SocketSettings, WatchSettings,
+            Credentials, GrantPolicy, Limits, LoginParser, PolicyListen, PolicySettings,
+            PopSettings, Settings, SocketSettings, StreamSettings, WatchSettings,
         },
     },
     cli::args::{
         parse_ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_socket_addr,
-        parse_timezone, GrantArgs, ParserArgs, RunArgs, Switch,
+        parse_timezone, GrantArgs, ParserArgs, RunArgs, SourceArgs, StreamArgs, Switch, WatchArgs,
     },
     gate::{
         addr,
@@ -70,6 +70,7 @@ const DEFAULT_ADDRESS_QUOTA: Quota = Quota {
     window: Duration::from_secs(3600),
 };
 const DEFAULT_QUOTA_COOLDOWN: Duration = Duration::from_secs(3600);
+pub const DEFAULT_STREAM: &str = "smtpgate:grants";
 
 /// `/etc/smtpgate/smtpgate.toml`: every setting `run` has a flag for, typed
 /// as the flag is. Values written as text go through the flag's parser.
@@ -124,6 +125,13 @@ pub struct ConfigFile {
     pub policy_listen: Option<PolicyListen>,
     /// `[[network]]` tables: other limits for the grants of one network.
     pub network: Option<Vec<NetworkTable>>,
+    /// The stream `run` applies (a relay's).
+    pub subscribe: Option<String>,
+    /// The stream `watch` publishes to (a POP host's).
+    pub publish: Option<String>,
+    pub stream: Option<String>,
+    pub redis_ca: Option<PathBuf>,
+    pub redis_auth_file: Option<PathBuf>,
 }
 
 /// One `[[network]]` table: limits for the grants of one network, each
@@ -283,22 +291,29 @@ fn is_host_name(name: &str) -> bool {
 /// The settings of `args` over those of the file it names, if any; with
 /// `verbose` (`-v`), the kernel program logs each refusal.
 pub fn resolve(args: RunArgs, verbose: u8) -> Result<Settings> {
-    let file = match &args.config {
-        Some(path) => ConfigFile::load(path)?,
-        None => ConfigFile::default(),
-    };
+    let file = load(args.config.as_deref())?;
     from_parts(args, file, verbose)
 }
 
-/// The settings of `args` over those of `file`; touches no file.
-pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settings> {
+/// The file at `path`, or an empty one.
+fn load(path: Option<&Path>) -> Result<ConfigFile> {
+    match path {
+        Some(path) => ConfigFile::load(path),
+        None => Ok(ConfigFile::default()),
+    }
+}
+
+/// The settings of `args` over those of `file`; touches no file but the
+/// ones the stream's options name.
+pub fn from_parts(args: RunArgs, mut file: ConfigFile, verbose: u8) -> Result<Settings> {
     let grants = grant_policy(&args.grants, args.ttl, &file)?;
     let policy = policy_settings(&args.grants, &file)?;
-    let ifaces = pick(args.iface, file.iface);
+    let subscribe = stream_settings(args.subscribe.or(file.subscribe.take()), args.stream, &file)?;
+    let ifaces = pick(args.iface, file.iface.take());
     if ifaces.is_empty() {
         bail!("no interface to gate: give --iface IFACE (or iface = [...] in the configuration)");
     }
-    let ports = pick(args.ports, file.ports);
+    let ports = pick(args.ports, file.ports.take());
     if ports.contains(&0) {
         bail!("port 0 cannot be gated");
     }
@@ -314,34 +329,7 @@ pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settin
     if max_grants == 0 {
         bail!("max-grants must be at least 1");
     }
-
-    let mut logs = pick(args.logs, file.logs);
-    let stdin = logs.iter().any(|p| p == Path::new("-"));
-    logs.retain(|p| p != Path::new("-"));
-    let units = pick(args.journal_units, file.journal_units);
-    let journal =
-        (args.journal || file.journal.unwrap_or(false) || !units.is_empty()).then_some(units);
-    let socket = args
-        .listen_unix
-        .or(file.listen_unix)
-        .map(|path| SocketSettings {
-            path,
-            mode: args
-                .listen_unix_mode
-                .or(file.listen_unix_mode)
-                .unwrap_or(DEFAULT_SOCKET_MODE),
-            group: args.listen_unix_group.or(file.listen_unix_group),
-        });
-    let parser = args
-        .parser
-        .over(ParserArgs {
-            services: file.services.unwrap_or_default(),
-            log_format: file.log_format,
-            patterns: file.patterns.unwrap_or_default(),
-            trusted_hosts: file.trust_hosts.unwrap_or_default(),
-            timezone: file.timezone,
-        })
-        .build()?;
+    let watch = watch_settings(args.sources, args.parser, args.state_dir, &mut file)?;
 
     Ok(Settings {
         ifaces,
@@ -363,19 +351,166 @@ pub fn from_parts(args: RunArgs, file: ConfigFile, verbose: u8) -> Result<Settin
         } else {
             KernelLogLevel::Info
         },
-        watch: WatchSettings {
-            logs,
-            stdin,
-            journal,
-            socket,
-            parser,
-            state_dir: args
-                .state_dir
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-        },
+        watch,
         grants,
         policy,
+        subscribe,
+    })
+}
+
+/// `watch`'s settings: `args` over the file they name, if any. Of the
+/// file, only what a POP host uses counts: the login sources and parser,
+/// the TTLs (with `[[network]]` ones) and the IPv6 prefix, the metrics
+/// address, the state directory and `publish` with its stream options.
+pub fn resolve_watch(args: WatchArgs) -> Result<PopSettings> {
+    let mut file = load(args.config.as_deref())?;
+    let grant_args = GrantArgs {
+        ipv6_grant_prefix: args.ipv6_grant_prefix,
+        ..GrantArgs::default()
+    };
+    let grants = grant_policy(&grant_args, args.ttl, &file)?;
+    let publish = stream_settings(args.publish.or(file.publish.take()), args.stream, &file)?
+        .context("nowhere to publish: give --publish redis://HOST:6379/0 (or publish = \"...\" in the configuration)")?;
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    let watch = watch_settings(args.sources, args.parser, args.state_dir, &mut file)?;
+    if !watch.any_source() {
+        bail!("no login source: give --log PATH, --journal or --listen-unix PATH");
+    }
+    Ok(PopSettings {
+        watch,
+        grants,
+        metrics_listen,
+        publish,
+    })
+}
+
+/// Where logins come from and how they are read: the flags over `file`'s
+/// (whose values are taken).
+fn watch_settings(
+    sources: SourceArgs,
+    parser: ParserArgs,
+    state_dir: Option<PathBuf>,
+    file: &mut ConfigFile,
+) -> Result<WatchSettings> {
+    let mut logs = pick(sources.logs, file.logs.take());
+    let stdin = logs.iter().any(|p| p == Path::new("-"));
+    logs.retain(|p| p != Path::new("-"));
+    let units = pick(sources.journal_units, file.journal_units.take());
+    let journal =
+        (sources.journal || file.journal.unwrap_or(false) || !units.is_empty()).then_some(units);
+    let socket = sources
+        .listen_unix
+        .or(file.listen_unix.take())
+        .map(|path| SocketSettings {
+            path,
+            mode: sources
+                .listen_unix_mode
+                .or(file.listen_unix_mode)
+                .unwrap_or(DEFAULT_SOCKET_MODE),
+            group: sources.listen_unix_group.or(file.listen_unix_group.take()),
+        });
+    let parser = parser
+        .over(ParserArgs {
+            services: file.services.take().unwrap_or_default(),
+            log_format: file.log_format,
+            patterns: file.patterns.take().unwrap_or_default(),
+            trusted_hosts: file.trust_hosts.take().unwrap_or_default(),
+            timezone: file.timezone.take(),
+        })
+        .build()?;
+    Ok(WatchSettings {
+        logs,
+        stdin,
+        journal,
+        socket,
+        parser,
+        state_dir: state_dir
+            .or(file.state_dir.take())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    })
+}
+
+/// The stream at `url` with the options of `args` over `file`'s, or none
+/// without a URL (then the options are a mistake). Reads the files the
+/// options name, so that a missing one stops the start.
+pub fn stream_settings(
+    url: Option<String>,
+    args: StreamArgs,
+    file: &ConfigFile,
+) -> Result<Option<StreamSettings>> {
+    let key = args.stream.or(file.stream.clone());
+    let ca = args.redis_ca.or(file.redis_ca.clone());
+    let auth_file = args.redis_auth_file.or(file.redis_auth_file.clone());
+    let Some(url) = url else {
+        if key.is_some() || ca.is_some() || auth_file.is_some() {
+            bail!("--stream, --redis-ca and --redis-auth-file need a stream: give --publish or --subscribe with them");
+        }
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("'{url}' is not a redis:// or rediss:// URL");
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        bail!("'{url}' is not a redis:// or rediss:// URL");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        bail!("'{scheme}://…' holds credentials, which `ps` would show: put them in a file and give --redis-auth-file");
+    }
+    if ca.is_some() && scheme != "rediss" {
+        bail!("--redis-ca is for TLS: give a rediss:// URL with it");
+    }
+    let key = key.unwrap_or_else(|| DEFAULT_STREAM.to_string());
+    if key.is_empty() {
+        bail!("--stream: the key is empty");
+    }
+    let ca = ca
+        .map(|path| {
+            std::fs::read(&path).with_context(|| format!("--redis-ca: reading {}", path.display()))
+        })
+        .transpose()?;
+    let credentials = auth_file.map(|path| read_credentials(&path)).transpose()?;
+    Ok(Some(StreamSettings {
+        url,
+        key,
+        ca,
+        credentials,
+    }))
+}
+
+/// `--redis-auth-file`: the user on the first line and the password on the
+/// second, or only the default user's password on one line.
+fn read_credentials(path: &Path) -> Result<Credentials> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--redis-auth-file: reading {}", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "{} is readable by others (mode {:04o}): whoever reads it can write grants; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let (user, password) = match lines.as_slice() {
+        [password] => (None, *password),
+        [user, password] => (Some(user.to_string()), *password),
+        _ => bail!(
+            "--redis-auth-file {}: expected the user on one line and the password on the next",
+            path.display()
+        ),
+    };
+    if password.is_empty() || user.as_deref() == Some("") {
+        bail!(
+            "--redis-auth-file {}: the user or password is empty",
+            path.display()
+        );
+    }
+    Ok(Credentials {
+        user,
+        password: password.to_string(),
+        file: path.to_path_buf(),
     })
 }
 
@@ -591,5 +726,95 @@ mod tests {
         assert!(!err("iface = [\"eth0\"\n").contains('\n'), "one line");
         assert!(err("iface = [\"eth0\"]\ntrust-hosts = [\"mx 1\"]\n")
             .contains("trust-host: 'mx 1' is not a host name"));
+    }
+
+    #[test]
+    fn a_stream_is_checked_before_use() {
+        let stream = |url: &str, args: StreamArgs| {
+            stream_settings(Some(url.to_string()), args, &ConfigFile::default())
+                .map(|s| s.expect("a URL"))
+                .map_err(|e| format!("{e:#}"))
+        };
+        let plain = stream("redis://192.0.2.20:6379/0", StreamArgs::default()).unwrap();
+        assert_eq!(plain.key, DEFAULT_STREAM);
+        assert!(
+            stream("redis://relay:pw@192.0.2.20/0", StreamArgs::default())
+                .unwrap_err()
+                .contains("--redis-auth-file")
+        );
+        assert!(stream("http://192.0.2.20/", StreamArgs::default())
+            .unwrap_err()
+            .contains("not a redis://"));
+        let ca = StreamArgs {
+            redis_ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..StreamArgs::default()
+        };
+        assert!(stream("redis://192.0.2.20/0", ca.clone())
+            .unwrap_err()
+            .contains("rediss://"));
+        assert!(stream("rediss://192.0.2.20/0", ca)
+            .unwrap_err()
+            .contains("reading /nonexistent/ca.pem"));
+        let alone = StreamArgs {
+            stream: Some("grants".into()),
+            ..StreamArgs::default()
+        };
+        assert!(stream_settings(None, alone, &ConfigFile::default())
+            .unwrap_err()
+            .to_string()
+            .contains("need a stream"));
+    }
+
+    #[test]
+    fn credentials_come_from_their_file_and_are_never_printed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("smtpgate-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let both = read_credentials(&file("both", "relay\ns3cret\n")).unwrap();
+        assert_eq!(
+            (both.user.as_deref(), both.password.as_str()),
+            (Some("relay"), "s3cret")
+        );
+        assert!(!format!("{both:?}").contains("s3cret"));
+        let default_user = read_credentials(&file("one", "s3cret\n")).unwrap();
+        assert_eq!(default_user.user, None);
+        for bad in ["", "a\nb\nc\n", "relay\n\n"] {
+            assert!(
+                read_credentials(&file("bad", bad)).is_err(),
+                "{bad:?} was taken"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn watch_needs_a_stream_and_a_source() {
+        let publish = || Some("redis://192.0.2.20:6379/0".to_string());
+        let err = |args: WatchArgs| format!("{:#}", resolve_watch(args).unwrap_err());
+        assert!(err(WatchArgs::default()).contains("nowhere to publish"));
+        assert!(err(WatchArgs {
+            publish: publish(),
+            ..WatchArgs::default()
+        })
+        .contains("no login source"));
+        let settings = resolve_watch(WatchArgs {
+            publish: publish(),
+            sources: SourceArgs {
+                logs: vec![PathBuf::from("/var/log/mail.log")],
+                ..SourceArgs::default()
+            },
+            ttl: Some(Duration::from_secs(300)),
+            ..WatchArgs::default()
+        })
+        .unwrap();
+        assert_eq!(settings.grants.longest_ttl(), Duration::from_secs(300));
+        assert_eq!(settings.publish.key, DEFAULT_STREAM);
+        assert_eq!(settings.watch.logs, [PathBuf::from("/var/log/mail.log")]);
     }
 }

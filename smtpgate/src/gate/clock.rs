@@ -8,7 +8,7 @@
 //! the program calls it expired too, on either clock; `list` never shows a
 //! grant gone while the gate still lets its SYNs through.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Nanoseconds on CLOCK_MONOTONIC_COARSE, as `bpf_ktime_get_coarse_ns`
 /// returns them.
@@ -31,6 +31,18 @@ pub fn expiry_after(ttl: Duration) -> u64 {
 /// How long until `expiry`; zero once it has passed.
 pub fn remaining(expiry: u64) -> Duration {
     Duration::from_nanos(expiry.saturating_sub(monotonic_ns()))
+}
+
+/// The wall-clock time at which the monotonic clock reads (or read)
+/// `monotonic`, by this host's wall clock now.
+pub fn wall_time_at(monotonic: u64) -> SystemTime {
+    let now = monotonic_ns();
+    let wall = SystemTime::now();
+    if monotonic >= now {
+        wall + Duration::from_nanos(monotonic - now)
+    } else {
+        wall - Duration::from_nanos(now - monotonic)
+    }
 }
 
 /// Parses a human duration such as `90s`, `10m`, `1h` or `1h30m`.

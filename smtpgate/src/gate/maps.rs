@@ -1,7 +1,7 @@
 //! Typed access to the gate's maps, whether freshly loaded by `run` or
 //! opened from their pins by the one-shot commands (`allow`, `list`, ...).
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{net::IpAddr, path::Path, time::Duration, time::SystemTime};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray};
@@ -157,9 +157,16 @@ impl Grants {
     }
 
     /// Grants `ip` until `expiry` (on the monotonic clock) within `budget`,
-    /// as [`Grants::grant_for`] does, keeping whatever owner it has.
-    pub fn grant_until(&mut self, ip: IpAddr, expiry: u64, budget: SynBudget) -> Result<u64> {
-        self.write(ip, expiry, budget, None)
+    /// as [`Grants::grant_for`] does, recorded as earned by `owner`, or
+    /// keeping whatever owner it has.
+    pub fn grant_until(
+        &mut self,
+        ip: IpAddr,
+        expiry: u64,
+        budget: SynBudget,
+        owner: Option<&Owner>,
+    ) -> Result<u64> {
+        self.write(ip, expiry, budget, owner)
     }
 
     fn write(
@@ -201,23 +208,45 @@ impl Grants {
 
     /// Removes the grant covering `ip`; false if there was none.
     pub fn revoke(&mut self, ip: IpAddr) -> Result<bool> {
+        self.revoke_older(ip, None)
+    }
+
+    /// Removes the grant covering `ip` if it was granted before `before`
+    /// (any grant, without it): a revoke read back from a stream must not
+    /// remove a login made after it. False if nothing was removed.
+    pub fn revoke_older(&mut self, ip: IpAddr, before: Option<SystemTime>) -> Result<bool> {
         let key = self.key(ip);
-        self.revoke_key(&key)
+        self.revoke_key(&key, before)
             .with_context(|| format!("removing the grant for {ip}"))
     }
 
     /// Removes every grant `user` earned; returns what they covered.
     pub fn revoke_user(&mut self, user: &str) -> Result<Vec<IpAddr>> {
+        self.revoke_user_older(user, None)
+    }
+
+    /// Removes every grant `user` earned before `before` (every one,
+    /// without it); returns what they covered.
+    pub fn revoke_user_older(
+        &mut self,
+        user: &str,
+        before: Option<SystemTime>,
+    ) -> Result<Vec<IpAddr>> {
         let mut revoked = Vec::new();
         for key in self.owners.keys_of(user)? {
-            if self.revoke_key(&key)? {
+            if self.revoke_key(&key, before)? {
                 revoked.push(addr::from_key(key));
             }
         }
         Ok(revoked)
     }
 
-    fn revoke_key(&mut self, key: &AddrKey) -> Result<bool> {
+    fn revoke_key(&mut self, key: &AddrKey, before: Option<SystemTime>) -> Result<bool> {
+        if let (Some(before), Some(owner)) = (before, self.owners.get(key)) {
+            if owner.granted_at >= before {
+                return Ok(false);
+            }
+        }
         let had = self.map.get(key, 0).is_ok();
         if had {
             self.map.remove(key)?;

@@ -31,15 +31,18 @@ pub enum Source {
     Socket,
     /// `smtpgate allow`.
     Cli,
+    /// An event read from the Redis stream the POP hosts publish to.
+    Stream,
 }
 
 impl Source {
-    const ALL: [Source; 5] = [
+    const ALL: [Source; 6] = [
         Source::Log,
         Source::Stdin,
         Source::Journal,
         Source::Socket,
         Source::Cli,
+        Source::Stream,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Source {
             Source::Journal => "journal",
             Source::Socket => "socket",
             Source::Cli => "cli",
+            Source::Stream => "stream",
         }
     }
 

@@ -37,7 +37,7 @@ pub fn carry_over(pins: &PinDir, grants: &mut Grants, budget: SynBudget) -> Resu
         })
         .with_context(|| format!("reading {}", path.display()))?;
         for (key, expiry) in live {
-            grants.grant_until(addr::from_key(key), expiry, budget)?;
+            grants.grant_until(addr::from_key(key), expiry, budget, None)?;
             carried += 1;
         }
     }

@@ -141,6 +141,20 @@ const NEEDS: &[Need] = &[
         probe: Probe::Prints(&["curl", "--version"], &["Protocols:", "pop3", "imap"]),
         fix: Fix::Install(&["curl"]),
     },
+    // The broker between POP hosts and relays, and a relay whose wall
+    // clock is off.
+    Need {
+        tool: "redis-server",
+        capability: "run",
+        probe: Probe::Prints(&["redis-server", "--version"], &["Redis", "server"]),
+        fix: Fix::Install(&["redis-server"]),
+    },
+    Need {
+        tool: "faketime",
+        capability: "set a process's wall clock back (libfaketime)",
+        probe: Probe::Runs(&["faketime", "-f", "-3h", "true"]),
+        fix: Fix::Install(&["faketime"]),
+    },
     // The journal as a login source.
     Need {
         tool: "journald",

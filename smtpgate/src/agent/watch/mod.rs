@@ -2,10 +2,11 @@
 //!
 //! Each source (a followed log file, standard input, the journal, the Unix
 //! socket) runs as its own task: it reads a line, parses it, and when it is
-//! a successful login writes the grant into the kernel map right there, so a
-//! customer's SMTP connection a moment after the POP3 login finds the grant
-//! in place. Only after that does the source record its position, so a crash
-//! can repeat a line (harmless: grants only extend) but never skip one.
+//! a successful login hands the grant to the sink right there (the kernel
+//! map for `run`, the stream to the relays for `watch`), so a customer's
+//! SMTP connection a moment after the POP3 login finds the grant in place.
+//! Only after that does the source record its position, so a crash can
+//! repeat a line (harmless: grants only extend) but never skip one.
 
 mod files;
 mod journal;
@@ -14,12 +15,7 @@ pub mod socket;
 pub mod state;
 mod stdin;
 
-use std::{
-    net::IpAddr,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
@@ -32,12 +28,12 @@ use crate::{
     agent::{
         metrics::Metrics,
         settings::{GrantPolicy, WatchSettings},
+        sink::GrantSink,
         throttle::Throttle,
     },
     gate::{
-        clock::{self, format_secs},
-        maps::Grants,
-        owners::{Cooldowns, Owner, Source},
+        clock::format_secs,
+        owners::{Owner, Source},
     },
 };
 
@@ -46,8 +42,7 @@ pub use state::StateStore;
 
 /// What every source shares. The sources use it through its methods.
 pub struct Watch {
-    grants: Arc<Mutex<Grants>>,
-    cooldowns: Arc<Mutex<Cooldowns>>,
+    sink: Arc<dyn GrantSink>,
     parser: Parser,
     /// Which services' logins grant.
     services: Vec<Service>,
@@ -75,8 +70,7 @@ impl Watch {
     pub fn new(
         settings: &WatchSettings,
         policy: &GrantPolicy,
-        grants: Arc<Mutex<Grants>>,
-        cooldowns: Arc<Mutex<Cooldowns>>,
+        sink: Arc<dyn GrantSink>,
         metrics: Metrics,
         state: Arc<StateStore>,
     ) -> Self {
@@ -85,19 +79,17 @@ impl Watch {
             tracing::warn!("{warning}");
         }
         Self {
-            grants,
+            sink,
             parser,
             services: settings.parser.services().to_vec(),
             policy: policy.clone(),
-            cooldowns,
             metrics,
             state,
         }
     }
 
-    /// Starts a task for every configured source.
     /// Starts a task for every configured source; the login socket, when
-    /// one is configured, is bound beforehand.
+    /// one is configured, is bound beforehand ([`socket::bind`]).
     pub fn spawn_sources(
         self: &Arc<Self>,
         settings: &WatchSettings,
@@ -235,13 +227,7 @@ impl Watch {
             bail!("the login is {STALE}");
         };
         let user = (!user.is_empty()).then_some(user);
-        // The cooldown is checked under the grant lock: the policy service
-        // starts a cooldown before it revokes, so a grant written here either
-        // sees the cooldown or is written before the revoke takes it.
-        let mut grants = self.grants.lock().expect("grant map lock");
-        if let Some(left) =
-            user.and_then(|user| self.cooldowns.lock().expect("cooldowns lock").left(user))
-        {
+        if let Some(left) = user.and_then(|user| self.sink.cooldown_left(user)) {
             tracing::info!(%ip, user, cooldown_left = %format_secs(left), "not granted: the user went over a quota");
             self.metrics.record_cooldown_refusal();
             bail!(
@@ -251,11 +237,8 @@ impl Watch {
             );
         }
         let owner = Owner::now(ip, user, service.as_str(), source);
-        let result = grants.grant_for(ip, limits.terms(ttl), &owner);
-        drop(grants);
-        match result {
-            Ok(expiry) => {
-                let left = clock::remaining(expiry);
+        match self.sink.grant(ip, limits.terms(ttl), &owner) {
+            Ok(left) => {
                 tracing::info!(%ip, service = service.as_str(), user, source = source.as_str(), reporter_uid, expires_in = %format_secs(left), "granted");
                 self.metrics.record_grant(source.as_str(), service.as_str());
                 Ok(left)

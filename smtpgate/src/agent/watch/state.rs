@@ -1,6 +1,7 @@
 //! Where each source stopped reading, kept on disk so that no login is lost
-//! to a restart: file positions (with what identifies the file) and the
-//! journal cursor.
+//! to a restart: file positions (with what identifies the file), the
+//! journal cursor, the last entry a relay applied from each stream, and how
+//! far a POP host has numbered its published entries.
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +22,12 @@ struct Saved {
     files: BTreeMap<PathBuf, Position>,
     #[serde(default)]
     journal_cursor: Option<String>,
+    /// Stream key -> ID of the last entry applied from it.
+    #[serde(default)]
+    streams: BTreeMap<String, String>,
+    /// Sequence numbers up to this one may have been published.
+    #[serde(default)]
+    published_seq: u64,
 }
 
 pub struct StateStore {
@@ -88,6 +95,39 @@ impl StateStore {
     pub fn record_journal_cursor(&self, cursor: String) {
         self.saved.lock().expect("state lock").journal_cursor = Some(cursor);
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The ID of the last entry applied from the stream `key`, if any was.
+    pub fn stream_position(&self, key: &str) -> Option<String> {
+        self.saved
+            .lock()
+            .expect("state lock")
+            .streams
+            .get(key)
+            .cloned()
+    }
+
+    pub fn record_stream_position(&self, key: &str, id: String) {
+        self.saved
+            .lock()
+            .expect("state lock")
+            .streams
+            .insert(key.to_string(), id);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The highest sequence number an earlier run may have published.
+    pub fn published_seq(&self) -> u64 {
+        self.saved.lock().expect("state lock").published_seq
+    }
+
+    /// Notes, on disk before returning, that numbers up to `seq` may be
+    /// published: a run after a crash starts above them, so no number is
+    /// ever given to two entries.
+    pub fn reserve_published_seq(&self, seq: u64) -> Result<()> {
+        self.saved.lock().expect("state lock").published_seq = seq;
+        self.dirty.store(true, Ordering::Release);
+        self.flush()
     }
 
     /// Writes the state if it changed, atomically (temporary file + rename).
