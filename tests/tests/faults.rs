@@ -16,7 +16,10 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use smtpgate::gate::{addr, maps::open_pinned, maps::Grants, pins::PinDir};
+use smtpgate::gate::{
+    maps::{open_pinned, Grants},
+    pins::PinDir,
+};
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::{
     frames::Packet, raw::RawSocket, Family, Lab, Scratch, ANSWERED, CLIENT_V4, SERVER_V4,
