@@ -21,6 +21,19 @@ use anyhow::{ensure, Context, Result};
 
 const PACKAGE: &str = "libio-socket-inet6-perl";
 
+/// `dpkg --remove PACKAGE`, retried while another dpkg or apt holds the
+/// package database (bounded: two minutes).
+fn remove_waiting_for_the_lock() -> Result<std::process::Output> {
+    for _ in 0..60 {
+        let removed = run(Command::new("dpkg").args(["--remove", PACKAGE]))?;
+        if removed.status.success() || !String::from_utf8_lossy(&removed.stderr).contains("lock") {
+            return Ok(removed);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    run(Command::new("dpkg").args(["--remove", PACKAGE]))
+}
+
 #[test]
 fn setup_reinstalls_what_swaks_needs_for_ipv6() -> Result<()> {
     let uid = run(Command::new("id").arg("-u"))?;
@@ -30,7 +43,7 @@ fn setup_reinstalls_what_swaks_needs_for_ipv6() -> Result<()> {
     );
     let _restore = Restore;
 
-    let removed = run(Command::new("dpkg").args(["--remove", PACKAGE]))?;
+    let removed = remove_waiting_for_the_lock()?;
     ensure!(
         removed.status.success(),
         "dpkg --remove {PACKAGE} failed: {}",
