@@ -142,6 +142,45 @@ impl Drop for Netns {
     }
 }
 
+/// A veth pair from `server_iface` in `server` to `client_iface` in
+/// `client`, with the lab's addresses, up.
+fn link_pair(server: &Netns, server_iface: &str, client: &Netns, client_iface: &str) -> Result<()> {
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            server_iface,
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            client_iface,
+            "netns",
+            &client.name,
+        ],
+    )?;
+    for (ns, iface, v4, v6) in [
+        (server, server_iface, SERVER_V4, SERVER_V6),
+        (client, client_iface, CLIENT_V4, CLIENT_V6),
+    ] {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            iface,
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+    }
+    Ok(())
+}
+
 /// A private bpffs mount for one test's pins; unmounting it frees every pin.
 pub struct BpfFs {
     pub mount: PathBuf,
@@ -212,39 +251,7 @@ impl Lab {
         let server = Netns::new(format!("{name}-srv"))?;
         let client = Netns::new(format!("{name}-cli"))?;
         let (server_iface, client_iface) = (format!("{name}s"), format!("{name}c"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &server_iface,
-                "netns",
-                &server.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &client_iface,
-                "netns",
-                &client.name,
-            ],
-        )?;
-        for (ns, iface, v4, v6) in [
-            (&server, &server_iface, SERVER_V4, SERVER_V6),
-            (&client, &client_iface, CLIENT_V4, CLIENT_V6),
-        ] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface])?;
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                iface,
-                "nodad",
-            ])?;
-            ns.ip(&["link", "set", iface, "up"])?;
-        }
+        link_pair(&server, &server_iface, &client, &client_iface)?;
         Ok(Self {
             agent: None,
             agent_stdin: None,
@@ -255,6 +262,18 @@ impl Lab {
             client_iface,
             bpffs,
         })
+    }
+
+    /// Deletes the veth pair and creates it again, names and addresses as
+    /// before: an interface that goes away and comes back.
+    pub fn recreate_link(&self) -> Result<()> {
+        self.server.ip(&["link", "del", &self.server_iface])?;
+        link_pair(
+            &self.server,
+            &self.server_iface,
+            &self.client,
+            &self.client_iface,
+        )
     }
 
     /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent

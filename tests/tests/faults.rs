@@ -255,3 +255,40 @@ fn removed_pins_end_the_agent_with_a_failure_that_says_what_to_do() -> Result<()
     ensure!(code != 0, "the agent exited {code} with its pins gone");
     Ok(())
 }
+
+/// The gated interface goes away and comes back: the agent attaches the
+/// gate to it again by itself, says so once, and within a second the
+/// stranger is dropped and the granted client let in as before.
+#[test]
+fn an_interface_that_comes_back_is_gated_again_within_a_second() -> Result<()> {
+    let lab = Lab::gated(&[])?;
+    lab.smtpgate_ok(&["allow", CLIENT_V4, "--ttl", "10m"])?;
+    lab.recreate_link()?;
+    let came_back = Instant::now();
+    ensure!(
+        lab.agent_logged(
+            "is back; the gate is attached to it again",
+            Duration::from_secs(1)
+        ),
+        "no re-attach within a second"
+    );
+    println!(
+        "re-attached {} ms after the interface came back",
+        came_back.elapsed().as_millis()
+    );
+    ensure!(
+        lab.agent_lines("went away") == 1 && lab.agent_lines("is back") == 1,
+        "the agent did not say so exactly once"
+    );
+    lab.assert_no_answer(Family::V6, SMTP)
+        .context("the stranger after the interface came back")?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the granted client after the interface came back")?;
+    // Down and up keeps the attachment: nothing to do, nothing said.
+    lab.server.ip(&["link", "set", &lab.server_iface, "down"])?;
+    lab.server.ip(&["link", "set", &lab.server_iface, "up"])?;
+    lab.assert_no_answer(Family::V6, SMTP)
+        .context("the stranger after down and up")?;
+    ensure!(lab.agent_lines("is back") == 1, "down and up re-attached");
+    Ok(())
+}

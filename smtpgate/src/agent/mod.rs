@@ -8,6 +8,7 @@
 //! setting came from is the command line's business.
 
 pub mod accept;
+pub mod interfaces;
 pub mod metrics;
 pub mod policy;
 pub mod policy_protocol;

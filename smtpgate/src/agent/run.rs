@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     agent::{
+        interfaces::Interfaces,
         metrics::Metrics,
         policy, privileges,
         settings::Settings,
@@ -128,6 +129,8 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             None => None,
         };
         let kernel_log = open_kernel_log(&mut ebpf)?;
+        let interfaces =
+            Interfaces::follow(ebpf, &settings.ifaces, settings.hook, settings.xdp_mode)?;
         privileges::drop_to_service()?;
 
         if let Some(server) = metrics_server {
@@ -175,10 +178,16 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             metrics.clone(),
             settings.sweep_interval,
         ));
-        let result = serve(pins, kernel_log, sweeper, &state, settings.sweep_interval).await;
+        let result = serve(
+            pins,
+            interfaces,
+            kernel_log,
+            sweeper,
+            &state,
+            settings.sweep_interval,
+        )
+        .await;
         state.flush()?;
-        // The program stays loaded, and attached through its pinned links.
-        drop(ebpf);
         result
     })
 }
@@ -202,6 +211,7 @@ fn open_kernel_log(ebpf: &mut Ebpf) -> Result<Option<AsyncFd<KernelLogger>>> {
 /// (checked every `check_every`), or until the sweeper fails.
 async fn serve(
     pins: &PinDir,
+    mut interfaces: Interfaces,
     mut kernel_log: Option<AsyncFd<KernelLogger>>,
     mut sweeper: tokio::task::JoinHandle<anyhow::Error>,
     state: &StateStore,
@@ -234,6 +244,11 @@ async fn serve(
                 return Err(ended.unwrap_or_else(|e| anyhow::anyhow!("the grant sweeper stopped: {e}")));
             }
             _ = flush.tick() => saving.report(state.flush()),
+            attached = interfaces.keep_attached(pins) => {
+                if let Err(e) = attached {
+                    tracing::error!("{e:#}");
+                }
+            }
             guard = readable(&mut kernel_log) => {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
