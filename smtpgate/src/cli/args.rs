@@ -126,6 +126,21 @@ pub enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Write the manual pages or the shell completions, for packaging.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+/// What `smtpgate generate` writes (see `cli/generate.rs`).
+#[derive(Subcommand)]
+pub enum Generate {
+    /// smtpgate.8 and a page for each subcommand.
+    Man { dir: PathBuf },
+    /// Completions for bash, zsh and fish.
+    Completions { dir: PathBuf },
 }
 
 #[derive(Subcommand)]

@@ -11,7 +11,7 @@ use crate::{
     agent::run,
     cli::{
         args::{AllowlistAction, Cli, Command, RunArgs},
-        check_log, notify, settings,
+        check_log, generate, notify, settings,
     },
     gate::{
         addr,
@@ -24,7 +24,8 @@ use crate::{
 };
 
 pub fn dispatch(cli: Cli) -> Result<()> {
-    // These two touch no BPF object: mail users and administrators run them.
+    // These touch no BPF object: mail users, administrators and the
+    // packaging run them without root.
     match cli.command {
         Command::Notify {
             ip,
@@ -37,12 +38,15 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             parser,
             grants_only,
         } => return check_log::check_log(&file, &parser.build()?, grants_only),
+        Command::Generate { what } => return generate::run(what),
         _ => {}
     }
     require_root()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
-        Command::Notify { .. } | Command::CheckLog { .. } => unreachable!("handled above"),
+        Command::Notify { .. } | Command::CheckLog { .. } | Command::Generate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Run(args) => start(&pins, *args, cli.verbose),
         Command::Allow { ip, ttl, user } => allow(&pins, &ip, ttl, user.as_deref()),
         Command::Revoke { ip, user } => revoke(&pins, ip.as_deref(), user.as_deref()),
