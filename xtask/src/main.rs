@@ -6,6 +6,7 @@
 
 mod bench;
 mod checks;
+mod deb;
 mod fuzz;
 mod setup;
 mod shell;
@@ -40,6 +41,18 @@ enum Command {
         /// Arguments for smtpgate.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build the Debian package with cargo-deb: the release binary, the
+    /// hardened unit, the example configuration, manual pages and shell
+    /// completions. Writes target/debian/ and prints the package's path.
+    Deb {
+        /// Package this binary instead of a release build (the package test
+        /// gives its debug build).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Where to write the package [default: target/debian].
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
     },
     /// Measure smtpgate against baselines and peers; writes target/bench/.
     Bench {
@@ -84,6 +97,9 @@ fn main() -> Result<()> {
         Command::Test { args } => test(&args),
         Command::Demo => run_with_agent("demo", &[]),
         Command::FuzzFrames { args } => run_with_agent("fuzz_frames", &args),
+        Command::Deb { binary, output } => {
+            deb::run_deb(binary.as_deref(), output.as_deref()).map(drop)
+        }
         Command::Bench { args } => bench::run(&args),
         Command::Fuzz { seconds, targets } => fuzz::run(&targets, seconds),
     }

@@ -27,6 +27,11 @@ pub fn everything() -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask deb` needs beyond a build: cargo-deb.
+pub fn packaging_tools() -> Result<()> {
+    tools::ensure_packaging()
+}
+
 /// cargo-fuzz, which runs the fuzz targets (`cargo xtask fuzz`, and briefly
 /// in the test suite) on the nightly toolchain.
 fn ensure_cargo_fuzz() -> Result<()> {

@@ -133,6 +133,21 @@ pub enum Command {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Write the manual pages or the shell completions, for packaging.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+/// What `smtpgate generate` writes (see `cli/generate.rs`).
+#[derive(Subcommand)]
+pub enum Generate {
+    /// smtpgate.8 and a page for each subcommand.
+    Man { dir: PathBuf },
+    /// Completions for bash, zsh and fish.
+    Completions { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -402,11 +417,19 @@ impl<T: FromStr<Err = String>> FromStr for Switch<T> {
 /// An IPv6 grant prefix length. Shorter than /48 would grant more than one
 /// customer's site; /128 grants each address alone.
 pub fn parse_ipv6_grant_prefix(text: &str) -> Result<u8, String> {
-    text.trim()
-        .parse::<u8>()
+    let bits = text
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("'{text}' is not a prefix length from 48 to 128"))?;
+    ipv6_grant_prefix(bits)
+}
+
+/// `bits` as an IPv6 grant prefix length (the file writes it as a number).
+pub fn ipv6_grant_prefix(bits: u32) -> Result<u8, String> {
+    u8::try_from(bits)
         .ok()
         .filter(|bits| (48..=128).contains(bits))
-        .ok_or_else(|| format!("'{text}' is not a prefix length from 48 to 128"))
+        .ok_or_else(|| format!("{bits} is not a prefix length from 48 to 128"))
 }
 
 /// `inet:ADDRESS:PORT` or `unix:PATH`, as Postfix names policy services.

@@ -14,7 +14,7 @@ use crate::{
     },
     cli::{
         args::{AllowlistAction, Cli, Command, PublishArgs, RunArgs, StreamArgs, WatchArgs},
-        check_log, notify,
+        check_log, generate, notify,
         settings::{self, ConfigFile},
     },
     gate::{
@@ -28,7 +28,8 @@ use crate::{
 };
 
 pub fn dispatch(cli: Cli) -> Result<()> {
-    // These two touch no BPF object: mail users and administrators run them.
+    // These touch no BPF object: mail users, administrators and the
+    // packaging run them without root.
     match cli.command {
         Command::Notify {
             ip,
@@ -84,12 +85,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             };
             return publish_event(url, stream, event);
         }
+        Command::Generate { what } => return generate::run(what),
         _ => {}
     }
     require_root()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
-        Command::Notify { .. } | Command::CheckLog { .. } | Command::Watch(_) => {
+        Command::Notify { .. }
+        | Command::CheckLog { .. }
+        | Command::Watch(_)
+        | Command::Generate { .. } => {
             unreachable!("handled above")
         }
         Command::Run(args) => start(&pins, *args, cli.verbose),

@@ -8,6 +8,7 @@
 pub mod args;
 pub mod check_log;
 pub mod commands;
+pub mod generate;
 pub mod logging;
 pub mod notify;
 pub mod settings;

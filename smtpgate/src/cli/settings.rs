@@ -29,7 +29,7 @@ use crate::{
         },
     },
     cli::args::{
-        parse_ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_socket_addr,
+        ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_socket_addr,
         parse_timezone, GrantArgs, ParserArgs, RunArgs, SourceArgs, StreamArgs, Switch, WatchArgs,
     },
     gate::{
@@ -220,12 +220,19 @@ mod text {
         services: Vec<Service> = list("services", str::parse::<Service>);
         log_format: Format = one("log-format", str::parse::<Format>);
         timezone: TimeZone = one("timezone", parse_timezone);
-        ipv6_grant_prefix: u8 = one("ipv6-grant-prefix", parse_ipv6_grant_prefix);
         grant_syn_rate: Switch<SynRate> = one("grant-syn-rate", str::parse::<Switch<SynRate>>);
         user_quota: Switch<Quota> = one("user-quota", str::parse::<Switch<Quota>>);
         address_quota: Switch<Quota> = one("address-quota", str::parse::<Switch<Quota>>);
         quota_cooldown: Duration = one("quota-cooldown", parse_duration);
         policy_listen: PolicyListen = one("policy-listen", parse_policy_listen);
+    }
+
+    /// The IPv6 grant prefix, a number as the flag's.
+    pub fn ipv6_grant_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+        let bits = u32::deserialize(d)?;
+        super::ipv6_grant_prefix(bits)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("ipv6-grant-prefix: {e}")))
     }
 
     /// A `[[network]]` table's prefix, required.
@@ -705,6 +712,20 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(s.ifaces, ["eth1"]);
         assert_eq!(s.grants.default.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_ipv6_grant_prefix_is_a_number_in_the_file_too() {
+        let s = config("iface = [\"eth0\"]\nipv6-grant-prefix = 56\n").unwrap();
+        assert_eq!(s.grants.ipv6_prefix, 56);
+        let err = format!(
+            "{:#}",
+            config("iface = [\"eth0\"]\nipv6-grant-prefix = 32\n").unwrap_err()
+        );
+        assert!(
+            err.contains("ipv6-grant-prefix: 32 is not a prefix length from 48 to 128"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -207,6 +207,40 @@ const NEEDS: &[Need] = &[
         probe: Probe::Runs(&["ethtool", "--version"]),
         fix: Fix::Install(&["ethtool"]),
     },
+    // The Debian package (`cargo xtask deb`) and its test.
+    Need {
+        tool: "cargo-deb",
+        capability: "run (cargo deb)",
+        probe: Probe::Runs(&["cargo", "deb", "--version"]),
+        fix: Fix::Run(&["cargo", "install", "cargo-deb", "--locked"]),
+    },
+    Need {
+        tool: "systemd-analyze",
+        capability: "review a unit file's security offline (systemd 250 or later)",
+        probe: Probe::Prints(&["systemd-analyze", "--help"], &["--offline=BOOL"]),
+        fix: Fix::Install(&["systemd"]),
+    },
+    Need {
+        tool: "dpkg",
+        capability: "install a package into another root (dpkg --root, dpkg-deb)",
+        probe: Probe::Files(&["/usr/bin/dpkg", "/usr/bin/dpkg-deb"]),
+        fix: Fix::Install(&["dpkg"]),
+    },
+    // The package test's scratch root: the host under an overlay whose
+    // upper layer is a tmpfs.
+    Need {
+        tool: "mount",
+        capability: "lay an overlay over / in a mount namespace (kernel: overlay)",
+        probe: Probe::Runs(&[
+            "unshare",
+            "--mount",
+            "sh",
+            "-ec",
+            "mount -t tmpfs none /mnt; mkdir /mnt/u /mnt/w /mnt/m; \
+             mount -t overlay none -o lowerdir=/,upperdir=/mnt/u,workdir=/mnt/w /mnt/m",
+        ]),
+        fix: Fix::Run(&["modprobe", "overlay"]),
+    },
     Need {
         tool: "the bench chart",
         capability: "draw labels (DejaVuSans.ttf)",
@@ -218,12 +252,20 @@ const NEEDS: &[Need] = &[
 /// Probes every need, fixes the missing ones and probes those again; fails
 /// with one line per need that is still missing.
 pub fn ensure() -> Result<()> {
-    let missing = failing(NEEDS.iter());
+    ensure_these(NEEDS.iter().collect(), "the tests, demo and bench use")
+}
+
+/// [`ensure`] for what `cargo xtask deb` needs alone.
+pub fn ensure_packaging() -> Result<()> {
+    let needs = NEEDS.iter().filter(|need| need.tool == "cargo-deb");
+    ensure_these(needs.collect(), "packaging uses")
+}
+
+fn ensure_these(needs: Vec<&Need>, used_by: &str) -> Result<()> {
+    let count = needs.len();
+    let missing = failing(needs.into_iter());
     if missing.is_empty() {
-        eprintln!(
-            "xtask: ok: all {} tool capabilities the tests, demo and bench use",
-            NEEDS.len()
-        );
+        eprintln!("xtask: ok: all {count} tool capabilities {used_by}");
         return Ok(());
     }
     if !is_root() {

@@ -1,0 +1,658 @@
+//! The Debian package and what it ships: the unit passes `systemd-analyze
+//! verify` and its security review, its capabilities are enough to run the
+//! gate, the example configuration is valid with every setting in it, and
+//! the package installs with `dpkg` into a scratch root (and purges) with
+//! every file where Debian expects it.
+//!
+//! The package is built by `cargo xtask deb --binary`, the same steps as a
+//! release package, but from the debug binary under test: a release build
+//! would add minutes to the suite.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::CommandFactory;
+use smtpgate::cli::args::Cli;
+use smtpgate_tests::{sh, smtpgate_bin, tools::require, Family, Lab, Scratch, ANSWERED, SMTP};
+
+/// The exposure `systemd-analyze security` may give the unit at most: "OK".
+const MAX_EXPOSURE: f64 = 3.0;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn packaging(name: &str) -> Result<String> {
+    let path = workspace().join("packaging").join(name);
+    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn output_ok(out: &Output, what: &str) -> Result<String> {
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of the unit's last `key=` line.
+fn unit_setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// "→ Overall exposure level for smtpgate.service: 2.1 OK 🙂" → (2.1, "OK").
+fn overall_exposure(review: &str) -> Option<(f64, String)> {
+    let line = review
+        .lines()
+        .find(|line| line.contains("Overall exposure level"))?;
+    let (_, verdict) = line.rsplit_once(": ")?;
+    let mut words = verdict.split_whitespace();
+    let score = words.next()?.parse().ok()?;
+    Some((score, words.next()?.to_string()))
+}
+
+/// The unit as shipped, pointed at the binary under test (verify checks
+/// that ExecStart's program exists), with the manual pages its
+/// `Documentation=` names generated beside it.
+#[test]
+fn unit_passes_verify_and_its_exposure_is_ok() -> Result<()> {
+    require("systemd-analyze")?;
+    let scratch = Scratch::labelled("unit")?;
+    let unit = packaging("smtpgate.service")?;
+    ensure!(
+        unit.contains("ExecStart=/usr/sbin/smtpgate run --config /etc/smtpgate/smtpgate.toml\n"),
+        "the unit does not run /usr/sbin/smtpgate on the packaged configuration"
+    );
+    // Stopping the unit must leave the gate in place.
+    ensure!(
+        !unit.lines().any(|line| line.starts_with("ExecStop")
+            || line.starts_with("Exec") && line.contains("detach")),
+        "the unit detaches the gate when it stops"
+    );
+    let bin = smtpgate_bin();
+    let unit_path = scratch.path("smtpgate.service");
+    fs::write(
+        &unit_path,
+        unit.replace("/usr/sbin/smtpgate", bin.to_str().unwrap()),
+    )?;
+    let man = scratch.path("man");
+    output_ok(
+        &Command::new(&bin)
+            .args(["generate", "man"])
+            .arg(man.join("man8"))
+            .output()?,
+        "smtpgate generate man",
+    )?;
+
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .env("MANPATH", &man)
+        .output()?;
+    output_ok(&verify, "systemd-analyze verify")?;
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    ensure!(
+        complaints.trim().is_empty(),
+        "systemd-analyze verify complained: {complaints}"
+    );
+
+    let review = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&unit_path)
+        .output()?;
+    let review = output_ok(&review, "systemd-analyze security")?;
+    let (score, verdict) =
+        overall_exposure(&review).with_context(|| format!("no overall exposure in:\n{review}"))?;
+    eprintln!("exposure of smtpgate.service: {score} {verdict}");
+    ensure!(
+        score <= MAX_EXPOSURE && verdict == "OK",
+        "exposure {score} {verdict}, want at most {MAX_EXPOSURE} (OK):\n{review}"
+    );
+    Ok(())
+}
+
+/// Capability bits as /proc shows them, for the names a unit may list.
+fn capability_bit(name: &str) -> Result<u32> {
+    Ok(match name {
+        "CAP_CHOWN" => 0,
+        "CAP_DAC_OVERRIDE" => 1,
+        "CAP_DAC_READ_SEARCH" => 2,
+        "CAP_FOWNER" => 3,
+        "CAP_NET_BIND_SERVICE" => 10,
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        "CAP_IPC_LOCK" => 14,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_SYS_RESOURCE" => 24,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        other => bail!("{other}: add its bit to capability_bit"),
+    })
+}
+
+/// An agent started by the test with the unit's capabilities, stopped
+/// with SIGTERM (or killed) when dropped.
+struct Confined {
+    child: Child,
+}
+
+impl Confined {
+    /// `smtpgate run` on the lab's server interface under `setpriv` with
+    /// the bounding set `caps` (as root, the effective set too) and
+    /// no_new_privs, as systemd starts the unit; waits until it runs.
+    fn start(lab: &Lab, caps: &[&str], extra: &[&str]) -> Result<Self> {
+        let bounding = std::iter::once("-all".to_string())
+            .chain(
+                caps.iter()
+                    .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_lowercase())),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut child = lab
+            .server
+            .command("setpriv")
+            .arg(format!("--bounding-set={bounding}"))
+            .args(["--inh-caps=-all", "--no-new-privs", "--"])
+            .arg(smtpgate_bin())
+            .args(["run", "--iface", &lab.server_iface, "--bpffs-dir"])
+            .arg(lab.bpffs.pin_dir())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting smtpgate run under setpriv")?;
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[confined agent] {line}");
+                if !sent && line.contains("gate running") {
+                    let _ = ready_tx.send(());
+                    sent = true;
+                }
+            }
+        });
+        let mut agent = Self { child };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let status = agent.child.try_wait()?;
+            bail!("smtpgate run with {bounding} did not come up (exit status {status:?})");
+        }
+        Ok(agent)
+    }
+
+    /// The agent's CapEff and CapBnd from /proc.
+    fn capabilities(&self) -> Result<(u64, u64)> {
+        // setpriv execs the agent, so the child's pid is the agent's.
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64> {
+            let value = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .with_context(|| format!("no {name} in /proc/PID/status"))?;
+            Ok(u64::from_str_radix(value.trim(), 16)?)
+        };
+        Ok((field("CapEff:")?, field("CapBnd:")?))
+    }
+
+    fn stop(mut self) -> Result<i32> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("smtpgate run ignored SIGTERM")
+    }
+}
+
+impl Drop for Confined {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The agent runs, grants, serves its login socket with a group root is
+/// not in, stops leaving the gate enforcing, and takes it over again, all
+/// with no more capabilities than the unit's CapabilityBoundingSet. (The
+/// unit's other restrictions need systemd to apply them; `systemd-analyze`
+/// checks them above.)
+#[test]
+fn the_units_capabilities_are_enough() -> Result<()> {
+    require("setpriv")?;
+    let unit = packaging("smtpgate.service")?;
+    let caps: Vec<&str> = unit_setting(&unit, "CapabilityBoundingSet")
+        .context("the unit sets no CapabilityBoundingSet")?
+        .split_whitespace()
+        .collect();
+    let mut mask = 0u64;
+    for cap in &caps {
+        mask |= 1 << capability_bit(cap)?;
+    }
+
+    let lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    let scratch = Scratch::labelled("caps")?;
+    let socket = scratch.path("notify.sock");
+    let state = scratch.path("state");
+    let flags = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen-unix",
+        socket.to_str().unwrap(),
+        // Root is no member of nogroup: chgrp needs CAP_CHOWN.
+        "--listen-unix-group",
+        "nogroup",
+    ];
+    let agent = Confined::start(&lab, &caps, &flags)?;
+    // Once the gate is up, the agent keeps CAP_BPF and CAP_NET_ADMIN of
+    // them; the bounding set stays the unit's (narrowing it needs
+    // CAP_SETPCAP, which the unit does not give).
+    let (effective, bounding) = agent.capabilities()?;
+    let kept = (1 << capability_bit("CAP_BPF")?) | (1 << capability_bit("CAP_NET_ADMIN")?);
+    ensure!(
+        effective == kept && bounding == mask,
+        "the agent runs with CapEff {effective:x} and CapBnd {bounding:x}; wanted {kept:x} of the unit's {mask:x}"
+    );
+    lab.assert_no_answer(Family::V4, SMTP)?;
+    lab.smtpgate_ok(&["allow", &lab.client_addr(Family::V4).to_string()])?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the granted client")?;
+    let nogroup: u32 = sh("getent", &["group", "nogroup"])?
+        .split(':')
+        .nth(2)
+        .context("getent group nogroup")?
+        .parse()?;
+    ensure!(
+        fs::metadata(&socket)?.gid() == nogroup,
+        "the login socket did not get the group nogroup"
+    );
+
+    ensure!(agent.stop()? == 0, "the agent did not stop cleanly");
+    // Stopped: the gate still enforces, the grant still holds.
+    lab.assert_no_answer(Family::V6, SMTP)?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the granted client with the agent stopped")?;
+
+    let again = Confined::start(&lab, &caps, &flags)?;
+    lab.assert_no_answer(Family::V6, SMTP)?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the granted client after the take-over")?;
+    ensure!(again.stop()? == 0, "the second agent did not stop cleanly");
+    Ok(())
+}
+
+/// The configuration keys of the README's example (`key = ...` lines of
+/// the toml block under "### Configuration file").
+fn readme_config_keys() -> Result<Vec<String>> {
+    let readme = fs::read_to_string(workspace().join("README.md"))?;
+    let section = readme
+        .split("### Configuration file")
+        .nth(1)
+        .context("no configuration section in the README")?;
+    let block = section
+        .split("```toml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .context("no toml example in the README's configuration section")?;
+    Ok(block
+        .lines()
+        .filter_map(|line| Some(line.split_once(" = ")?.0.trim().to_string()))
+        .collect())
+}
+
+/// The packaged example as shipped (with an interface set: it names none,
+/// so that the service cannot gate the wrong one), and with every setting
+/// it shows commented out turned on, passes `--check-config`; it shows
+/// every key of the README's example.
+#[test]
+fn the_example_configuration_is_valid() -> Result<()> {
+    let example = packaging("smtpgate.toml")?;
+    let placeholder = "#iface = [\"eth0\"]\n";
+    ensure!(
+        example.contains(placeholder),
+        "the example has no `{}` placeholder",
+        placeholder.trim()
+    );
+    let lab = Lab::new()?;
+    let scratch = Scratch::labelled("config")?;
+    let iface = format!("\"{}\"", lab.server_iface);
+    let check = |name: &str, text: &str| -> Result<()> {
+        let path = scratch.path(name);
+        fs::write(&path, text)?;
+        let out = lab.smtpgate(&["run", "--config", path.to_str().unwrap(), "--check-config"]);
+        output_ok(&out, &format!("--check-config of the example ({name})"))?;
+        Ok(())
+    };
+
+    let shipped = example.replace(placeholder, &format!("iface = [{iface}]\n"));
+    check("shipped.toml", &shipped)?;
+
+    // `#key = value` lines (and `#[[network]]`) are settings; `# ` is prose.
+    let is_setting = |line: &str| {
+        line.strip_prefix('#')
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '['))
+    };
+    let everything: String = example
+        .lines()
+        .map(|line| match is_setting(line) {
+            true => format!("{}\n", &line[1..]),
+            false => format!("{line}\n"),
+        })
+        .collect::<String>()
+        .replace("\"eth0\"", &iface);
+    // The broker's files are read when the settings are: give them.
+    let mut everything = everything;
+    for (shipped_path, name, content) in [
+        (
+            "/etc/smtpgate/broker-ca.pem",
+            "broker-ca.pem",
+            "a CA as read, not parsed\n",
+        ),
+        ("/etc/smtpgate/relay.auth", "relay.auth", "relay\nsecret\n"),
+    ] {
+        let path = scratch.path(name);
+        fs::write(&path, content)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        everything = everything.replace(shipped_path, path.to_str().context("path")?);
+    }
+    check("everything.toml", &everything)?;
+
+    let keys: Vec<&str> = everything
+        .lines()
+        .filter_map(|line| Some(line.split_once(" = ")?.0.trim()))
+        .filter(|key| !key.starts_with('#'))
+        .collect();
+    for key in readme_config_keys()? {
+        ensure!(
+            keys.contains(&key.as_str()),
+            "the README's configuration key {key} is not in the packaged example"
+        );
+    }
+    Ok(())
+}
+
+/// A scratch root: the host's file system under an overlay whose upper
+/// layer is a tmpfs of the test's, mounted afresh in a private mount
+/// namespace for each command. `dpkg --root` installs into it, maintainer
+/// scripts and all (in a chroot that sees the host's /bin/sh and
+/// deb-systemd-helper, but no /run/systemd, /proc or /sys), and everything
+/// it writes lands in `upper`, where the test reads it.
+struct ScratchRoot {
+    layers: PathBuf,
+    _scratch: Scratch,
+}
+
+impl ScratchRoot {
+    fn new() -> Result<Self> {
+        let scratch = Scratch::labelled("root")?;
+        let layers = scratch.path("layers");
+        fs::create_dir(&layers)?;
+        sh(
+            "mount",
+            &["-t", "tmpfs", "smtpgate-test", layers.to_str().unwrap()],
+        )?;
+        let root = Self {
+            layers,
+            _scratch: scratch,
+        };
+        for dir in ["upper", "work", "root"] {
+            fs::create_dir(root.layers.join(dir))?;
+        }
+        Ok(root)
+    }
+
+    /// What the installation wrote (the overlay's upper layer).
+    fn upper(&self, path: &str) -> PathBuf {
+        self.layers.join("upper").join(path.trim_start_matches('/'))
+    }
+
+    /// Runs `argv` with the overlay mounted; `{root}` in an argument is
+    /// replaced with the overlay's mount point.
+    fn run(&self, argv: &[&str]) -> Result<String> {
+        let root = self.layers.join("root");
+        let root = root.to_str().unwrap();
+        let argv: Vec<String> = argv.iter().map(|arg| arg.replace("{root}", root)).collect();
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-ec"])
+            .arg(
+                "mount -t overlay smtpgate-test -o lowerdir=/,upperdir=\"$1\",workdir=\"$2\" \"$3\"\n\
+                 shift 3\n\
+                 exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(self.layers.join("upper"))
+            .arg(self.layers.join("work"))
+            .arg(root)
+            .args(&argv)
+            .output()
+            .context("starting unshare")?;
+        output_ok(&out, &argv.join(" "))
+    }
+
+    /// Fails naming the first of `paths` that exists in the scratch root
+    /// (looked at through the overlay: a removal there may leave a
+    /// whiteout in the upper layer).
+    fn assert_absent(&self, paths: &[&str]) -> Result<()> {
+        let mut argv = vec![
+            "sh",
+            "-c",
+            "for p; do if test -e \"$p\"; then echo \"$p\"; exit 1; fi; done",
+            "sh",
+        ];
+        let full: Vec<String> = paths.iter().map(|path| format!("{{root}}{path}")).collect();
+        argv.extend(full.iter().map(String::as_str));
+        self.run(&argv).map(drop)
+    }
+}
+
+impl Drop for ScratchRoot {
+    fn drop(&mut self) {
+        let _ = sh("umount", &[self.layers.to_str().unwrap()]);
+    }
+}
+
+/// Every visible subcommand's manual page name, nested ones included.
+fn manual_pages() -> Vec<String> {
+    fn walk(cmd: &clap::Command, name: &str, pages: &mut Vec<String>) {
+        pages.push(format!("{name}.8.gz"));
+        for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+            if sub.get_name() != "help" {
+                walk(sub, &format!("{name}-{}", sub.get_name()), pages);
+            }
+        }
+    }
+    let mut pages = Vec::new();
+    walk(&Cli::command(), "smtpgate", &mut pages);
+    pages
+}
+
+#[test]
+fn the_package_installs_where_debian_expects() -> Result<()> {
+    for tool in [
+        "dpkg",
+        "dpkg-deb",
+        "dpkg-query",
+        "unshare",
+        "chroot",
+        "zcat",
+    ] {
+        require(tool)?;
+    }
+    let scratch = Scratch::labelled("deb")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["xtask", "deb", "--binary"])
+        .arg(smtpgate_bin())
+        .arg("--output")
+        .arg(scratch.dir())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("starting cargo xtask deb")?;
+    let deb = output_ok(&built, "cargo xtask deb")?;
+    let deb = deb
+        .lines()
+        .last()
+        .context("cargo xtask deb named no package")?
+        .trim();
+    eprintln!("package: {deb}");
+
+    let conffiles = sh("dpkg-deb", &["--info", deb, "conffiles"])?;
+    ensure!(
+        conffiles.trim() == "/etc/smtpgate/smtpgate.toml",
+        "conffiles: {conffiles:?}"
+    );
+
+    let root = ScratchRoot::new()?;
+    // Triggers (man-db's index) are left for a real installation.
+    root.run(&["dpkg", "--root={root}", "--no-triggers", "--install", deb])?;
+    let status = root.run(&[
+        "dpkg-query",
+        "--root={root}",
+        "--show",
+        "--showformat=${Status}\n${Conffiles}\n",
+        "smtpgate",
+    ])?;
+    ensure!(
+        status.starts_with("install ok installed\n")
+            && status.contains(" /etc/smtpgate/smtpgate.toml "),
+        "dpkg says: {status}"
+    );
+
+    let binary = root.upper("/usr/sbin/smtpgate");
+    ensure!(
+        fs::metadata(&binary)?.permissions().mode() & 0o777 == 0o755,
+        "{} is not mode 0755",
+        binary.display()
+    );
+    let version = output_ok(
+        &Command::new(&binary).arg("--version").output()?,
+        "smtpgate --version",
+    )?;
+    let expected = output_ok(
+        &Command::new(smtpgate_bin()).arg("--version").output()?,
+        "--version",
+    )?;
+    ensure!(
+        version.starts_with("smtpgate ") && version == expected,
+        "the packaged smtpgate --version says {version:?}"
+    );
+
+    // packaging/changelog must be kept to the crate's version.
+    let number = version.trim().trim_start_matches("smtpgate ");
+    let changelog = root.upper("/usr/share/doc/smtpgate/changelog.Debian.gz");
+    let changelog = sh("zcat", &[changelog.to_str().unwrap()])?;
+    ensure!(
+        changelog.starts_with(&format!("smtpgate ({number}-")),
+        "packaging/changelog does not start with version {number}: {}",
+        changelog.lines().next().unwrap_or_default()
+    );
+
+    for (installed, shipped) in [
+        (
+            "/usr/lib/systemd/system/smtpgate.service",
+            "smtpgate.service",
+        ),
+        ("/etc/smtpgate/smtpgate.toml", "smtpgate.toml"),
+    ] {
+        ensure!(
+            fs::read_to_string(root.upper(installed))? == packaging(shipped)?,
+            "{installed} is not packaging/{shipped}"
+        );
+    }
+    ensure!(
+        !root
+            .upper("/etc/systemd/system/multi-user.target.wants/smtpgate.service")
+            .exists(),
+        "the unit was enabled on installation"
+    );
+
+    let pages = manual_pages();
+    let man8 = root.upper("/usr/share/man/man8");
+    let mut installed: Vec<String> = fs::read_dir(&man8)?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    installed.sort();
+    let mut wanted = pages.clone();
+    wanted.sort();
+    ensure!(
+        installed == wanted,
+        "manual pages: {installed:?}, want {wanted:?}"
+    );
+    for page in &pages {
+        let text = sh("zcat", &[man8.join(page).to_str().unwrap()])?;
+        ensure!(
+            text.lines().any(|line| line.starts_with(".TH ")),
+            "{page} is not a manual page"
+        );
+    }
+
+    for completions in [
+        "/usr/share/bash-completion/completions/smtpgate",
+        "/usr/share/zsh/vendor-completions/_smtpgate",
+        "/usr/share/fish/vendor_completions.d/smtpgate.fish",
+    ] {
+        let text = fs::read_to_string(root.upper(completions))
+            .with_context(|| format!("{completions} is not installed"))?;
+        ensure!(
+            text.contains("smtpgate") && text.contains("check-log") && !text.contains("generate"),
+            "{completions} does not complete smtpgate's subcommands"
+        );
+    }
+    let bash = root.upper("/usr/share/bash-completion/completions/smtpgate");
+    sh(
+        "bash",
+        &[
+            "-c",
+            &format!("source {} && complete -p smtpgate", bash.display()),
+        ],
+    )?;
+
+    // The installed unit against the installed binary and manual pages.
+    root.run(&[
+        "chroot",
+        "{root}",
+        "systemd-analyze",
+        "verify",
+        "smtpgate.service",
+    ])?;
+
+    // Purge takes the configuration and the state with it.
+    fs::create_dir_all(root.upper("/var/lib/smtpgate"))?;
+    fs::write(root.upper("/var/lib/smtpgate/positions"), "")?;
+    root.run(&[
+        "dpkg",
+        "--root={root}",
+        "--no-triggers",
+        "--purge",
+        "smtpgate",
+    ])?;
+    root.assert_absent(&[
+        "/usr/sbin/smtpgate",
+        "/usr/lib/systemd/system/smtpgate.service",
+        "/etc/smtpgate",
+        "/var/lib/smtpgate",
+    ])
+    .context("left after a purge")
+}
