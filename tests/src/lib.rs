@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod frames;
 pub mod fuzz;
 pub mod mail;
+pub mod probe;
 pub mod raw;
 pub mod testrun;
 pub mod tools;

@@ -1,17 +1,15 @@
 //! Faults the agent must come through without opening the relay or locking
 //! a customer out.
 
-use std::{fs::OpenOptions, io::Write, os::unix::fs::PermissionsExt, path::Path, time::Duration};
-
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    fs::OpenOptions,
+    io::Write,
+    net::{IpAddr, Ipv4Addr},
+    os::unix::fs::PermissionsExt,
+    path::Path,
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
@@ -22,8 +20,8 @@ use smtpgate::gate::{
 };
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::{
-    frames::Packet, raw::RawSocket, Family, Lab, Scratch, ANSWERED, CLIENT_V4, SERVER_V4,
-    SERVER_V6, SMTP,
+    probe::{Around, Seen},
+    Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
 };
 
 fn login_line(user: &str, ip: &str) -> String {
@@ -94,13 +92,6 @@ fn an_unwritable_state_directory_is_reported_once_and_grants_go_on() -> Result<(
     Ok(())
 }
 
-/// Bounds on the flood and the probes.
-const MAX_FLOOD_FRAMES: u64 = 20_000_000;
-const MAX_FAULT_TIME: Duration = Duration::from_secs(60);
-/// How long a stranger's connect waits: an answer over a veth comes in well
-/// under it, the first retransmission of the SYN after it.
-const STRANGER_WAIT: Duration = Duration::from_millis(300);
-
 /// Every grant's expiry, by key.
 fn expiries(pins: &PinDir) -> Result<HashMap<AddrKey, u64>> {
     let map: BpfHashMap<MapData, AddrKey, Grant> =
@@ -112,50 +103,6 @@ fn expiries(pins: &PinDir) -> Result<HashMap<AddrKey, u64>> {
                 .map_err(Into::into)
         })
         .collect()
-}
-
-/// What a prober saw: answered connects, the ones that failed, and the
-/// longest time between two answered ones.
-#[derive(Debug, Default)]
-struct Probed {
-    answered: usize,
-    failed: Vec<String>,
-    longest_gap: Duration,
-}
-
-/// Connects to `to` until `stop`, each waiting at most `wait`.
-fn probe(to: SocketAddr, wait: Duration, stop: &AtomicBool) -> Probed {
-    let (mut probed, began) = (Probed::default(), Instant::now());
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) && began.elapsed() < MAX_FAULT_TIME {
-        match TcpStream::connect_timeout(&to, wait) {
-            Ok(_) => {
-                probed.longest_gap = probed.longest_gap.max(last.elapsed());
-                last = Instant::now();
-                probed.answered += 1;
-            }
-            Err(e) => probed.failed.push(e.to_string()),
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    probed
-}
-
-/// SYNs to the gated port from ever new strangers until `stop`; how many.
-fn flood(iface: &str, stop: &AtomicBool) -> Result<u64> {
-    let socket = RawSocket::sender(iface)?;
-    let began = Instant::now();
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Relaxed)
-        && sent < MAX_FLOOD_FRAMES
-        && began.elapsed() < MAX_FAULT_TIME
-    {
-        let [_, _, c, d] = (sent as u32).to_be_bytes();
-        let source = Ipv4Addr::new(203, 0, 113, c ^ d);
-        socket.send(&Packet::syn(&source.to_string(), SERVER_V4, SMTP).build())?;
-        sent += 1;
-    }
-    Ok(sent)
 }
 
 /// SIGKILL (as the OOM killer sends it) with 10,000 live grants, under a
@@ -182,26 +129,17 @@ fn sigkill_under_a_flood_loses_no_grant_and_opens_nothing() -> Result<()> {
         before.len()
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooder = lab.client.spawn({
-        let (iface, stop) = (lab.client_iface.clone(), stop.clone());
-        move || flood(&iface, &stop)
-    });
-    let [granted, stranger] =
-        [(SERVER_V4, ANSWERED), (SERVER_V6, STRANGER_WAIT)].map(|(server, wait)| {
-            let (to, stop) = (SocketAddr::new(server.parse().unwrap(), SMTP), stop.clone());
-            lab.client.spawn(move || probe(to, wait, &stop))
-        });
+    let around = Around::start(&lab);
     thread::sleep(Duration::from_millis(500));
     lab.kill_agent()?;
     thread::sleep(Duration::from_millis(500));
     lab.start_agent(&[])?;
     thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let sent = flooder.join().expect("the flood thread panicked")??;
-    let [granted, stranger] =
-        [granted, stranger].map(|probes| probes.join().expect("a probe thread panicked"));
-    let (granted, stranger) = (granted?, stranger?);
+    let Seen {
+        flood: sent,
+        granted,
+        stranger,
+    } = around.end()?;
     println!(
         "flood: {sent} SYNs; granted client: {} connects, longest gap {} ms; stranger: {} attempts",
         granted.answered,
