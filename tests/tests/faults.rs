@@ -230,3 +230,39 @@ fn an_interface_that_comes_back_is_gated_again_within_a_second() -> Result<()> {
     ensure!(lab.agent_lines("is back") == 1, "down and up re-attached");
     Ok(())
 }
+
+/// The log file disappears for a while (a careless cleanup, a remount):
+/// the agent waits for it, and the first login written once it is back
+/// grants.
+#[test]
+fn a_log_that_disappears_and_returns_is_followed_again() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let (log, state) = (scratch.path("mail.log"), scratch.path("state"));
+    std::fs::write(&log, login_line("mo", "198.51.100.40"))?;
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    lab.start_agent(&[
+        "--log",
+        log.to_str().context("path")?,
+        "--state-dir",
+        state.to_str().context("path")?,
+    ])?;
+    ensure!(
+        lab.agent_logged("granted", Duration::from_secs(5)),
+        "the first login did not grant"
+    );
+    std::fs::remove_file(&log)?;
+    thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&log, login_line("mo", CLIENT_V4))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.agent_lines("granted") < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the login in the returned log did not grant within 10 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the login written once the log was back")?;
+    Ok(())
+}
