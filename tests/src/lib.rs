@@ -471,6 +471,23 @@ impl Lab {
         Ok(stats["counters"].clone())
     }
 
+    /// The value of `series` (a metric name with its labels) on the agent's
+    /// metrics endpoint at 127.0.0.1:9925 in the server namespace; zero
+    /// when the endpoint does not show it.
+    pub fn metric(&self, series: &str) -> Result<u64> {
+        let body = self.server.run(|| -> Result<String> {
+            let mut stream = TcpStream::connect("127.0.0.1:9925")?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body)?;
+            Ok(body)
+        })??;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64> {
         self.counters()?[name]
             .as_u64()

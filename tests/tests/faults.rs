@@ -266,3 +266,48 @@ fn a_log_that_disappears_and_returns_is_followed_again() -> Result<()> {
         .context("the login written once the log was back")?;
     Ok(())
 }
+
+/// The grant map is full: a fresh login still gets its grant, evicting the
+/// grant used least recently; the agent says so once and counts it.
+#[test]
+fn a_full_map_takes_a_fresh_login_and_says_so_once() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let (log, state) = (scratch.path("mail.log"), scratch.path("state"));
+    std::fs::write(&log, "")?;
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    lab.start_agent(&[
+        "--log",
+        log.to_str().context("path")?,
+        "--state-dir",
+        state.to_str().context("path")?,
+        "--max-grants",
+        "32",
+        "--metrics-listen",
+        "127.0.0.1:9925",
+    ])?;
+    for n in 1..=40 {
+        append(&log, &login_line("nia", &format!("198.51.100.{n}")))?;
+    }
+    append(&log, &login_line("nia", CLIENT_V4))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.agent_lines("granted") < 41 {
+        ensure!(
+            Instant::now() < deadline,
+            "41 logins did not all grant within 10 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the newest login in a full map")?;
+    ensure!(
+        lab.agent_lines("the grant map is full") == 1,
+        "the full map was not said exactly once"
+    );
+    let evicted = lab.metric("smtpgate_grants_evicted_total")?;
+    ensure!(
+        evicted >= 9,
+        "{evicted} evictions counted for 41 grants in 32 slots"
+    );
+    Ok(())
+}

@@ -397,20 +397,6 @@ fn the_journal_is_a_source_and_resumes_from_its_cursor() -> Result<()> {
 }
 
 /// `GET /metrics` from the agent's endpoint inside the server namespace.
-fn metric(lab: &Lab, series: &str) -> Result<u64> {
-    let body = lab.server.run(|| -> Result<String> {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect("127.0.0.1:9925")?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body)?;
-        Ok(body)
-    })??;
-    Ok(body
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0))
-}
 
 #[test]
 fn every_rotation_kind_grants_each_login_exactly_once() -> Result<()> {
@@ -442,10 +428,7 @@ fn every_rotation_kind_grants_each_login_exactly_once() -> Result<()> {
     // delete and re-create
     std::fs::remove_file(&log)?;
     burst(&lab)?;
-    let issued = metric(
-        &lab,
-        "smtpgate_grants_issued_total{source=\"log\",service=\"pop3\"}",
-    )?;
+    let issued = lab.metric("smtpgate_grants_issued_total{source=\"log\",service=\"pop3\"}")?;
     ensure!(issued == 50, "50 logins written, {issued} grants issued");
     let list: serde_json::Value = serde_json::from_str(&lab.smtpgate_ok(&["list", "--json"])?)?;
     ensure!(
@@ -701,12 +684,7 @@ fn a_flood_at_the_descriptor_limit_neither_spins_nor_stops_grants() -> Result<()
         seconds_left(&lab, CLIENT_V4)?.is_some(),
         "the report after the flood granted nothing"
     );
-    ensure!(
-        metric(
-            &lab,
-            "smtpgate_grants_issued_total{source=\"socket\",service=\"imap\"}"
-        )? == 1
-    );
+    ensure!(lab.metric("smtpgate_grants_issued_total{source=\"socket\",service=\"imap\"}")? == 1);
     let lasted = started.elapsed();
 
     // Each loop warned at most once a second, and the flood did reach the limit.

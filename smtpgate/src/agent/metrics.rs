@@ -125,6 +125,7 @@ pub struct Metrics {
     pub expired_removed: Counter,
     pub last_sweep: Gauge,
     pub cooldown_refusals: Counter,
+    pub grants_evicted: Counter,
     pub policy_requests: Family<PolicyLabels, Counter>,
     pub policy_malformed: Counter,
     pub quota_exceeded: Family<QuotaLabels, Counter>,
@@ -190,6 +191,12 @@ impl Metrics {
             "Times a user (grants revoked) or an address (recipients deferred) went over its recipient quota",
             quota_exceeded.clone(),
         );
+        let grants_evicted = Counter::default();
+        registry.register(
+            "smtpgate_grants_evicted",
+            "Live grants the full grant map evicted for fresh ones (at least this many)",
+            grants_evicted.clone(),
+        );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
         registry.register(
@@ -212,6 +219,7 @@ impl Metrics {
             expired_removed,
             last_sweep,
             cooldown_refusals,
+            grants_evicted,
             policy_requests,
             policy_malformed,
             quota_exceeded,

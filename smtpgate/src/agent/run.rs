@@ -25,6 +25,7 @@ use crate::{
             subscribe::{self, Subscriber},
         },
         sweep,
+        throttle::Throttle,
         watch::{socket, StateStore, Watch},
     },
     gate::{
@@ -140,6 +141,8 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         let sink = Arc::new(KernelSink {
             grants: grants.clone(),
             cooldowns: cooldowns.clone(),
+            metrics: metrics.clone(),
+            full_map_warnings: Mutex::new(Throttle::new(Duration::from_secs(60))),
         });
         let watch = Arc::new(Watch::new(
             &settings.watch,

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{bail, Result};
 
+use crate::agent::{metrics::Metrics, throttle::Throttle};
 use crate::gate::{
     clock,
     maps::{Grants, Terms},
@@ -33,6 +34,9 @@ pub trait GrantSink: Send + Sync {
 pub struct KernelSink {
     pub grants: Arc<Mutex<Grants>>,
     pub cooldowns: Arc<Mutex<Cooldowns>>,
+    pub metrics: Metrics,
+    /// A full map warns at most once a minute.
+    pub full_map_warnings: Mutex<Throttle>,
 }
 
 impl GrantSink for KernelSink {
@@ -55,7 +59,23 @@ impl GrantSink for KernelSink {
                 clock::format_secs(left)
             );
         }
+        let evictions = grants.evictions();
         let expiry = grants.grant_for(ip, terms, owner)?;
+        if grants.evictions() > evictions {
+            self.metrics.grants_evicted.inc();
+            if let Some(held_back) = self
+                .full_map_warnings
+                .lock()
+                .expect("throttle lock")
+                .allow()
+            {
+                tracing::warn!(
+                    capacity = grants.capacity(),
+                    evictions_since_last_warning = held_back + 1,
+                    "the grant map is full: a fresh grant evicted the grant used least recently; raise --max-grants"
+                );
+            }
+        }
         Ok(clock::remaining(expiry))
     }
 }

@@ -67,6 +67,12 @@ fn once(scanner: &Grants, grants: &Mutex<Grants>, metrics: &Metrics) {
         .chunks(REMOVALS_PER_LOCK)
         .map(|chunk| grants.lock().expect("grant map lock").remove_expired(chunk))
         .sum();
+    // Grants written during the scan are not in its count; the next sweep
+    // counts them.
+    grants
+        .lock()
+        .expect("grant map lock")
+        .note_entries(scan.live as u64 + (scan.expired.len() - removed) as u64);
     report(
         &Sweep {
             removed,

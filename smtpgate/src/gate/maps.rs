@@ -32,6 +32,14 @@ pub struct Grants {
     filter: Option<GrantFilter>,
     owners: Owners,
     capacity: u32,
+    /// Entries in the map as this handle knows them: counted by the last
+    /// sweep, then moved by this handle's own writes and removals.
+    entries: u64,
+    /// Fresh grants this handle wrote into a full map, each of which made
+    /// the LRU map evict the grant used least recently. A lower bound: the
+    /// kernel's per-CPU free lists may evict a little before the map is
+    /// full.
+    evictions: u64,
     /// Every IPv6 grant covers this prefix of its address: the gate looks
     /// IPv6 sources up masked to it (see `GateConfig::v6_mask`).
     v6_prefix: u8,
@@ -100,6 +108,8 @@ impl Grants {
             filter,
             owners: Owners::new(owners)?,
             capacity,
+            entries: 0,
+            evictions: 0,
             v6_prefix,
         })
     }
@@ -177,7 +187,15 @@ impl Grants {
         owner: Option<&Owner>,
     ) -> Result<u64> {
         let key = self.key(ip);
-        let grant = match self.map.get(&key, 0) {
+        let current = self.map.get(&key, 0);
+        if current.is_err() {
+            if self.entries >= u64::from(self.capacity) {
+                self.evictions += 1;
+            } else {
+                self.entries += 1;
+            }
+        }
+        let grant = match current {
             Ok(current) => Grant {
                 expiry_ns: current.expiry_ns.max(wanted),
                 budget: SynBudget {
@@ -250,6 +268,7 @@ impl Grants {
         let had = self.map.get(key, 0).is_ok();
         if had {
             self.map.remove(key)?;
+            self.entries = self.entries.saturating_sub(1);
         }
         self.owners.forget(key);
         Ok(had)
@@ -332,7 +351,8 @@ impl Grants {
     pub fn remove_expired(&mut self, keys: &[AddrKey]) -> usize {
         let now = clock::monotonic_ns();
         let (map, owners) = (&mut self.map, &mut self.owners);
-        keys.iter()
+        let removed = keys
+            .iter()
             .filter(|key| {
                 let gone = matches!(map.get(key, 0), Ok(grant) if grant.expiry_ns <= now)
                     && map.remove(key).is_ok();
@@ -341,7 +361,20 @@ impl Grants {
                 }
                 gone
             })
-            .count()
+            .count();
+        self.entries = self.entries.saturating_sub(removed as u64);
+        removed
+    }
+
+    /// Takes `entries`, counted by a sweep through another handle, as the
+    /// map's entries.
+    pub fn note_entries(&mut self, entries: u64) {
+        self.entries = entries;
+    }
+
+    /// How many fresh grants of this handle evicted another grant.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Forgets the owners of grants no longer in the map (the LRU map
@@ -363,6 +396,7 @@ impl Grants {
     /// goes to live ones.
     pub fn sweep(&mut self) -> Result<Sweep> {
         let scan = self.scan()?;
+        self.note_entries((scan.live + scan.expired.len()) as u64);
         let removed = self.remove_expired(&scan.expired);
         self.forget_stray_owners()?;
         Ok(Sweep {
