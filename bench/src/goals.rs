@@ -7,6 +7,7 @@ use crate::{
     agent::Agent,
     flood::Flood,
     perpacket::{PerPacket, Row},
+    propagation::Propagation,
     table::Table,
 };
 
@@ -57,6 +58,7 @@ pub fn evaluate(
     per_packet: Option<&PerPacket>,
     agent: Option<&Agent>,
     flood: Option<&Flood>,
+    propagation: Option<&Propagation>,
 ) -> Vec<Goal> {
     let mut goals = Vec::new();
     if let Some(p) = per_packet {
@@ -123,6 +125,22 @@ pub fn evaluate(
                 met: delay.p99_us < 5e3,
             });
         }
+    }
+    if let Some(p) = propagation {
+        let p99 = p.delay.p99_us / 1e3;
+        goals.push(Goal {
+            goal: "grant propagation p99, login line on the POP host to both relays' kernel maps",
+            target: "< 100 ms".into(),
+            measured: format!("{p99:.2} ms"),
+            met: p99 < 100.0,
+        });
+        let rate = p.replay.events_per_s;
+        goals.push(Goal {
+            goal: "stream entries one relay applies per second (cold replay)",
+            target: "≥ 20,000/s".into(),
+            measured: format!("{rate:.0}/s"),
+            met: rate >= 20_000.0,
+        });
     }
     goals
 }

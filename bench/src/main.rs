@@ -2,12 +2,14 @@
 //! baselines and against the tools an administrator would use instead, in
 //! one run, and writes a report (Markdown, JSON and a PNG chart).
 //!
-//! Three parts, each usable alone with `--only`:
+//! Four parts, each usable alone with `--only`:
 //! 1. `per-packet`: the program's cost per packet through BPF_PROG_TEST_RUN;
 //! 2. `agent`: the login parser's throughput, the delay from a log line to a
 //!    grant in the kernel, and the agent's memory;
 //! 3. `flood`: a SYN flood over veth against smtpgate (XDP and TC),
-//!    xdp-filter, nftables and no filter at all.
+//!    xdp-filter, nftables and no filter at all;
+//! 4. `propagation`: grants carried from a POP host to relays through a
+//!    Redis stream, and a cold relay's replay of a full stream.
 //!
 //! Needs root. Everything it creates (namespaces, veth pairs, bpffs mounts,
 //! programs) carries a unique name and is removed when it is done, also
@@ -21,6 +23,7 @@ mod goals;
 mod load;
 mod perpacket;
 mod programs;
+mod propagation;
 mod report;
 mod sources;
 mod stats;
@@ -56,6 +59,7 @@ enum Part {
     PerPacket,
     Agent,
     Flood,
+    Propagation,
 }
 
 fn main() -> Result<()> {
@@ -72,13 +76,22 @@ fn main() -> Result<()> {
     let flood = runs(Part::Flood)
         .then(|| flood::run(&flood_plan(args.quick)))
         .transpose()?;
-    let goals = goals::evaluate(per_packet.as_ref(), agent.as_ref(), flood.as_ref());
+    let propagation = runs(Part::Propagation)
+        .then(|| propagation::run(&propagation_plan(args.quick)))
+        .transpose()?;
+    let goals = goals::evaluate(
+        per_packet.as_ref(),
+        agent.as_ref(),
+        flood.as_ref(),
+        propagation.as_ref(),
+    );
     let report = Report {
         machine: Machine::this(),
         quick: args.quick,
         per_packet,
         agent,
         flood,
+        propagation,
         goals,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -93,8 +106,9 @@ fn main() -> Result<()> {
 
 /// The lab harness starts the agent binary named by `SMTPGATE_BIN`;
 /// `cargo xtask bench` builds a release one and sets it. The agent's log
-/// keeps its start-up lines but not one line per grant, which would bury the
-/// bench's own output. Called before any thread exists.
+/// keeps its start-up lines (the farm's helpers wait for some, such as
+/// "watching FILE for logins") but not one line per grant, which would bury
+/// the bench's own output. Called before any thread exists.
 fn configure_agent() {
     if std::env::var_os("SMTPGATE_BIN").is_none() {
         std::env::set_var(
@@ -103,7 +117,10 @@ fn configure_agent() {
         );
     }
     if std::env::var_os("SMTPGATE_LOG").is_none() {
-        std::env::set_var("SMTPGATE_LOG", "info,smtpgate::agent::watch=warn");
+        std::env::set_var(
+            "SMTPGATE_LOG",
+            "info,smtpgate::agent::watch=warn,smtpgate::agent::watch::files=info",
+        );
     }
 }
 
@@ -139,5 +156,12 @@ fn flood_plan(quick: bool) -> flood::Plan {
         seconds: if quick { 3 } else { 5 },
         rounds: if quick { 1 } else { 2 },
         load: FULL_LOAD,
+    }
+}
+
+fn propagation_plan(quick: bool) -> propagation::Plan {
+    propagation::Plan {
+        logins: if quick { 200 } else { 1_000 },
+        replayed: if quick { 20_000 } else { 100_000 },
     }
 }

@@ -9,7 +9,9 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::{agent::Agent, flood::Flood, goals::Goal, perpacket::PerPacket};
+use crate::{
+    agent::Agent, flood::Flood, goals::Goal, perpacket::PerPacket, propagation::Propagation,
+};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -18,6 +20,7 @@ pub struct Report {
     pub per_packet: Option<PerPacket>,
     pub agent: Option<Agent>,
     pub flood: Option<Flood>,
+    pub propagation: Option<Propagation>,
     pub goals: Vec<Goal>,
     pub seconds: f64,
 }
@@ -108,6 +111,10 @@ impl Report {
             if with_chart {
                 md += "\n![flood comparison](flood.png)\n";
             }
+        }
+        if let Some(p) = &self.propagation {
+            md += "\n";
+            md += &p.markdown();
         }
         md
     }

@@ -77,6 +77,11 @@ impl Process {
         })
     }
 
+    /// Its process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Waits until a line it wrote holds `needle`.
     pub fn wait_logged(&mut self, needle: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
@@ -361,6 +366,11 @@ impl Redis {
         }
     }
 
+    /// The server's process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref()?.pid()
+    }
+
     pub fn url() -> String {
         format!("redis://{REDIS_HOST}:{REDIS_PORT}/0")
     }
@@ -471,6 +481,21 @@ impl Relay {
         router: &Router,
         name: &str,
         addr: &str,
+        broker: (&[String], PathBuf),
+        wrapper: &[&str],
+        flags: &[&str],
+    ) -> Result<Self> {
+        let mut relay = Self::prepare(router, name, addr, broker, wrapper, flags)?;
+        relay.start_agent()?;
+        Ok(relay)
+    }
+
+    /// [`Relay::start`] without starting the agent: the host, its listener
+    /// and its bpffs are ready, and [`Relay::start_agent`] starts it.
+    pub fn prepare(
+        router: &Router,
+        name: &str,
+        addr: &str,
         (endpoint, auth): (&[String], PathBuf),
         wrapper: &[&str],
         flags: &[&str],
@@ -483,7 +508,7 @@ impl Relay {
                 drop(stream);
             }
         });
-        let mut relay = Self {
+        Ok(Self {
             name: name.to_string(),
             addr: addr.parse()?,
             agent: None,
@@ -495,9 +520,12 @@ impl Relay {
             endpoint: endpoint.to_vec(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
-        };
-        relay.start_agent()?;
-        Ok(relay)
+        })
+    }
+
+    /// Where the agent pins its maps (`smtpgate --bpffs-dir`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.pin_dir()
     }
 
     /// Starts `smtpgate run --subscribe` and waits until it reads the
@@ -740,6 +768,17 @@ impl Farm {
 
     /// [`Farm::start`], the broker speaking TLS if `tls`.
     pub fn start_with(ttl: &str, relays: &[(&str, &str, &[&str])], tls: bool) -> Result<Self> {
+        // A small map: each look at it reads it whole.
+        Self::start_sized(ttl, relays, tls, 1024)
+    }
+
+    /// [`Farm::start_with`], each relay's map holding `max_grants`.
+    pub fn start_sized(
+        ttl: &str,
+        relays: &[(&str, &str, &[&str])],
+        tls: bool,
+        max_grants: u32,
+    ) -> Result<Self> {
         let router = Router::new()?;
         let files = Scratch::labelled("farm")?;
         let redis = Redis::start_with(&router, tls)?;
@@ -753,11 +792,11 @@ impl Farm {
             addr: STRANGER,
         };
         let auth = auth_file(&files, "relay.auth", RELAY_USER)?;
+        let max_grants = max_grants.to_string();
         let relays = relays
             .iter()
             .map(|(name, addr, wrapper)| {
-                // A small map: each look at it reads it whole.
-                let flags = ["--ttl", ttl, "--max-grants", "1024"];
+                let flags = ["--ttl", ttl, "--max-grants", &max_grants];
                 let broker = (endpoint.as_slice(), auth.clone());
                 Relay::start(&router, name, addr, broker, wrapper, &flags)
             })
