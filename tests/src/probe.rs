@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 use crate::{frames::Packet, raw::RawSocket, Lab, ANSWERED, SERVER_V4, SERVER_V6, SMTP};
 
@@ -92,6 +92,37 @@ impl Around {
             granted: joined(self.granted)?,
             stranger: joined(self.stranger)?,
         })
+    }
+}
+
+impl Seen {
+    /// Prints what ran around the fault, and fails unless the flood and the
+    /// probes really ran, the granted client was never refused and the
+    /// stranger never answered.
+    pub fn require_clean(&self) -> Result<()> {
+        let (granted, stranger) = (&self.granted, &self.stranger);
+        println!(
+            "flood: {} SYNs; granted client: {} connects, longest gap {} ms; stranger: {} attempts",
+            self.flood,
+            granted.answered,
+            granted.longest_gap.as_millis(),
+            stranger.failed.len() + stranger.answered
+        );
+        ensure!(
+            self.flood > 1000 && granted.answered >= 10 && stranger.failed.len() >= 2,
+            "the flood or the probes hardly ran"
+        );
+        ensure!(
+            granted.failed.is_empty(),
+            "the granted client was refused: {:?}",
+            granted.failed
+        );
+        ensure!(
+            stranger.answered == 0,
+            "a stranger was answered {} times",
+            stranger.answered
+        );
+        Ok(())
     }
 }
 

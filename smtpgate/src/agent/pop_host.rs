@@ -51,12 +51,7 @@ pub fn watch(settings: PopSettings) -> Result<()> {
             metrics,
             state.clone(),
         ));
-        let login_socket = settings
-            .watch
-            .socket
-            .as_ref()
-            .map(socket::bind)
-            .transpose()?;
+        let login_socket = socket::bind_configured(&settings.watch)?;
         watch.spawn_sources(&settings.watch, login_socket)?;
         tracing::info!(
             stream = %settings.publish.key,

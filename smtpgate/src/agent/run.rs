@@ -119,12 +119,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             Some(addr) => Some(metrics.clone().listen(addr).await?),
             None => None,
         };
-        let login_socket = settings
-            .watch
-            .socket
-            .as_ref()
-            .map(socket::bind)
-            .transpose()?;
+        let login_socket = socket::bind_configured(&settings.watch)?;
         let policy_listener = match &settings.policy {
             Some(policy) => Some(policy::listen::Listener::bind(&policy.listen).await?),
             None => None,

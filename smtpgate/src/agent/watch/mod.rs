@@ -89,7 +89,7 @@ impl Watch {
     }
 
     /// Starts a task for every configured source; the login socket, when
-    /// one is configured, is bound beforehand ([`socket::bind`]).
+    /// one is configured, is bound beforehand ([`socket::bind_configured`]).
     pub fn spawn_sources(
         self: &Arc<Self>,
         settings: &WatchSettings,

@@ -17,7 +17,11 @@ use tokio::{
 };
 
 use super::Watch;
-use crate::agent::{accept::AcceptErrors, settings::SocketSettings, unix_socket};
+use crate::agent::{
+    accept::AcceptErrors,
+    settings::{SocketSettings, WatchSettings},
+    unix_socket,
+};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reporters served at once. A login hook's report takes a millisecond, so
@@ -27,7 +31,12 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// for its logs and its state file.
 const MAX_REPORTERS: usize = 64;
 
-pub fn bind(settings: &SocketSettings) -> Result<UnixListener> {
+/// The login socket `settings` configure, bound; `None` without one.
+pub fn bind_configured(settings: &WatchSettings) -> Result<Option<UnixListener>> {
+    settings.socket.as_ref().map(bind).transpose()
+}
+
+fn bind(settings: &SocketSettings) -> Result<UnixListener> {
     let path = &settings.path;
     unix_socket::make_way(path)?;
     let listener =
