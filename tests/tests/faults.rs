@@ -3,8 +3,6 @@
 
 use std::{
     collections::HashMap,
-    fs::OpenOptions,
-    io::Write,
     net::{IpAddr, Ipv4Addr},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -19,22 +17,11 @@ use smtpgate::gate::{
     pins::PinDir,
 };
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
-use smtpgate_tests::{probe::Around, Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP};
-
-fn login_line(user: &str, ip: &str) -> String {
-    format!(
-        "{} mailhost dovecot[811]: pop3-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=42, session=<F1>\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-    )
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    OpenOptions::new()
-        .append(true)
-        .open(path)?
-        .write_all(text.as_bytes())?;
-    Ok(())
-}
+use smtpgate_tests::{
+    logs::{append, dovecot_login},
+    probe::Around,
+    Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
+};
 
 /// A lab with the agent following `mail.log` in `scratch` (which holds
 /// `first`), its state in `scratch` too, and `extra` flags.
@@ -69,10 +56,10 @@ fn an_unwritable_state_directory_is_reported_once_and_grants_go_on() -> Result<(
     // Without CAP_DAC_OVERRIDE the agent, root as it is, obeys the mode.
     chmod(&state, 0o500)?;
     for n in 1..=4 {
-        append(&log, &login_line("lee", &format!("198.51.100.{n}")))?;
+        append(&log, &dovecot_login("lee", &format!("198.51.100.{n}")))?;
         std::thread::sleep(Duration::from_millis(700));
     }
-    append(&log, &login_line("lee", smtpgate_tests::CLIENT_V4))?;
+    append(&log, &dovecot_login("lee", smtpgate_tests::CLIENT_V4))?;
     ensure!(
         lab.agent_logged("cannot save read positions", Duration::from_secs(5)),
         "the failure was not logged"
@@ -220,14 +207,14 @@ fn an_interface_that_comes_back_is_gated_again_within_a_second() -> Result<()> {
 #[test]
 fn a_log_that_disappears_and_returns_is_followed_again() -> Result<()> {
     let scratch = Scratch::new()?;
-    let (lab, log, _) = agent_on_log(&scratch, &login_line("mo", "198.51.100.40"), &[])?;
+    let (lab, log, _) = agent_on_log(&scratch, &dovecot_login("mo", "198.51.100.40"), &[])?;
     ensure!(
         lab.agent_logged("granted", Duration::from_secs(5)),
         "the first login did not grant"
     );
     std::fs::remove_file(&log)?;
     thread::sleep(Duration::from_millis(1500));
-    std::fs::write(&log, login_line("mo", CLIENT_V4))?;
+    std::fs::write(&log, dovecot_login("mo", CLIENT_V4))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while lab.agent_lines("granted") < 2 {
         ensure!(
@@ -249,9 +236,9 @@ fn a_full_map_takes_a_fresh_login_and_says_so_once() -> Result<()> {
     let metrics = ["--max-grants", "32", "--metrics-listen", "127.0.0.1:9925"];
     let (lab, log, _) = agent_on_log(&scratch, "", &metrics)?;
     for n in 1..=40 {
-        append(&log, &login_line("nia", &format!("198.51.100.{n}")))?;
+        append(&log, &dovecot_login("nia", &format!("198.51.100.{n}")))?;
     }
-    append(&log, &login_line("nia", CLIENT_V4))?;
+    append(&log, &dovecot_login("nia", CLIENT_V4))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while lab.agent_lines("granted") < 41 {
         ensure!(

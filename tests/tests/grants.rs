@@ -3,33 +3,16 @@
 //! budget a real burst of connects runs into.
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
     net::{SocketAddr, TcpStream},
-    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use smtpgate_tests::{Family, Lab, Scratch, ANSWERED, CLIENT_V4, CLIENT_V6, SERVER_V4, SMTP};
-
-/// A Dovecot login of `user` from `ip`, as rsyslog writes it now.
-fn dovecot_login(user: &str, ip: &str) -> String {
-    format!(
-        "{} mailhost dovecot[811]: pop3-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=4242, session=<Zx1>\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-    )
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(text.as_bytes())?;
-    Ok(())
-}
+use smtpgate_tests::{
+    logs::{append, dovecot_login},
+    Family, Lab, Scratch, ANSWERED, CLIENT_V4, CLIENT_V6, SERVER_V4, SMTP,
+};
 
 /// The agent on a log in `scratch`, with `extra` flags.
 fn agent_on_log(scratch: &Scratch, extra: &[&str]) -> Result<(Lab, std::path::PathBuf)> {

@@ -2,10 +2,13 @@
 //! CAP_NET_ADMIN and nothing else, on every thread and in every set, and
 //! still does its work with them.
 
-use std::{fs::OpenOptions, io::Write, os::unix::fs::PermissionsExt, time::Duration};
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use anyhow::{ensure, Context, Result};
-use smtpgate_tests::{Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP};
+use smtpgate_tests::{
+    logs::{append, dovecot_login},
+    Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
+};
 
 /// CAP_NET_ADMIN (12) and CAP_BPF (39).
 const KEPT: u64 = (1 << 12) | (1 << 39);
@@ -65,14 +68,7 @@ fn the_running_agent_keeps_only_bpf_and_net_admin_and_still_grants() -> Result<(
     ensure!(mode == 0o750, "the pin directory is mode {mode:o}, not 750");
 
     // With only those two, a login still grants and the gate opens.
-    let line = format!(
-        "{} mailhost dovecot[811]: pop3-login: Login: user=<kim>, method=PLAIN, rip={CLIENT_V4}, lip=192.0.2.1, mpid=42, session=<P1>\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-    );
-    OpenOptions::new()
-        .append(true)
-        .open(&log)?
-        .write_all(line.as_bytes())?;
+    append(&log, &dovecot_login("kim", CLIENT_V4))?;
     ensure!(
         lab.agent_logged("granted", Duration::from_secs(10)),
         "the login did not grant"
