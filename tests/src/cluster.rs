@@ -39,7 +39,8 @@ pub const CUSTOMER: &str = "198.51.100.7";
 pub const STRANGER: &str = "203.0.113.66";
 
 /// The ACL users of the broker, as the README gives them: POP hosts may
-/// only add to the stream, relays may only read it and the clock.
+/// only add to the stream, relays may only read it and the clock, and add
+/// to the stream of revocations.
 pub const POP_USER: (&str, &str) = ("pop", "pop-secret");
 pub const RELAY_USER: (&str, &str) = ("relay", "relay-secret");
 pub const STREAM: &str = "smtpgate:grants";
@@ -289,7 +290,7 @@ impl Redis {
                 POP_USER.0, POP_USER.1
             ),
             format!(
-                "user {} on >{} resetkeys %R~{STREAM} resetchannels -@all +xread +xrange +time",
+                "user {} on >{} resetkeys %R~{STREAM} ~{STREAM}:revokes resetchannels -@all +xread +xrange +time +xadd",
                 RELAY_USER.0, RELAY_USER.1
             ),
         ];

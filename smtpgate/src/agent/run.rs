@@ -22,6 +22,7 @@ use crate::{
         sink::KernelSink,
         stream::{
             self,
+            publish::Publisher,
             subscribe::{self, Subscriber},
         },
         sweep,
@@ -147,11 +148,23 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             state.clone(),
         ));
         watch.spawn_sources(&settings.watch, login_socket)?;
+        let mut revokes_publisher = None;
         if let Some((stream, client, first)) = subscription {
+            if settings.policy.is_some() {
+                let publisher = Arc::new(Publisher::new(
+                    stream.for_revokes(),
+                    settings.grants.ipv6_prefix,
+                    settings.grants.longest_ttl(),
+                    metrics.stream.clone(),
+                    state.clone(),
+                ));
+                tokio::spawn(publisher.clone().run(client.clone(), None));
+                revokes_publisher = Some(publisher);
+            }
             let subscriber = Subscriber::new(
                 stream,
                 client,
-                grants.clone(),
+                (grants.clone(), cooldowns.clone()),
                 settings.grants.clone(),
                 state.clone(),
                 metrics.stream.clone(),
@@ -161,14 +174,13 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             tracing::info!("no login source configured: grants come only from `smtpgate allow`");
         }
         if let (Some(policy), Some(listener)) = (&settings.policy, policy_listener) {
-            policy::spawn(
-                listener,
-                policy,
-                &settings.grants,
-                grants.clone(),
+            let gate = policy::Gate {
+                grants: grants.clone(),
                 cooldowns,
-                metrics.clone(),
-            );
+                metrics: metrics.clone(),
+                publisher: revokes_publisher,
+            };
+            policy::spawn(listener, policy, &settings.grants, gate);
         }
         let sweeper = tokio::spawn(sweep::forever(
             scanner,

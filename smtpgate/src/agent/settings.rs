@@ -84,6 +84,24 @@ impl std::fmt::Debug for StreamSettings {
     }
 }
 
+impl StreamSettings {
+    /// The stream relays publish their quota revocations to, beside the
+    /// stream itself: a relay's ACL user may write this key and only read
+    /// the other, so a compromised relay can shut customers out but never
+    /// let anyone in.
+    pub fn revokes_key(&self) -> String {
+        format!("{}:revokes", self.key)
+    }
+
+    /// These settings, for the stream of [`StreamSettings::revokes_key`].
+    pub fn for_revokes(&self) -> StreamSettings {
+        StreamSettings {
+            key: self.revokes_key(),
+            ..self.clone()
+        }
+    }
+}
+
 /// An ACL user and password, read from `--redis-auth-file`.
 #[derive(Clone)]
 pub struct Credentials {

@@ -79,7 +79,11 @@ pub enum Command {
         publish: PublishArgs,
     },
     /// End a user's quota cooldown: their next login grants again.
-    Pardon { user: String },
+    Pardon {
+        user: String,
+        #[command(flatten)]
+        publish: PublishArgs,
+    },
     /// List live grants: the address, time left, and who earned each.
     List {
         #[arg(long)]

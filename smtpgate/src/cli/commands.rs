@@ -74,7 +74,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 },
         } => {
             let event = match (ip, user) {
-                (_, Some(user)) => Event::RevokeUser { user },
+                (_, Some(user)) => Event::RevokeUser {
+                    user,
+                    cooldown: None,
+                },
                 (ip, None) => {
                     let ip = addr::parse(&ip.context("give an address or --user NAME")?)?;
                     Event::Revoke {
@@ -85,6 +88,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             };
             return publish_event(url, stream, event);
         }
+        Command::Pardon {
+            user,
+            publish:
+                PublishArgs {
+                    publish: Some(url),
+                    stream,
+                },
+        } => return publish_event(url, stream, Event::Pardon { user }),
         Command::Generate { what } => return generate::run(what),
         _ => {}
     }
@@ -111,7 +122,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             no_stream_options(publish.stream)?;
             revoke(&pins, ip.as_deref(), user.as_deref())
         }
-        Command::Pardon { user } => pardon(&pins, &user),
+        Command::Pardon { user, publish } => {
+            no_stream_options(publish.stream)?;
+            pardon(&pins, &user)
+        }
         Command::List { json } => list(&pins, json),
         Command::Stats {
             json,
@@ -166,7 +180,8 @@ fn publish_event(url: String, stream: StreamArgs, event: Event) -> Result<()> {
             format!("the grant of {ip} for {}{whose}", clock::format_secs(*ttl))
         }
         Event::Revoke { ip, .. } => format!("the revoke of {ip}"),
-        Event::RevokeUser { user } => format!("the revoke of every grant of {user}"),
+        Event::RevokeUser { user, .. } => format!("the revoke of every grant of {user}"),
+        Event::Pardon { user } => format!("the pardon of {user}"),
     };
     let id = tokio::runtime::Builder::new_current_thread()
         .enable_all()

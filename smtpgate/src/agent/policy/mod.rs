@@ -40,6 +40,7 @@ use crate::{
         policy_protocol::{Malformed, Request},
         quota::Quota,
         settings::{GrantPolicy, PolicySettings},
+        stream::{entry::Event, publish::Publisher},
         throttle::Throttle,
     },
     gate::{addr, clock::format_secs, maps::Grants, owners::Cooldowns},
@@ -69,18 +70,22 @@ struct Service {
     ledger: Mutex<Ledger>,
     revoked: Mutex<Revoked>,
     malformed: Mutex<Throttle>,
+    /// Where a user over quota is made known to the other relays, if this
+    /// one reads a stream.
+    publisher: Option<Arc<Publisher>>,
+}
+
+/// The gate's state the service acts on.
+pub struct Gate {
+    pub grants: Arc<Mutex<Grants>>,
+    pub cooldowns: Arc<Mutex<Cooldowns>>,
+    pub metrics: Metrics,
+    pub publisher: Option<Arc<Publisher>>,
 }
 
 /// Starts serving on `listener`, bound beforehand (so that a taken port or
 /// a bad path fails the agent's start), and pruning the counts.
-pub fn spawn(
-    listener: Listener,
-    settings: &PolicySettings,
-    policy: &GrantPolicy,
-    grants: Arc<Mutex<Grants>>,
-    cooldowns: Arc<Mutex<Cooldowns>>,
-    metrics: Metrics,
-) {
+pub fn spawn(listener: Listener, settings: &PolicySettings, policy: &GrantPolicy, gate: Gate) {
     let shown = |quota: Option<Quota>| quota.map_or_else(|| "off".to_string(), |q| q.to_string());
     tracing::info!(
         user_quota = shown(policy.default.user_quota),
@@ -91,13 +96,14 @@ pub fn spawn(
     let service = Arc::new(Service {
         policy: policy.clone(),
         cooldown: settings.cooldown,
-        grants,
-        cooldowns,
-        metrics,
+        grants: gate.grants,
+        cooldowns: gate.cooldowns,
+        metrics: gate.metrics,
         started: Instant::now(),
         ledger: Mutex::default(),
         revoked: Mutex::default(),
         malformed: Mutex::new(Throttle::new(MALFORMED_WARNINGS)),
+        publisher: gate.publisher,
     });
     tokio::spawn(serve(service.clone(), listener));
     tokio::spawn(prune(service));
@@ -264,6 +270,15 @@ impl Service {
             "over the user quota: the user's grants are revoked and their logins grant nothing until the cooldown ends"
         );
         self.metrics.record_quota_exceeded("user");
+        if let Some(publisher) = &self.publisher {
+            let event = Event::RevokeUser {
+                user: user.to_string(),
+                cooldown: Some(self.cooldown),
+            };
+            if let Err(e) = publisher.publish(event) {
+                tracing::error!(user, "telling the other relays: {e:#}");
+            }
+        }
         Action::DeferIfPermit(format!(
             "4.7.1 smtpgate: {user} sent more than {}",
             recipients(quota)

@@ -4,9 +4,10 @@
 //!
 //! | field | value |
 //! | --- | --- |
-//! | `kind` | `grant`, `revoke` or `revoke-user` |
+//! | `kind` | `grant`, `revoke`, `revoke-user` or `pardon` |
 //! | `addr` | the address that logged in, with the prefix its grant covers (`192.0.2.7/32`, `2001:db8::7/64`) |
 //! | `ttl_ms` | a grant's lifetime counted from the entry's own ID, in milliseconds |
+//! | `cooldown_ms` | with `revoke-user`, a quota's cooldown counted from the entry's ID (absent: none) |
 //! | `user`, `service` | who earned the grant, by which login (absent: nobody) |
 //! | `origin`, `seq` | the publishing host and its count of entries, for tracing |
 //!
@@ -31,8 +32,15 @@ pub enum Event {
     },
     /// Remove the grant covering `ip` if it is older than the entry.
     Revoke { ip: IpAddr, prefix: u8 },
-    /// Remove every grant `user` earned before the entry.
-    RevokeUser { user: String },
+    /// Remove every grant `user` earned before the entry and, with a
+    /// `cooldown` (a relay's quota caught the user), let no grant of theirs
+    /// in for that long from the entry's time.
+    RevokeUser {
+        user: String,
+        cooldown: Option<Duration>,
+    },
+    /// End `user`'s cooldown.
+    Pardon { user: String },
 }
 
 /// An event and who published it.
@@ -49,7 +57,14 @@ impl Event {
             Event::Grant { .. } => "grant",
             Event::Revoke { .. } => "revoke",
             Event::RevokeUser { .. } => "revoke-user",
+            Event::Pardon { .. } => "pardon",
         }
+    }
+
+    /// Whether the event can only shut customers out, never let one in:
+    /// what a relay may publish.
+    pub fn only_closes(&self) -> bool {
+        matches!(self, Event::Revoke { .. } | Event::RevokeUser { .. })
     }
 }
 
@@ -84,7 +99,13 @@ impl Entry {
                 fields.push(("service", service.clone()));
             }
             Event::Revoke { ip, prefix } => fields.push(("addr", format!("{ip}/{prefix}"))),
-            Event::RevokeUser { user } => fields.push(("user", user.clone())),
+            Event::RevokeUser { user, cooldown } => {
+                fields.push(("user", user.clone()));
+                if let Some(cooldown) = cooldown {
+                    fields.push(("cooldown_ms", cooldown.as_millis().to_string()));
+                }
+            }
+            Event::Pardon { user } => fields.push(("user", user.clone())),
         }
         fields.push(("origin", self.origin.clone()));
         fields.push(("seq", self.seq.to_string()));
@@ -98,13 +119,10 @@ impl Entry {
         let event = match need("kind")?.as_str() {
             "grant" => {
                 let (ip, prefix) = parse_addr(&need("addr")?)?;
-                let ttl_ms: u64 = need("ttl_ms")?
-                    .parse()
-                    .map_err(|_| anyhow!("ttl_ms is not a whole number"))?;
                 Event::Grant {
                     ip,
                     prefix,
-                    ttl: Duration::from_millis(ttl_ms),
+                    ttl: millis(&need("ttl_ms")?, "ttl_ms")?,
                     user: field("user").filter(|user| !user.is_empty()),
                     service: field("service").unwrap_or_else(|| "-".to_string()),
                 }
@@ -115,6 +133,12 @@ impl Entry {
             }
             "revoke-user" => Event::RevokeUser {
                 user: need("user")?,
+                cooldown: field("cooldown_ms")
+                    .map(|text| millis(&text, "cooldown_ms"))
+                    .transpose()?,
+            },
+            "pardon" => Event::Pardon {
+                user: need("user")?,
             },
             other => bail!("unknown kind '{other}'"),
         };
@@ -124,6 +148,13 @@ impl Entry {
             seq: field("seq").and_then(|seq| seq.parse().ok()).unwrap_or(0),
         })
     }
+}
+
+/// A whole number of milliseconds, the value of the field `name`.
+fn millis(text: &str, name: &str) -> Result<Duration> {
+    text.parse()
+        .map(Duration::from_millis)
+        .map_err(|_| anyhow!("{name} is not a whole number"))
 }
 
 /// `IP/LEN`, the length no longer than the address.
@@ -203,6 +234,14 @@ mod tests {
             },
             Event::RevokeUser {
                 user: "alice".into(),
+                cooldown: None,
+            },
+            Event::RevokeUser {
+                user: "alice".into(),
+                cooldown: Some(Duration::from_secs(3600)),
+            },
+            Event::Pardon {
+                user: "alice".into(),
             },
         ] {
             let entry = Entry {
@@ -231,7 +270,10 @@ mod tests {
         assert!(matches!(aged.event, Event::Grant { ttl, .. } if ttl == Duration::from_secs(510)));
         assert_eq!(grant.aged(Duration::from_secs(600)), None);
         let revoke = Entry {
-            event: Event::RevokeUser { user: "a".into() },
+            event: Event::RevokeUser {
+                user: "a".into(),
+                cooldown: Some(Duration::from_secs(60)),
+            },
             ..grant
         };
         assert_eq!(revoke.aged(Duration::from_secs(3600)), Some(revoke.clone()));
@@ -260,6 +302,13 @@ mod tests {
         ])
         .contains("ttl_ms"));
         assert!(parse(&[("kind", "revoke-user")]).contains("no user"));
+        assert!(parse(&[
+            ("kind", "revoke-user"),
+            ("user", "a"),
+            ("cooldown_ms", "1h")
+        ])
+        .contains("cooldown_ms"));
+        assert!(parse(&[("kind", "pardon")]).contains("no user"));
     }
 
     #[test]

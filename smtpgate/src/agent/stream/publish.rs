@@ -143,6 +143,13 @@ impl Publisher {
         Ok(())
     }
 
+    /// Queues `event`, made elsewhere than at a login: a relay's quota
+    /// revocation.
+    pub fn publish(&self, event: Event) -> Result<()> {
+        let mut pending = self.pending.lock().expect("publisher lock");
+        self.queue(&mut pending, event)
+    }
+
     /// Sends queued events for as long as the agent runs; `conn` is the
     /// connection made at start, if one was.
     pub async fn run(self: Arc<Self>, client: Client, mut conn: Option<MultiplexedConnection>) {
