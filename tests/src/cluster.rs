@@ -1,6 +1,7 @@
-//! A farm in network namespaces: a POP host publishing its logins, a Redis
-//! host, relays applying them, a customer and a stranger, all joined by a
-//! router.
+//! A farm in network namespaces: a POP host (a real Dovecot, and
+//! `smtpgate watch` publishing its logins), a Redis host, relays (a real
+//! Postfix each, gated by `smtpgate run --subscribe`), a customer and a
+//! stranger, all joined by a router.
 //!
 //! The router holds a bridge for the sites' network, 192.0.2.0/24, where
 //! the POP host, the broker and the relays live, and one link each to the
@@ -18,7 +19,7 @@
 use std::{
     fs,
     io::{self, BufRead, BufReader},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -26,10 +27,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use smtpgate::gate::{maps::Grants, pins::PinDir};
 
-use crate::{sh, smtpgate_bin, tools, unique_name, BpfFs, Netns, Scratch, SMTP};
+use crate::{
+    mail::{self, Dovecot, Login, Postfix, Sent, PASSWORD},
+    sh, smtpgate_bin, tools, unique_name, BpfFs, Netns, Scratch, SMTP,
+};
 
 pub const ROUTER_SITE: &str = "192.0.2.1";
 pub const POP_HOST: &str = "192.0.2.10";
@@ -212,8 +216,9 @@ impl Router {
     }
 
     /// A host `name` at `addr` alone on an outside network whose router
-    /// address is `gateway` (both in one /24).
-    pub fn outside_host(&self, name: &str, addr: &str, gateway: &str) -> Result<Netns> {
+    /// address is `gateway` (both in one /24); returns it and the name of
+    /// its link inside it.
+    pub fn outside_host(&self, name: &str, addr: &str, gateway: &str) -> Result<(Netns, String)> {
         let ns = Netns::new(format!("{}-{name}", self.prefix))?;
         let (inside, port) = self.link(&ns, name)?;
         self.ns
@@ -222,7 +227,7 @@ impl Router {
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &inside])?;
         ns.ip(&["link", "set", &inside, "up"])?;
         ns.ip(&["route", "add", "default", "via", gateway])?;
-        Ok(ns)
+        Ok((ns, inside))
     }
 
     /// A veth pair between the router and `ns`: (the end in `ns`, the
@@ -457,12 +462,40 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// A relay: a host on the bridge with a listener on port 25, its own
+/// What a relay of the farm runs with.
+#[derive(Clone, Copy)]
+pub struct RelaySpec<'a> {
+    /// At most 3 bytes: interface names are short.
+    pub name: &'a str,
+    pub addr: &'a str,
+    /// Prepended to the agent's command line (e.g. faketime).
+    pub wrapper: &'a [&'a str],
+    /// Added to the agent's flags.
+    pub flags: &'a [&'a str],
+    /// Lines added to Postfix's `main.cf`.
+    pub postfix: &'a str,
+}
+
+impl<'a> RelaySpec<'a> {
+    /// A relay `name` at `addr` with nothing added.
+    pub const fn new(name: &'a str, addr: &'a str) -> Self {
+        Self {
+            name,
+            addr,
+            wrapper: &[],
+            flags: &[],
+            postfix: "",
+        }
+    }
+}
+
+/// A relay: a host on the bridge with a real Postfix on port 25, its own
 /// bpffs, and `smtpgate run --subscribe` gating its link.
 pub struct Relay {
     pub name: String,
     pub addr: Ipv4Addr,
     agent: Option<Process>,
+    pub postfix: Postfix,
     pub ns: Netns,
     iface: String,
     bpffs: BpfFs,
@@ -476,51 +509,46 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay `name` at `addr`, its agent started with `wrapper` in front
-    /// (e.g. `faketime -f -3h`) and `flags` added.
+    /// The relay of `spec`, delivering into the maildirs under
+    /// `mail_root`, its agent started with `flags` added to the spec's.
     pub fn start(
         router: &Router,
-        name: &str,
-        addr: &str,
+        spec: RelaySpec,
         broker: (&[String], PathBuf),
-        wrapper: &[&str],
+        mail_root: &Path,
         flags: &[&str],
     ) -> Result<Self> {
-        let mut relay = Self::prepare(router, name, addr, broker, wrapper, flags)?;
+        let mut relay = Self::prepare(router, spec, broker, mail_root, flags)?;
         relay.start_agent()?;
         Ok(relay)
     }
 
-    /// [`Relay::start`] without starting the agent: the host, its listener
+    /// [`Relay::start`] without starting the agent: the host, its Postfix
     /// and its bpffs are ready, and [`Relay::start_agent`] starts it.
     pub fn prepare(
         router: &Router,
-        name: &str,
-        addr: &str,
+        spec: RelaySpec,
         (endpoint, auth): (&[String], PathBuf),
-        wrapper: &[&str],
+        mail_root: &Path,
         flags: &[&str],
     ) -> Result<Self> {
-        let (ns, iface) = router.site_host(name, addr)?;
-        let listener = ns.run(|| TcpListener::bind(("0.0.0.0", SMTP)))??;
-        thread::spawn(move || {
-            // Accepting is all a test needs of it: the connect completes.
-            for stream in listener.incoming() {
-                drop(stream);
-            }
-        });
+        let (ns, iface) = router.site_host(spec.name, spec.addr)?;
+        let addr: Ipv4Addr = spec.addr.parse()?;
+        let postfix = Postfix::start_on(&ns, mail_root, &[IpAddr::V4(addr)], spec.postfix)?;
+        let strings = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Ok(Self {
-            name: name.to_string(),
-            addr: addr.parse()?,
+            name: spec.name.to_string(),
+            addr,
             agent: None,
+            postfix,
             ns,
             iface,
             bpffs: BpfFs::new(&unique_name())?,
             state: Scratch::labelled("relay-state")?,
             auth,
             endpoint: endpoint.to_vec(),
-            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
-            flags: flags.iter().map(|s| s.to_string()).collect(),
+            wrapper: strings(spec.wrapper),
+            flags: [strings(spec.flags), strings(flags)].concat(),
         })
     }
 
@@ -644,10 +672,12 @@ impl Drop for Relay {
     }
 }
 
-/// A client host: opens connections to the relays' port 25.
+/// A client host on an outside network: logs in on the POP host and sends
+/// through the relays, from its own address or others it adds.
 pub struct Client {
     pub ns: Netns,
     pub addr: &'static str,
+    iface: String,
 }
 
 impl Client {
@@ -664,24 +694,49 @@ impl Client {
             Err(e) => bail!("connecting to {target}: {e}"),
         }
     }
+
+    /// Sends a message with `subject` through `relay` from the client's
+    /// address, by swaks.
+    pub fn send_through(&self, relay: &Relay, subject: &str) -> Result<Sent> {
+        mail::send(&self.ns, IpAddr::V4(relay.addr), None, subject)
+    }
+
+    /// A POP3 login as `user` on the POP host from `ip`, which the client
+    /// takes on (in its own /24) if it is not its address yet.
+    fn pop3_login(&self, ip: &str, user: &str) -> Result<Login> {
+        let source: IpAddr = ip.parse()?;
+        if ip != self.addr {
+            self.ns
+                .ip(&["addr", "replace", &format!("{ip}/24"), "dev", &self.iface])?;
+        }
+        let server = POP_HOST.parse()?;
+        mail::login(&self.ns, "pop3", server, Some(source), user, PASSWORD)
+    }
 }
 
-/// The POP host: `smtpgate watch` following a log file the test writes
-/// Dovecot login lines to, publishing to the broker.
+/// The POP host: a real Dovecot, and `smtpgate watch` following its log
+/// and publishing to the broker.
 pub struct PopHost {
     agent: Process,
+    pub dovecot: Dovecot,
     pub ns: Netns,
-    pub log: PathBuf,
     endpoint: Vec<String>,
     _state: Scratch,
+}
+
+/// When a login was made: no grant of it may reach a relay before
+/// `started`, nor outlast its TTL counted from `done`.
+pub struct LoggedIn {
+    pub started: Instant,
+    pub done: Instant,
 }
 
 impl PopHost {
     /// The POP host, publishing grants of `ttl` to the broker at `endpoint`.
     pub fn start(router: &Router, files: &Scratch, ttl: &str, endpoint: &[String]) -> Result<Self> {
         let (ns, _) = router.site_host("pop", POP_HOST)?;
-        let log = files.path("dovecot.log");
-        fs::write(&log, "")?;
+        let dovecot = Dovecot::start_on(&ns, &[POP_HOST.parse()?], "")?;
+        let log = dovecot.log_path().to_path_buf();
         let state = Scratch::labelled("pop-state")?;
         let auth = auth_file(files, "pop.auth", POP_USER)?;
         let mut cmd = ns.command(smtpgate_bin());
@@ -696,17 +751,33 @@ impl PopHost {
         agent.wait_logged(&format!("watching {} for logins", log.display()), START)?;
         Ok(Self {
             agent,
+            dovecot,
             ns,
-            log,
             endpoint: endpoint.to_vec(),
             _state: state,
         })
     }
 
-    /// Appends a Dovecot 2.3 POP3 login of `user` from `ip`, stamped now;
-    /// returns an instant just after the stamp, which no grant of the
-    /// login may outlast by more than its TTL.
-    pub fn login(&self, ip: &str, user: &str) -> Result<Instant> {
+    /// A real POP3 login as `user` of `client` from `ip` (curl to
+    /// Dovecot); fails unless Dovecot accepts it.
+    pub fn login(&self, client: &Client, ip: &str, user: &str) -> Result<LoggedIn> {
+        let started = Instant::now();
+        let login = client.pop3_login(ip, user)?;
+        ensure!(
+            login == Login::Accepted,
+            "Dovecot refused the login from {ip}"
+        );
+        Ok(LoggedIn {
+            started,
+            done: Instant::now(),
+        })
+    }
+
+    /// Appends a Dovecot 2.3 POP3 login line of `user` from `ip` to
+    /// Dovecot's log, stamped now, as Dovecot would write it; returns an
+    /// instant just after the stamp. For measuring the farm alone, without
+    /// a client's round trips.
+    pub fn login_line(&self, ip: &str, user: &str) -> Result<Instant> {
         use std::io::Write;
         let stamp = jiff::Timestamp::now();
         let stamped = Instant::now();
@@ -716,7 +787,7 @@ impl PopHost {
         );
         fs::OpenOptions::new()
             .append(true)
-            .open(&self.log)?
+            .open(self.dovecot.log_path())?
             .write_all(line.as_bytes())?;
         Ok(stamped)
     }
@@ -761,14 +832,13 @@ pub struct Farm {
 }
 
 impl Farm {
-    /// A farm whose grants last `ttl`, with one relay per entry of
-    /// `relays` (its name, address and agent wrapper).
-    pub fn start(ttl: &str, relays: &[(&str, &str, &[&str])]) -> Result<Self> {
+    /// A farm whose grants last `ttl`, with one relay per spec.
+    pub fn start(ttl: &str, relays: &[RelaySpec]) -> Result<Self> {
         Self::start_with(ttl, relays, false)
     }
 
     /// [`Farm::start`], the broker speaking TLS if `tls`.
-    pub fn start_with(ttl: &str, relays: &[(&str, &str, &[&str])], tls: bool) -> Result<Self> {
+    pub fn start_with(ttl: &str, relays: &[RelaySpec], tls: bool) -> Result<Self> {
         // A small map: each look at it reads it whole.
         Self::start_sized(ttl, relays, tls, 1024)
     }
@@ -776,7 +846,7 @@ impl Farm {
     /// [`Farm::start_with`], each relay's map holding `max_grants`.
     pub fn start_sized(
         ttl: &str,
-        relays: &[(&str, &str, &[&str])],
+        relays: &[RelaySpec],
         tls: bool,
         max_grants: u32,
     ) -> Result<Self> {
@@ -784,25 +854,23 @@ impl Farm {
         let files = Scratch::labelled("farm")?;
         let redis = Redis::start_with(&router, tls)?;
         let endpoint = redis.endpoint();
-        let customer = Client {
-            ns: router.outside_host("cus", CUSTOMER, "198.51.100.1")?,
-            addr: CUSTOMER,
+        let client = |name: &str, addr: &'static str, gateway: &str| -> Result<Client> {
+            let (ns, iface) = router.outside_host(name, addr, gateway)?;
+            Ok(Client { ns, addr, iface })
         };
-        let stranger = Client {
-            ns: router.outside_host("str", STRANGER, "203.0.113.1")?,
-            addr: STRANGER,
-        };
+        let customer = client("cus", CUSTOMER, "198.51.100.1")?;
+        let stranger = client("str", STRANGER, "203.0.113.1")?;
+        let pop = PopHost::start(&router, &files, ttl, &endpoint)?;
         let auth = auth_file(&files, "relay.auth", RELAY_USER)?;
         let max_grants = max_grants.to_string();
         let relays = relays
             .iter()
-            .map(|(name, addr, wrapper)| {
+            .map(|spec| {
                 let flags = ["--ttl", ttl, "--max-grants", &max_grants];
                 let broker = (endpoint.as_slice(), auth.clone());
-                Relay::start(&router, name, addr, broker, wrapper, &flags)
+                Relay::start(&router, *spec, broker, pop.dovecot.mail_root(), &flags)
             })
             .collect::<Result<Vec<_>>>()?;
-        let pop = PopHost::start(&router, &files, ttl, &endpoint)?;
         Ok(Self {
             pop,
             relays,

@@ -60,6 +60,17 @@ fn ids(user: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
+/// The lab's server addresses, where its servers listen by default.
+fn server_addrs() -> [IpAddr; 2] {
+    [crate::SERVER_V4, crate::SERVER_V6].map(|ip| ip.parse().expect("a literal address"))
+}
+
+/// `listen` written with `show` and joined by ", ", as both servers'
+/// configurations take a list of addresses.
+fn joined(listen: &[IpAddr], show: impl Fn(&IpAddr) -> String) -> String {
+    listen.iter().map(show).collect::<Vec<_>>().join(", ")
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
@@ -245,6 +256,12 @@ impl Dovecot {
     /// [`Dovecot::start`] with `settings` (lines of `dovecot.conf`, such as
     /// `imap_id_log = *`) added to the configuration.
     pub fn start_with(ns: &Netns, settings: &str) -> Result<Self> {
+        Self::start_on(ns, &server_addrs(), settings)
+    }
+
+    /// [`Dovecot::start_with`] listening on `listen` instead of the lab's
+    /// server addresses.
+    pub fn start_on(ns: &Netns, listen: &[IpAddr], settings: &str) -> Result<Self> {
         let dir = Scratch::labelled("dovecot")?;
         let d = dir.dir().to_path_buf();
         let conf = d.join("dovecot.conf");
@@ -276,7 +293,7 @@ impl Dovecot {
                  log_path = {d}/dovecot.log\n\
                  info_log_path = {d}/dovecot.log\n\
                  protocols = pop3 imap\n\
-                 listen = {v4}, {v6}\n\
+                 listen = {listen}\n\
                  ssl = no\n\
                  disable_plaintext_auth = no\n\
                  auth_mechanisms = plain login\n\
@@ -293,8 +310,7 @@ impl Dovecot {
                  service pop3-login {{\n  inet_listener pop3 {{\n    port = {POP3}\n  }}\n}}\n\
                  service imap-login {{\n  inet_listener imap {{\n    port = {IMAP}\n  }}\n}}\n\
                  {settings}",
-                v4 = crate::SERVER_V4,
-                v6 = crate::SERVER_V6,
+                listen = joined(listen, |ip| ip.to_string()),
             ),
         )?;
 
@@ -331,7 +347,7 @@ impl Dovecot {
             mail_root,
             dir,
         };
-        dovecot.wait_ready(ns).with_context(|| {
+        dovecot.wait_ready(ns, listen).with_context(|| {
             format!(
                 "Dovecot did not come up; stderr: {}; log:\n{}",
                 read_log(&dovecot.dir.dir().join("dovecot.stderr")).trim(),
@@ -341,10 +357,9 @@ impl Dovecot {
         Ok(dovecot)
     }
 
-    fn wait_ready(&mut self, ns: &Netns) -> Result<()> {
+    fn wait_ready(&mut self, ns: &Netns, listen: &[IpAddr]) -> Result<()> {
         let deadline = Instant::now() + START;
-        for server in [crate::SERVER_V4, crate::SERVER_V6] {
-            let ip: IpAddr = server.parse()?;
+        for &ip in listen {
             for (port, banner) in [(POP3, "+OK"), (IMAP, "* OK")] {
                 if let Some(status) = self.master.try_wait()? {
                     bail!("dovecot exited with {status}");
@@ -459,6 +474,17 @@ impl Postfix {
     /// [`Postfix::start`] with `settings` (lines of `main.cf`, such as
     /// `smtpd_recipient_restrictions = ...`) added to the configuration.
     pub fn start_with(ns: &Netns, mail_root: &Path, settings: &str) -> Result<Self> {
+        Self::start_on(ns, mail_root, &server_addrs(), settings)
+    }
+
+    /// [`Postfix::start_with`] listening on `listen` instead of the lab's
+    /// server addresses.
+    pub fn start_on(
+        ns: &Netns,
+        mail_root: &Path,
+        listen: &[IpAddr],
+        settings: &str,
+    ) -> Result<Self> {
         tools::require("postfix")?;
         let dir = Scratch::labelled("postfix")?;
         let d = dir.dir();
@@ -489,7 +515,7 @@ impl Postfix {
                  mydomain = {MAIL_DOMAIN}\n\
                  mydestination =\n\
                  mynetworks = 127.0.0.0/8\n\
-                 inet_interfaces = {v4}, [{v6}]\n\
+                 inet_interfaces = {listen}\n\
                  inet_protocols = all\n\
                  smtpd_peername_lookup = no\n\
                  smtp_dns_support_level = disabled\n\
@@ -508,8 +534,10 @@ impl Postfix {
                 log = path_str(&log),
                 d = path_str(d),
                 mail_root = path_str(mail_root),
-                v4 = crate::SERVER_V4,
-                v6 = crate::SERVER_V6,
+                listen = joined(listen, |ip| match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                }),
             ),
         )?;
         fs::write(config.join("master.cf"), MASTER_CF)?;
@@ -533,14 +561,9 @@ impl Postfix {
                 postfix.log()
             );
         }
-        for server in [crate::SERVER_V4, crate::SERVER_V6] {
-            wait_for_banner(
-                ns,
-                SocketAddr::new(server.parse()?, crate::SMTP),
-                "220 ",
-                START,
-            )
-            .with_context(|| format!("Postfix is not answering; log:\n{}", postfix.log()))?;
+        for &ip in listen {
+            wait_for_banner(ns, SocketAddr::new(ip, crate::SMTP), "220 ", START)
+                .with_context(|| format!("Postfix is not answering; log:\n{}", postfix.log()))?;
         }
         Ok(postfix)
     }
@@ -622,8 +645,11 @@ pub enum Login {
 }
 
 /// Where the agent of [`MailLab::with_policy`] answers policy requests,
-/// inside the server namespace.
-pub const POLICY_LISTEN: &str = "127.0.0.1:10040";
+/// inside the server's namespace.
+pub const POLICY_FLAG: &str = "--policy-listen=inet:127.0.0.1:10040";
+/// Postfix asking the agent of [`POLICY_FLAG`] about every recipient,
+/// and going on without it should it not answer (the README's advice).
+pub const POLICY_RESTRICTION: &str = "smtpd_recipient_restrictions = check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO }\n";
 
 /// A lab with Dovecot and Postfix in the server namespace and the agent
 /// following Dovecot's log. Fields drop in declaration order: the servers
@@ -650,16 +676,12 @@ impl MailLab {
     }
 
     /// [`MailLab::start`] with the agent serving Postfix's policy requests
-    /// on [`POLICY_LISTEN`] in the server namespace, and Postfix asking it
+    /// at [`POLICY_FLAG`] in the server namespace, and Postfix asking it
     /// about every recipient (quotas are the agent's `extra` flags).
     pub fn with_policy(ttl: &str, extra: &[&str]) -> Result<Self> {
-        let listen = format!("--policy-listen=inet:{POLICY_LISTEN}");
-        let mut flags = vec![listen.as_str()];
+        let mut flags = vec![POLICY_FLAG];
         flags.extend_from_slice(extra);
-        let restriction = format!(
-            "smtpd_recipient_restrictions = check_policy_service {{ inet:{POLICY_LISTEN}, default_action=DUNNO }}\n"
-        );
-        Self::launch(ttl, &flags, "", &restriction)
+        Self::launch(ttl, &flags, "", POLICY_RESTRICTION)
     }
 
     fn launch(
@@ -693,7 +715,8 @@ impl MailLab {
     /// A POP3 login (and LIST) as [`USER`] with `password` from the client
     /// namespace, by curl.
     pub fn pop3_login(&self, family: Family, password: &str) -> Result<Login> {
-        login(&self.lab, "pop3", family, None, USER, password)
+        let server = self.lab.server_addr(family);
+        login(&self.lab.client, "pop3", server, None, USER, password)
     }
 
     /// Like [`MailLab::pop3_login`] from a given client `source` address.
@@ -703,10 +726,11 @@ impl MailLab {
 
     /// A POP3 login as `user` from the client address `source`.
     pub fn pop3_login_as(&self, user: &str, source: IpAddr, password: &str) -> Result<Login> {
+        let server = self.lab.server_addr(family_of(source));
         login(
-            &self.lab,
+            &self.lab.client,
             "pop3",
-            family_of(source),
+            server,
             Some(source),
             user,
             password,
@@ -715,13 +739,14 @@ impl MailLab {
 
     /// An IMAP login (and LIST of mailboxes) as [`USER`], by curl.
     pub fn imap_login(&self, family: Family, password: &str) -> Result<Login> {
-        login(&self.lab, "imap", family, None, USER, password)
+        let server = self.lab.server_addr(family);
+        login(&self.lab.client, "imap", server, None, USER, password)
     }
 
     /// Fetches every message in the customer's mailbox over POP3.
     pub fn fetch_mail(&self, family: Family) -> Result<Vec<String>> {
         let base = url("pop3", self.lab.server_addr(family), USER, PASSWORD);
-        let list = curl(&self.lab, &[&base], None)?;
+        let list = curl(&self.lab.client, &[&base], None)?;
         ensure!(
             list.status.success(),
             "POP3 LIST failed: {}",
@@ -732,7 +757,7 @@ impl MailLab {
             let Some(number) = line.split_whitespace().next() else {
                 continue;
             };
-            let retr = curl(&self.lab, &[&format!("{base}{number}")], None)?;
+            let retr = curl(&self.lab.client, &[&format!("{base}{number}")], None)?;
             ensure!(
                 retr.status.success(),
                 "POP3 RETR {number} failed: {}",
@@ -746,73 +771,22 @@ impl MailLab {
     /// Sends a message with `subject` from [`SENDER`] to [`RECIPIENT`] with
     /// swaks from the client namespace; returns Postfix's queue id.
     pub fn send_mail(&self, family: Family, subject: &str) -> Result<String> {
-        let (out, transcript) = self.swaks(self.lab.server_addr(family), None, subject)?;
-        ensure!(
-            out.status.success(),
-            "swaks failed ({}): {}\n{transcript}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        queue_id(&transcript)
-            .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"))
+        match send(
+            &self.lab.client,
+            self.lab.server_addr(family),
+            None,
+            subject,
+        )? {
+            Sent::Queued(id) => Ok(id),
+            Sent::Deferred(reply) => bail!("the recipient was deferred: {reply}"),
+        }
     }
 
     /// Like [`MailLab::send_mail`] from the client address `source`; a
     /// recipient refused for now is an outcome, not a failure.
     pub fn send_from(&self, source: IpAddr, subject: &str) -> Result<Sent> {
         let server = self.lab.server_addr(family_of(source));
-        let (out, transcript) = self.swaks(server, Some(source), subject)?;
-        if out.status.success() {
-            return queue_id(&transcript)
-                .map(Sent::Queued)
-                .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"));
-        }
-        match rcpt_reply(&transcript) {
-            Some(reply) if reply.starts_with('4') => Ok(Sent::Deferred(reply)),
-            _ => bail!(
-                "swaks failed ({}): {}\n{transcript}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        }
-    }
-
-    /// One message from [`SENDER`] to [`RECIPIENT`] by swaks in the client
-    /// namespace, from `source` if given; swaks' outcome and transcript.
-    fn swaks(
-        &self,
-        server: IpAddr,
-        source: Option<IpAddr>,
-        subject: &str,
-    ) -> Result<(Output, String)> {
-        let server = server.to_string();
-        let mut cmd = self.lab.client.command(tools::require("swaks")?);
-        if let Some(source) = source {
-            cmd.arg("--local-interface").arg(source.to_string());
-        }
-        let out = run_bounded(
-            cmd.args([
-                "--server",
-                &server,
-                "--port",
-                "25",
-                "--helo",
-                "client.example.org",
-                "--from",
-                SENDER,
-                "--to",
-                RECIPIENT,
-                "--header",
-                &format!("Subject: {subject}"),
-                "--body",
-                "Sent through the gate after fetching mail.",
-                "--timeout",
-                "5s",
-            ]),
-            CLIENT,
-        )?;
-        let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok((out, transcript))
+        send(&self.lab.client, server, Some(source), subject)
     }
 
     /// The addresses holding a live grant (`smtpgate list --json`).
@@ -897,8 +871,9 @@ fn family_of(ip: IpAddr) -> Family {
     }
 }
 
-fn curl(lab: &Lab, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
-    let mut cmd = lab.client.command(tools::require("curl")?);
+/// curl in the namespace `client`, from `source` if given.
+fn curl(client: &Netns, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
+    let mut cmd = client.command(tools::require("curl")?);
     cmd.args([
         "--silent",
         "--show-error",
@@ -916,24 +891,67 @@ fn curl(lab: &Lab, args: &[&str], source: Option<IpAddr>) -> Result<Output> {
 /// curl's exit status for a refused login.
 const CURL_LOGIN_DENIED: i32 = 67;
 
-fn login(
-    lab: &Lab,
+/// A `scheme` (pop3, imap) login as `user` to `server` by curl in the
+/// namespace `client`, from `source` if given.
+pub fn login(
+    client: &Netns,
     scheme: &str,
-    family: Family,
+    server: IpAddr,
     source: Option<IpAddr>,
     user: &str,
     password: &str,
 ) -> Result<Login> {
-    let out = curl(
-        lab,
-        &[&url(scheme, lab.server_addr(family), user, password)],
-        source,
-    )?;
+    let out = curl(client, &[&url(scheme, server, user, password)], source)?;
     match out.status.code() {
         Some(0) => Ok(Login::Accepted),
         Some(CURL_LOGIN_DENIED) => Ok(Login::Refused),
         _ => bail!(
             "{scheme} login: curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// One message with `subject` from [`SENDER`] to [`RECIPIENT`] by swaks
+/// in the namespace `client` to port 25 of `server`, from `source` if
+/// given; a recipient refused for now is an outcome, not a failure.
+pub fn send(client: &Netns, server: IpAddr, source: Option<IpAddr>, subject: &str) -> Result<Sent> {
+    let mut cmd = client.command(tools::require("swaks")?);
+    if let Some(source) = source {
+        cmd.arg("--local-interface").arg(source.to_string());
+    }
+    let out = run_bounded(
+        cmd.args([
+            "--server",
+            &server.to_string(),
+            "--port",
+            "25",
+            "--helo",
+            "client.example.org",
+            "--from",
+            SENDER,
+            "--to",
+            RECIPIENT,
+            "--header",
+            &format!("Subject: {subject}"),
+            "--body",
+            "Sent through the gate after fetching mail.",
+            "--timeout",
+            "5s",
+        ]),
+        CLIENT,
+    )?;
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        return queue_id(&transcript)
+            .map(Sent::Queued)
+            .with_context(|| format!("no queue id in swaks' transcript:\n{transcript}"));
+    }
+    match rcpt_reply(&transcript) {
+        Some(reply) if reply.starts_with('4') => Ok(Sent::Deferred(reply)),
+        _ => bail!(
+            "swaks failed ({}): {}\n{transcript}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ),

@@ -1,7 +1,8 @@
-//! Many hosts: a POP host's logins reach every relay through a real Redis
-//! stream, survive the broker's restart, a relay's crash and a cut
-//! network, and expire on every relay at the same moment, even on one
-//! whose wall clock is hours off.
+//! Many hosts: real POP3 logins on a POP host's Dovecot reach every
+//! relay's gate in front of its Postfix through a real Redis stream,
+//! survive the broker's restart, a relay's crash and a cut network, and
+//! expire on every relay at the same moment, even on one whose wall clock
+//! is hours off. A user one relay's quota catches is shut out of all.
 
 use std::{
     path::PathBuf,
@@ -9,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use smtpgate_tests::{
-    cluster::{auth_file, Farm, Redis, Relay, Router, CUSTOMER, POP_USER, RELAY_USER},
-    mail::run_bounded,
+    cluster::{auth_file, Farm, Redis, Relay, RelaySpec, Router, CUSTOMER, POP_USER, RELAY_USER},
+    mail::{run_bounded, Sent, NEIGHBOUR, POLICY_FLAG, POLICY_RESTRICTION, USER},
     smtpgate_bin, tools, BpfFs, Scratch, ANSWERED, DROPPED,
 };
 
@@ -85,7 +86,12 @@ fn three_hours_behind() -> Result<Vec<String>> {
 fn a_login_opens_every_relay_within_a_second_and_expires_on_all_at_once() -> Result<()> {
     let skew = three_hours_behind()?;
     let skew: Vec<&str> = skew.iter().map(String::as_str).collect();
-    let farm = Farm::start("6s", &[("r1", RELAY_1, &[]), ("r2", RELAY_2, &skew)])?;
+    let ttl = Duration::from_secs(8);
+    let skewed = RelaySpec {
+        wrapper: &skew,
+        ..RelaySpec::new("r2", RELAY_2)
+    };
+    let farm = Farm::start("8s", &[RelaySpec::new("r1", RELAY_1), skewed])?;
     for relay in &farm.relays {
         ensure!(
             !farm.customer.reaches(relay, DROPPED)?,
@@ -94,15 +100,15 @@ fn a_login_opens_every_relay_within_a_second_and_expires_on_all_at_once() -> Res
         );
     }
 
-    let logged = farm.pop.login(CUSTOMER, "customer")?;
+    let login = farm.pop.login(&farm.customer, CUSTOMER, USER)?;
     let mut delays = Vec::new();
     for relay in &farm.relays {
         relay.wait_for_grant(CUSTOMER, Duration::from_secs(1))?;
-        delays.push(logged.elapsed());
+        delays.push(login.started.elapsed());
     }
-    eprintln!("propagation from the login line to each relay's kernel map: {delays:?}");
+    eprintln!("from the POP3 login's start to each relay's kernel map: {delays:?}");
     let expires = same_expiry(&farm.relays, CUSTOMER)?;
-    within_ttl(CUSTOMER, expires, logged, Duration::from_secs(6))?;
+    within_ttl(CUSTOMER, expires, login.done, ttl)?;
 
     // The skew is real: the second relay dates the grant three hours back.
     let listed: serde_json::Value =
@@ -118,11 +124,13 @@ fn a_login_opens_every_relay_within_a_second_and_expires_on_all_at_once() -> Res
     );
 
     for relay in &farm.relays {
-        ensure!(
-            farm.customer.reaches(relay, ANSWERED)?,
-            "{} refused the customer",
-            relay.name
-        );
+        let subject = format!("through {}", relay.name);
+        match farm.customer.send_through(relay, &subject)? {
+            Sent::Queued(id) => relay
+                .postfix
+                .wait_for_delivery(&id, Duration::from_secs(10))?,
+            Sent::Deferred(reply) => bail!("{} deferred the customer: {reply}", relay.name),
+        };
         ensure!(
             !farm.stranger.reaches(relay, DROPPED)?,
             "{} let the stranger in",
@@ -159,7 +167,8 @@ fn a_login_opens_every_relay_within_a_second_and_expires_on_all_at_once() -> Res
 fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_return() -> Result<()>
 {
     let ttl = Duration::from_secs(120);
-    let mut farm = Farm::start("120s", &[("r1", RELAY_1, &[]), ("r2", RELAY_2, &[])])?;
+    let relays = [RelaySpec::new("r1", RELAY_1), RelaySpec::new("r2", RELAY_2)];
+    let mut farm = Farm::start("120s", &relays)?;
     let within = Duration::from_secs(1);
     let (alice, bob, carol, dave) = (
         "198.51.100.11",
@@ -168,7 +177,7 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
         "198.51.100.14",
     );
 
-    let alice_logged = farm.pop.login(alice, "alice")?;
+    let alice_logged = farm.pop.login(&farm.customer, alice, USER)?.done;
     for relay in &farm.relays {
         relay.wait_for_grant(alice, within)?;
     }
@@ -176,7 +185,7 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
 
     // The broker restarts; a login meanwhile waits on the POP host.
     farm.redis.stop()?;
-    let bob_logged = farm.pop.login(bob, "bob")?;
+    let bob_logged = farm.pop.login(&farm.customer, bob, USER)?.done;
     thread::sleep(Duration::from_millis(500));
     for relay in &farm.relays {
         ensure!(relay.left(bob)?.is_none(), "bob was granted with no broker");
@@ -199,7 +208,7 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
 
     // A relay's agent is killed; a login meanwhile is read on restart.
     farm.relays[0].kill_agent()?;
-    let carol_logged = farm.pop.login(carol, "carol")?;
+    let carol_logged = farm.pop.login(&farm.customer, carol, USER)?.done;
     farm.relays[1].wait_for_grant(carol, within)?;
     ensure!(farm.relays[0].left(carol)?.is_none());
     farm.relays[0].start_agent()?;
@@ -209,7 +218,7 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
     farm.router.set_port("r2", false)?;
     let auth = farm.pop_auth()?;
     farm.pop.publish(&["revoke", alice], &auth)?;
-    let dave_logged = farm.pop.login(dave, "dave")?;
+    let dave_logged = farm.pop.login(&farm.customer, dave, USER)?.done;
     farm.relays[0].wait_for_no_grant(alice, within)?;
     farm.relays[0].wait_for_grant(dave, within)?;
     thread::sleep(Duration::from_secs(2));
@@ -244,10 +253,13 @@ fn outages_lose_no_grant_extend_none_and_a_revoke_made_during_a_cut_applies_on_r
 
 #[test]
 fn grants_cross_tls_to_a_broker_of_a_private_authority() -> Result<()> {
-    let farm = Farm::start_with("60s", &[("r1", RELAY_1, &[])], true)?;
-    farm.pop.login(CUSTOMER, "customer")?;
-    let took = farm.relays[0].wait_for_grant(CUSTOMER, Duration::from_secs(1))?;
-    eprintln!("propagation over TLS: {took:?}");
+    let farm = Farm::start_with("60s", &[RelaySpec::new("r1", RELAY_1)], true)?;
+    let login = farm.pop.login(&farm.customer, CUSTOMER, USER)?;
+    farm.relays[0].wait_for_grant(CUSTOMER, Duration::from_secs(1))?;
+    eprintln!(
+        "from the POP3 login's start to the grant, over TLS: {:?}",
+        login.started.elapsed()
+    );
     ensure!(farm.customer.reaches(&farm.relays[0], ANSWERED)?);
     Ok(())
 }
@@ -316,5 +328,67 @@ fn a_wrong_password_is_a_clear_error_at_start() -> Result<()> {
     }
     let pinned = std::fs::read_dir(bpffs.pin_dir()).map_or(0, Iterator::count);
     ensure!(pinned == 0, "the refused relay pinned {pinned} objects");
+    Ok(())
+}
+
+/// Postfix on the first relay asks its agent about every recipient; the
+/// user may send two in an hour.
+const QUOTA_FLAGS: [&str; 3] = [POLICY_FLAG, "--user-quota", "2/1h"];
+
+#[test]
+fn a_user_one_relay_catches_over_quota_is_shut_out_of_every_relay_until_pardoned() -> Result<()> {
+    let counting = RelaySpec {
+        flags: &QUOTA_FLAGS,
+        postfix: POLICY_RESTRICTION,
+        ..RelaySpec::new("r1", RELAY_1)
+    };
+    let farm = Farm::start("10m", &[counting, RelaySpec::new("r2", RELAY_2)])?;
+    let within = Duration::from_secs(1);
+    let (second, third, neighbour) = ("198.51.100.8", "198.51.100.9", "198.51.100.10");
+    farm.pop.login(&farm.customer, CUSTOMER, USER)?;
+    for relay in &farm.relays {
+        relay.wait_for_grant(CUSTOMER, within)?;
+    }
+    let counted = &farm.relays[0];
+    for n in 1..=2 {
+        let sent = farm
+            .customer
+            .send_through(counted, &format!("within quota {n}"))?;
+        ensure!(
+            matches!(sent, Sent::Queued(_)),
+            "message {n} within the quota: {sent:?}"
+        );
+    }
+    let over = farm.customer.send_through(counted, "over quota")?;
+    ensure!(
+        matches!(&over, Sent::Deferred(reply) if reply.contains(USER)),
+        "the message over the quota was not deferred: {over:?}"
+    );
+    let other = &farm.relays[1];
+    let took = other.wait_for_no_grant(CUSTOMER, within)?;
+    eprintln!("the other relay revoked the user {took:?} after the first had seen it");
+    ensure!(
+        !farm.customer.reaches(other, DROPPED)?,
+        "the other relay still lets the customer in"
+    );
+
+    // A login meanwhile, from a new address, grants on no relay; the
+    // neighbour's after it shows that both relays have read that far.
+    farm.pop.login(&farm.customer, second, USER)?;
+    farm.pop.login(&farm.customer, neighbour, NEIGHBOUR)?;
+    for relay in &farm.relays {
+        relay.wait_for_grant(neighbour, within)?;
+        ensure!(
+            relay.left(second)?.is_none(),
+            "{} granted the user in their cooldown",
+            relay.name
+        );
+    }
+
+    farm.pop.publish(&["pardon", USER], &farm.pop_auth()?)?;
+    farm.pop.login(&farm.customer, third, USER)?;
+    for relay in &farm.relays {
+        relay.wait_for_grant(third, within)?;
+    }
     Ok(())
 }

@@ -10,13 +10,16 @@ use aya::maps::{HashMap, MapData};
 use serde::Serialize;
 use smtpgate::gate::pins::PinDir;
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
-use smtpgate_tests::cluster::Farm;
+use smtpgate_tests::cluster::{Farm, RelaySpec};
 
 use crate::{cputime::process_cpu_ns, stats::percentile};
 
 /// The relays: names (at most 3 bytes, for interface names) and addresses
 /// on the sites' network.
-const RELAYS: [(&str, &str, &[&str]); 2] = [("r1", "192.0.2.31", &[]), ("r2", "192.0.2.32", &[])];
+const RELAYS: [RelaySpec; 2] = [
+    RelaySpec::new("r1", "192.0.2.31"),
+    RelaySpec::new("r2", "192.0.2.32"),
+];
 /// How long grants last: past the end of the measurement.
 const TTL: &str = "10m";
 /// Grant slots in each relay's map: every login's, with room to spare.
@@ -74,7 +77,7 @@ pub fn measure(logins: usize) -> Result<Delay> {
     for n in 0..logins {
         let ip = super::address(n);
         let key = smtpgate::gate::addr::key(ip.into());
-        let start = farm.pop.login(&ip.to_string(), &format!("u{n}"))?;
+        let start = farm.pop.login_line(&ip.to_string(), &format!("u{n}"))?;
         let mut missing = maps.len();
         let mut seen = vec![false; maps.len()];
         // Poll without sleeping: a sleep would round every delay up to the

@@ -22,7 +22,8 @@ use smtpgate::{
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::{
     cluster::{
-        auth_file, Redis, Relay, Router, POP_USER, REDIS_HOST, REDIS_PORT, RELAY_USER, STREAM,
+        auth_file, Redis, Relay, RelaySpec, Router, POP_USER, REDIS_HOST, REDIS_PORT, RELAY_USER,
+        STREAM,
     },
     Scratch,
 };
@@ -106,12 +107,12 @@ pub fn measure(entries: usize) -> Result<Replay> {
     let auth = auth_file(&files, "relay.auth", RELAY_USER)?;
     let ttl = format!("{}s", TTL.as_secs());
     let max_grants = MAX_GRANTS.to_string();
+    // Nothing is delivered: Postfix's maildirs may be any empty directory.
     let mut relay = Relay::prepare(
         &router,
-        "r1",
-        RELAY,
+        RelaySpec::new("r1", RELAY),
         (&redis.endpoint(), auth),
-        &[],
+        files.dir(),
         &["--ttl", &ttl, "--max-grants", &max_grants],
     )?;
     let keys: Vec<AddrKey> = (0..entries + SINGLES)
