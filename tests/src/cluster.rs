@@ -31,6 +31,7 @@ use anyhow::{bail, ensure, Context, Result};
 use smtpgate::gate::{maps::Grants, pins::PinDir};
 
 use crate::{
+    logs,
     mail::{self, Dovecot, Login, Postfix, Sent, PASSWORD},
     sh, smtpgate_bin, tools, unique_name, BpfFs, Netns, Scratch, SMTP,
 };
@@ -773,23 +774,17 @@ impl PopHost {
         })
     }
 
-    /// Appends a Dovecot 2.3 POP3 login line of `user` from `ip` to
-    /// Dovecot's log, stamped now, as Dovecot would write it; returns an
-    /// instant just after the stamp. For measuring the farm alone, without
-    /// a client's round trips.
+    /// Appends a POP3 login line of `user` from `ip` to Dovecot's log, as
+    /// Dovecot 2.3 writes it there (its default `log_timestamp`, local
+    /// time); returns the instant it was written. For measuring the farm
+    /// alone, without a client's round trips.
     pub fn login_line(&self, ip: &str, user: &str) -> Result<Instant> {
-        use std::io::Write;
-        let stamp = jiff::Timestamp::now();
-        let stamped = Instant::now();
         let line = format!(
-            "{} pop1 dovecot[811]: pop3-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip={POP_HOST}, mpid=4242, session=<c1>\n",
-            stamp.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+            "{} pop3-login: Info: Login: user=<{user}>, method=PLAIN, rip={ip}, lip={POP_HOST}, mpid=4242, session=<c1>\n",
+            jiff::Zoned::now().strftime("%b %d %H:%M:%S")
         );
-        fs::OpenOptions::new()
-            .append(true)
-            .open(self.dovecot.log_path())?
-            .write_all(line.as_bytes())?;
-        Ok(stamped)
+        logs::append(self.dovecot.log_path(), &line)?;
+        Ok(Instant::now())
     }
 
     pub fn agent(&mut self) -> &mut Process {

@@ -93,9 +93,10 @@ impl Propagation {
         format!(
             "## 4. Many hosts: grant propagation through Redis\n\n\
              The farm of the cluster tests, in network namespaces behind one router: redis-server \
-             (append-only, every write synced, as the tests run it), a POP host running `smtpgate \
-             watch --log … --publish`, and {relays} relays running `smtpgate run --subscribe`, each \
-             gating its link. From appending a login line to the POP host's log until the grant is in \
+             (append-only, every write synced, as the tests run it), a POP host running Dovecot and \
+             `smtpgate watch --log <Dovecot's log> --publish`, and {relays} relays running Postfix \
+             behind `smtpgate run --subscribe`, each gating its link. From appending a login line, \
+             as Dovecot writes it, to Dovecot's log until the grant is in \
              both relays' pinned kernel maps (both polled by key, without sleeping), over {logins} \
              logins from distinct addresses, {gap} ms apart. CPU per login, over the same logins: \
              the broker's (an XADD synced to its log, and each relay's blocked read woken and \

@@ -167,7 +167,7 @@ impl Publisher {
                 None => match link::connect(&client, RESPONSE_TIMEOUT).await {
                     Ok(open) => conn.insert(open),
                     Err(e) => {
-                        link.down("to connect", &e, "grants are buffered");
+                        link.down("to connect", &e, "events are buffered");
                         link.pause().await;
                         continue;
                     }
@@ -180,7 +180,7 @@ impl Publisher {
                     self.taken(&batch);
                 }
                 Err(e) => {
-                    link.down("XADD", &e, "grants are buffered");
+                    link.down("XADD", &e, "events are buffered");
                     conn = None;
                     link.pause().await;
                 }
