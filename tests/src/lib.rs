@@ -266,16 +266,20 @@ impl Lab {
         })
     }
 
-    /// Deletes the veth pair and creates it again, names and addresses as
-    /// before: an interface that goes away and comes back.
-    pub fn recreate_link(&self) -> Result<()> {
+    /// Deletes the veth pair and, `gone_for` later, creates it again, names
+    /// and addresses as before: an interface that goes away and comes back.
+    /// Returns when it started to come back.
+    pub fn recreate_link(&self, gone_for: Duration) -> Result<Instant> {
         self.server.ip(&["link", "del", &self.server_iface])?;
+        thread::sleep(gone_for);
+        let back = Instant::now();
         link_pair(
             &self.server,
             &self.server_iface,
             &self.client,
             &self.client_iface,
-        )
+        )?;
+        Ok(back)
     }
 
     /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent
