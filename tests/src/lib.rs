@@ -347,10 +347,31 @@ impl Lab {
 
     /// [`Lab::start_agent`] with extra environment variables.
     pub fn start_agent_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
+        self.spawn_agent(&[], extra, env)
+    }
+
+    /// [`Lab::start_agent`] through `wrapper`, a command line that ends by
+    /// executing the agent's (`setpriv … --`).
+    pub fn start_agent_under(&mut self, wrapper: &[&str], extra: &[&str]) -> Result<()> {
+        self.spawn_agent(wrapper, extra, &[])
+    }
+
+    fn spawn_agent(
+        &mut self,
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         assert!(self.agent.is_none(), "agent already running");
-        let mut child = self
-            .server
-            .command(smtpgate_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = self.server.command(program);
+                command.args(args).arg(smtpgate_bin());
+                command
+            }
+            None => self.server.command(smtpgate_bin()),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .args(["run", "--iface", &self.server_iface, "--bpffs-dir"])
             .arg(self.bpffs.pin_dir())

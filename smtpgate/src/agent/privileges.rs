@@ -117,6 +117,27 @@ pub fn drop_to_service() -> Result<()> {
     Ok(())
 }
 
+/// Whether this thread may use bpf(): root, or a user given CAP_BPF
+/// (CAP_SYS_ADMIN before 5.8), as a dedicated user's ambient capability.
+pub fn bpf_capable() -> Result<bool> {
+    let effective =
+        |data: &[Data; 2], cap: u32| data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0;
+    let sets = current()?;
+    Ok(effective(&sets, CAP_BPF) || effective(&sets, CAP_SYS_ADMIN))
+}
+
+/// The id of the group `name`.
+pub fn group_id(name: &str) -> Result<u32> {
+    let c_name = std::ffi::CString::new(name.as_bytes())?;
+    // SAFETY: valid C string; the result is read before any other call.
+    let entry = unsafe { libc::getgrnam(c_name.as_ptr()) };
+    if entry.is_null() {
+        anyhow::bail!("no group named '{name}'");
+    }
+    // SAFETY: a non-null entry getgrnam returned.
+    Ok(unsafe { (*entry).gr_gid })
+}
+
 /// This thread's capability sets.
 fn current() -> Result<[Data; 2]> {
     let header = Header {
