@@ -10,6 +10,7 @@ pub mod frames;
 pub mod fuzz;
 pub mod logs;
 pub mod mail;
+pub mod privilege;
 pub mod probe;
 pub mod raw;
 pub mod testrun;
