@@ -570,20 +570,33 @@ impl ScratchRoot {
     /// Runs `argv` with the overlay mounted; `{root}` in an argument is
     /// replaced with the overlay's mount point.
     fn run(&self, argv: &[&str]) -> Result<String> {
+        self.run_on(None, argv)
+    }
+
+    /// [`ScratchRoot::run`], and with a lab: in its server's network
+    /// namespace, with its bpffs at the scratch root's /sys/fs/bpf, so that
+    /// the maintainer scripts find the lab's gate where a host's is.
+    fn run_on(&self, lab: Option<&Lab>, argv: &[&str]) -> Result<String> {
         let root = self.layers.join("root");
         let root = root.to_str().unwrap();
         let argv: Vec<String> = argv.iter().map(|arg| arg.replace("{root}", root)).collect();
-        let out = Command::new("unshare")
+        let mut command = match lab {
+            Some(lab) => lab.server.command("unshare"),
+            None => Command::new("unshare"),
+        };
+        let out = command
             .args(["--mount", "--propagation", "private", "--", "sh", "-ec"])
             .arg(
                 "mount -t overlay smtpgate-test -o lowerdir=/,upperdir=\"$1\",workdir=\"$2\" \"$3\"\n\
-                 shift 3\n\
+                 if [ -n \"$4\" ]; then mkdir -p \"$3/sys/fs/bpf\"; mount --bind \"$4\" \"$3/sys/fs/bpf\"; fi\n\
+                 shift 4\n\
                  exec \"$@\"",
             )
             .arg("sh")
             .arg(self.layers.join("upper"))
             .arg(self.layers.join("work"))
             .arg(root)
+            .arg(lab.map_or(PathBuf::new(), |lab| lab.bpffs.mount.clone()))
             .args(&argv)
             .output()
             .context("starting unshare")?;
@@ -625,6 +638,31 @@ fn manual_pages() -> Vec<String> {
     let mut pages = Vec::new();
     walk(&Cli::command(), "smtpgate", &mut pages);
     pages
+}
+
+/// Fails unless the scratch root has one system user smtpgate (uid below
+/// 1000) and one group smtpgate, as postinst makes them.
+fn require_one_user(root: &ScratchRoot) -> Result<()> {
+    let passwd = fs::read_to_string(root.upper("/etc/passwd"))?;
+    let users: Vec<&str> = passwd
+        .lines()
+        .filter(|line| line.starts_with("smtpgate:"))
+        .collect();
+    let system = users.first().and_then(|user| {
+        let uid: u32 = user.split(':').nth(2)?.parse().ok()?;
+        Some(uid < 1000)
+    });
+    ensure!(
+        users.len() == 1 && system == Some(true),
+        "users named smtpgate: {users:?}"
+    );
+    let groups = fs::read_to_string(root.upper("/etc/group"))?;
+    let groups = groups
+        .lines()
+        .filter(|line| line.starts_with("smtpgate:"))
+        .count();
+    ensure!(groups == 1, "{groups} groups named smtpgate");
+    Ok(())
 }
 
 #[test]
@@ -709,12 +747,17 @@ fn the_package_installs_where_debian_expects() -> Result<()> {
         changelog.lines().next().unwrap_or_default()
     );
 
+    require_one_user(&root)?;
     for (installed, shipped) in [
         (
             "/usr/lib/systemd/system/smtpgate.service",
             "smtpgate.service",
         ),
         ("/etc/smtpgate/smtpgate.toml", "smtpgate.toml"),
+        (
+            "/usr/share/doc/smtpgate/examples/dedicated-user.conf",
+            "dedicated-user.conf",
+        ),
     ] {
         ensure!(
             fs::read_to_string(root.upper(installed))? == packaging(shipped)?,
@@ -777,6 +820,29 @@ fn the_package_installs_where_debian_expects() -> Result<()> {
         "verify",
         "smtpgate.service",
     ])?;
+
+    // A gate the lab set up, its agent stopped as the unit stops before the
+    // maintainer scripts run: an upgrade (the same package again) leaves it
+    // enforcing, a removal takes it out of the kernel.
+    let mut lab = Lab::gated(&[])?;
+    lab.stop_agent()?;
+    let dpkg = |action: &str, what: &str| {
+        root.run_on(
+            Some(&lab),
+            &["dpkg", "--root={root}", "--no-triggers", action, what],
+        )
+    };
+    dpkg("--install", deb).context("the upgrade")?;
+    lab.assert_no_answer(Family::V6, SMTP)
+        .context("the gate after an upgrade")?;
+    require_one_user(&root)?;
+    dpkg("--remove", "smtpgate").context("the removal")?;
+    ensure!(
+        !lab.bpffs.pin_dir().exists(),
+        "the removal left the pins in place"
+    );
+    lab.connect(Family::V6, SMTP, ANSWERED)
+        .context("the port after the removal: the gate should be gone")?;
 
     // Purge takes the configuration and the state with it.
     fs::create_dir_all(root.upper("/var/lib/smtpgate"))?;
