@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod frames;
 pub mod fuzz;
+pub mod journal;
 pub mod logs;
 pub mod mail;
 pub mod privilege;
@@ -348,18 +349,22 @@ impl Lab {
 
     /// [`Lab::start_agent`] with extra environment variables.
     pub fn start_agent_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
-        self.spawn_agent(&[], extra, env)
+        self.spawn_agent::<&str>(&[], extra, env)
     }
 
     /// [`Lab::start_agent`] through `wrapper`, a command line that ends by
     /// executing the agent's (`setpriv … --`).
-    pub fn start_agent_under(&mut self, wrapper: &[&str], extra: &[&str]) -> Result<()> {
+    pub fn start_agent_under<S: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        wrapper: &[S],
+        extra: &[&str],
+    ) -> Result<()> {
         self.spawn_agent(wrapper, extra, &[])
     }
 
-    fn spawn_agent(
+    fn spawn_agent<S: AsRef<std::ffi::OsStr>>(
         &mut self,
-        wrapper: &[&str],
+        wrapper: &[S],
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<()> {

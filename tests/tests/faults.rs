@@ -18,6 +18,7 @@ use smtpgate::gate::{
 };
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP};
 use smtpgate_tests::{
+    journal::PrivateJournal,
     logs::{append, dovecot_login},
     probe::Around,
     Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
@@ -271,6 +272,56 @@ fn a_log_that_disappears_and_returns_is_followed_again() -> Result<()> {
     wait_for_grants(&lab, 2).context("the login in the returned log")?;
     around.end()?.require_clean()?;
     require_listed(&lab, "198.51.100.40")
+}
+
+/// journald is killed and started again by hand (no systemd here holds its
+/// socket meanwhile), under a SYN flood: journalctl reads on by itself, the
+/// agent says once that journald is gone and once that it is back, a login
+/// written the moment it is back grants, and the gate never falters.
+#[test]
+fn a_journald_restart_is_said_once_and_loses_no_login_after_it() -> Result<()> {
+    let scratch = Scratch::new()?;
+    let state = scratch.path("state");
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    let mut journal = PrivateJournal::start()?;
+    journal.login("lee", CLIENT_V4)?;
+    lab.start_agent_under(
+        &journal.enter(),
+        &[
+            "--journal",
+            "--state-dir",
+            state.to_str().context("path")?,
+            "--grant-syn-rate",
+            "off",
+        ],
+    )?;
+    wait_for_grants(&lab, 1).context("the client's login")?;
+    let around = Around::start(&lab);
+    journal.kill_journald()?;
+    ensure!(
+        lab.agent_logged("journald does not answer", Duration::from_secs(5)),
+        "the agent did not say that journald is gone"
+    );
+    journal.start_journald()?;
+    journal.login("mo", "198.51.100.50")?;
+    wait_for_grants(&lab, 2).context("the login written once journald was back")?;
+    ensure!(
+        lab.agent_logged("journald answers again", Duration::from_secs(5)),
+        "the agent did not say that journald is back"
+    );
+    thread::sleep(Duration::from_millis(300));
+    around.end()?.require_clean()?;
+    require_listed(&lab, "198.51.100.50")?;
+    let (gone, back) = (
+        lab.agent_lines("journald does not answer"),
+        lab.agent_lines("journald answers again"),
+    );
+    ensure!(
+        gone == 1 && back == 1,
+        "journald's outage was said {gone} times, its return {back} times"
+    );
+    Ok(())
 }
 
 /// The grant map is full, under a SYN flood: a fresh login still gets its

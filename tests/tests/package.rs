@@ -194,12 +194,6 @@ fn as_the_unit_starts_it(caps: &[&str], user: Option<((u32, u32), &[&str])>) -> 
     argv
 }
 
-/// Starts the lab's agent under `wrapper` with `flags`.
-fn start_under(lab: &mut Lab, wrapper: &[String], flags: &[&str]) -> Result<()> {
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    lab.start_agent_under(&wrapper, flags)
-}
-
 /// The running agent's /proc status.
 fn agent_status(lab: &Lab) -> Result<String> {
     // setpriv execs the agent, so the child's pid is the agent's.
@@ -255,7 +249,7 @@ fn the_units_capabilities_are_enough() -> Result<()> {
         "nogroup",
     ];
     let wrapper = as_the_unit_starts_it(&caps, None);
-    start_under(&mut lab, &wrapper, &flags)?;
+    lab.start_agent_under(&wrapper, &flags)?;
     // Once the gate is up, the agent keeps CAP_BPF and CAP_NET_ADMIN of
     // them; the bounding set stays the unit's (narrowing it needs
     // CAP_SETPCAP, which the unit does not give).
@@ -283,7 +277,7 @@ fn the_units_capabilities_are_enough() -> Result<()> {
     lab.connect(Family::V4, SMTP, ANSWERED)
         .context("the granted client with the agent stopped")?;
 
-    start_under(&mut lab, &wrapper, &flags)?;
+    lab.start_agent_under(&wrapper, &flags)?;
     lab.assert_no_answer(Family::V6, SMTP)?;
     lab.connect(Family::V4, SMTP, ANSWERED)
         .context("the granted client after the take-over")?;
@@ -361,8 +355,7 @@ fn the_dedicated_user_drop_in_runs_the_gate() -> Result<()> {
         sh(&argv[0], &args)?;
     }
     let wrapper = as_the_unit_starts_it(&caps, Some(((uid, gid), &ambient)));
-    start_under(
-        &mut lab,
+    lab.start_agent_under(
         &wrapper,
         &[
             "--log",
