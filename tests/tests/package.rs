@@ -661,6 +661,8 @@ fn require_one_user(root: &ScratchRoot) -> Result<()> {
 #[test]
 fn the_package_installs_where_debian_expects() -> Result<()> {
     for tool in [
+        "adduser",
+        "addgroup",
         "dpkg",
         "dpkg-deb",
         "dpkg-query",

@@ -226,6 +226,20 @@ const NEEDS: &[Need] = &[
         probe: Probe::Files(&["/usr/bin/dpkg", "/usr/bin/dpkg-deb"]),
         fix: Fix::Install(&["dpkg"]),
     },
+    // The package's postinst (adduser) and the dedicated-user test, which
+    // makes a system user of its own (useradd, userdel).
+    Need {
+        tool: "adduser",
+        capability: "make a system user and group",
+        probe: Probe::Files(&["/usr/sbin/adduser", "/usr/sbin/addgroup"]),
+        fix: Fix::Install(&["adduser"]),
+    },
+    Need {
+        tool: "useradd",
+        capability: "make and delete a system user",
+        probe: Probe::Files(&["/usr/sbin/useradd", "/usr/sbin/userdel"]),
+        fix: Fix::Install(&["passwd"]),
+    },
     // The package test's scratch root: the host under an overlay whose
     // upper layer is a tmpfs.
     Need {
