@@ -1,5 +1,7 @@
 //! Faults the agent must come through without opening the relay or locking
-//! a customer out.
+//! a customer out, each under a SYN flood from strangers with the probes of
+//! [`Around`] running: a granted client that must keep getting in, and a
+//! stranger that must never be answered.
 
 use std::{
     collections::HashMap,

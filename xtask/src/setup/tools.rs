@@ -158,12 +158,8 @@ const NEEDS: &[Need] = &[
     // The journal as a login source.
     Need {
         tool: "journald",
-        capability: "take and serve log lines (systemd-journald, systemd-cat, journalctl)",
-        probe: Probe::Files(&[
-            "/lib/systemd/systemd-journald",
-            "/usr/bin/systemd-cat",
-            "/usr/bin/journalctl",
-        ]),
+        capability: "take and serve log lines (systemd-journald, journalctl)",
+        probe: Probe::Files(&["/lib/systemd/systemd-journald", "/usr/bin/journalctl"]),
         fix: Fix::Install(&["systemd"]),
     },
     // The attach tests' foreign program.
