@@ -224,8 +224,10 @@ fn group_id(group: &str) -> Result<u32> {
 }
 
 /// The agent runs, grants, serves its login socket with a group root is
-/// not in, stops leaving the gate enforcing, and takes it over again, all
-/// with no more capabilities than the unit's CapabilityBoundingSet. (The
+/// not in, gives its pin directory the pin group (`root:mail` 0750 here;
+/// the package's `root:smtpgate`), stops leaving the gate enforcing, and
+/// takes it over again, all with no more capabilities than the unit's
+/// CapabilityBoundingSet. (The
 /// unit's other restrictions need systemd to apply them; `systemd-analyze`
 /// checks them above.)
 #[test]
@@ -247,6 +249,8 @@ fn the_units_capabilities_are_enough() -> Result<()> {
         // Root is no member of nogroup: chgrp needs CAP_CHOWN.
         "--listen-unix-group",
         "nogroup",
+        "--pin-group",
+        "mail",
     ];
     let wrapper = as_the_unit_starts_it(&caps, None);
     lab.start_agent_under(&wrapper, &flags)?;
@@ -270,6 +274,7 @@ fn the_units_capabilities_are_enough() -> Result<()> {
         fs::metadata(&socket)?.gid() == group_id("nogroup")?,
         "the login socket did not get the group nogroup"
     );
+    require_pin_dir(&lab.bpffs.pin_dir(), 0, group_id("mail")?)?;
 
     ensure!(lab.stop_agent()? == 0, "the agent did not stop cleanly");
     // Stopped: the gate still enforces, the grant still holds.
@@ -284,6 +289,29 @@ fn the_units_capabilities_are_enough() -> Result<()> {
     ensure!(
         lab.stop_agent()? == 0,
         "the second agent did not stop cleanly"
+    );
+    Ok(())
+}
+
+/// Fails unless the pin directory `pins` is `uid:gid` mode 0750, and a
+/// member of `gid` may list it while someone outside it (nobody, whose
+/// group `gid` must not be) may not.
+fn require_pin_dir(pins: &Path, uid: u32, gid: u32) -> Result<()> {
+    let meta = fs::metadata(pins)?;
+    ensure!(
+        meta.uid() == uid && meta.gid() == gid && meta.mode() & 0o777 == 0o750,
+        "the pin directory is {}:{} mode {:o}, not {uid}:{gid} 750",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o777
+    );
+    ensure!(
+        listable_by(gid, pins)?,
+        "a member of the pin group cannot read the pin directory"
+    );
+    ensure!(
+        !listable_by(65534, pins)?,
+        "someone outside the pin group can read the pin directory"
     );
     Ok(())
 }
@@ -390,23 +418,7 @@ fn the_dedicated_user_drop_in_runs_the_gate() -> Result<()> {
         "the login socket did not get the group nogroup"
     );
 
-    let pins = lab.bpffs.pin_dir();
-    let meta = fs::metadata(&pins)?;
-    ensure!(
-        meta.uid() == uid && meta.gid() == gid && meta.mode() & 0o777 == 0o750,
-        "the pin directory is {}:{} mode {:o}, not {uid}:{gid} 750",
-        meta.uid(),
-        meta.gid(),
-        meta.mode() & 0o777
-    );
-    ensure!(
-        listable_by(gid, &pins)?,
-        "a member of the pin group cannot read the pin directory"
-    );
-    ensure!(
-        !listable_by(65534, &pins)?,
-        "someone outside the pin group can read the pin directory"
-    );
+    require_pin_dir(&lab.bpffs.pin_dir(), uid, gid)?;
 
     append(&log, &dovecot_login("kim", CLIENT_V4))?;
     ensure!(
