@@ -14,6 +14,14 @@
 //! any other thread exists, and the threads started later inherit the
 //! reduced sets. Kernels older than 5.8 know no `CAP_BPF`; there
 //! `CAP_SYS_ADMIN` stands in for it.
+//!
+//! A dedicated user (not root) gets the same from its starter instead, as
+//! ambient capabilities: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON (the verifier
+//! accepts the program's pointer arithmetic only with it) and CAP_CHOWN
+//! (for a login socket's group); the drop then works the same. This module
+//! also tells whether a command may use bpf() at all (`bpf_capable`), and
+//! looks up the groups the pin directory and the login socket are given
+//! (`group_id`).
 
 use std::io;
 
