@@ -8,8 +8,10 @@
 pub mod cluster;
 pub mod frames;
 pub mod fuzz;
+pub mod journal;
 pub mod logs;
 pub mod mail;
+pub mod privilege;
 pub mod probe;
 pub mod raw;
 pub mod testrun;
@@ -266,16 +268,20 @@ impl Lab {
         })
     }
 
-    /// Deletes the veth pair and creates it again, names and addresses as
-    /// before: an interface that goes away and comes back.
-    pub fn recreate_link(&self) -> Result<()> {
+    /// Deletes the veth pair and, `gone_for` later, creates it again, names
+    /// and addresses as before: an interface that goes away and comes back.
+    /// Returns when it started to come back.
+    pub fn recreate_link(&self, gone_for: Duration) -> Result<Instant> {
         self.server.ip(&["link", "del", &self.server_iface])?;
+        thread::sleep(gone_for);
+        let back = Instant::now();
         link_pair(
             &self.server,
             &self.server_iface,
             &self.client,
             &self.client_iface,
-        )
+        )?;
+        Ok(back)
     }
 
     /// A lab with echo servers on [`SMTP`] and [`UNGATED`] and the agent
@@ -343,10 +349,35 @@ impl Lab {
 
     /// [`Lab::start_agent`] with extra environment variables.
     pub fn start_agent_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
+        self.spawn_agent::<&str>(&[], extra, env)
+    }
+
+    /// [`Lab::start_agent`] through `wrapper`, a command line that ends by
+    /// executing the agent's (`setpriv … --`).
+    pub fn start_agent_under<S: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        wrapper: &[S],
+        extra: &[&str],
+    ) -> Result<()> {
+        self.spawn_agent(wrapper, extra, &[])
+    }
+
+    fn spawn_agent<S: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        wrapper: &[S],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         assert!(self.agent.is_none(), "agent already running");
-        let mut child = self
-            .server
-            .command(smtpgate_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = self.server.command(program);
+                command.args(args).arg(smtpgate_bin());
+                command
+            }
+            None => self.server.command(smtpgate_bin()),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .args(["run", "--iface", &self.server_iface, "--bpffs-dir"])
             .arg(self.bpffs.pin_dir())

@@ -70,7 +70,7 @@ impl LoadedGate {
     fn load(config: &GateConfig, clock: Option<GateClock>) -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
-        pins.prepare()?;
+        pins.prepare(None)?;
         let (grants, level) = (1 << 20, attach::KernelLogLevel::Info);
         let mut ebpf = match clock {
             None => attach::load(&pins, grants, level)?,

@@ -228,3 +228,25 @@ fn pins_smtpgate_did_not_make_are_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// A pin group that does not exist stops `run` before it touches the
+/// kernel.
+#[test]
+fn unknown_pin_group() -> Result<()> {
+    let lab = Lab::new()?;
+    assert_clear_error(
+        &lab.smtpgate(&[
+            "run",
+            "--iface",
+            &lab.server_iface,
+            "--pin-group",
+            "sg-no-group",
+        ]),
+        "pin-group: no group named 'sg-no-group'",
+    )?;
+    ensure!(
+        !lab.bpffs.pin_dir().exists(),
+        "the pin directory was made all the same"
+    );
+    Ok(())
+}

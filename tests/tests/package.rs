@@ -1,8 +1,10 @@
 //! The Debian package and what it ships: the unit passes `systemd-analyze
-//! verify` and its security review, its capabilities are enough to run the
-//! gate, the example configuration is valid with every setting in it, and
-//! the package installs with `dpkg` into a scratch root (and purges) with
-//! every file where Debian expects it.
+//! verify` and its security review, alone and with the dedicated-user
+//! drop-in, its capabilities are enough to run the gate as root and as a
+//! dedicated user, the example configuration is valid with every setting in
+//! it, and the package installs with `dpkg` into a scratch root (and
+//! upgrades, is removed and purges) with every file where Debian expects
+//! it, its removal taking the gate out of the kernel.
 //!
 //! The package is built by `cargo xtask deb --binary`, the same steps as a
 //! release package, but from the debug binary under test: a release build
@@ -10,19 +12,22 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    thread,
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::CommandFactory;
 use smtpgate::cli::args::Cli;
-use smtpgate_tests::{sh, smtpgate_bin, tools::require, Family, Lab, Scratch, ANSWERED, SMTP};
+use smtpgate_tests::{
+    logs::{append, dovecot_login},
+    privilege::{capability_set, listable_by, SystemUser, KEPT},
+    sh, smtpgate_bin,
+    tools::require,
+    Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
+};
 
 /// The exposure `systemd-analyze security` may give the unit at most: "OK".
 const MAX_EXPOSURE: f64 = 3.0;
@@ -98,10 +103,25 @@ fn unit_passes_verify_and_its_exposure_is_ok() -> Result<()> {
         "smtpgate generate man",
     )?;
 
+    review(&unit_path, &man).context("the unit")?;
+    // The drop-in beside the unit, where systemd looks for it.
+    let dropins = scratch.path("smtpgate.service.d");
+    fs::create_dir(&dropins)?;
+    fs::write(
+        dropins.join("dedicated-user.conf"),
+        packaging("dedicated-user.conf")?,
+    )?;
+    review(&unit_path, &man).context("the unit with the dedicated-user drop-in")
+}
+
+/// `systemd-analyze verify` of the unit at `unit` (and its drop-ins), with
+/// the manual pages under `man`, says nothing, and its offline exposure is
+/// at most [`MAX_EXPOSURE`], "OK".
+fn review(unit: &Path, man: &Path) -> Result<()> {
     let verify = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&unit_path)
-        .env("MANPATH", &man)
+        .arg(unit)
+        .env("MANPATH", man)
         .output()?;
     output_ok(&verify, "systemd-analyze verify")?;
     let complaints = String::from_utf8_lossy(&verify.stderr);
@@ -112,12 +132,12 @@ fn unit_passes_verify_and_its_exposure_is_ok() -> Result<()> {
 
     let review = Command::new("systemd-analyze")
         .args(["security", "--offline=yes"])
-        .arg(&unit_path)
+        .arg(unit)
         .output()?;
     let review = output_ok(&review, "systemd-analyze security")?;
     let (score, verdict) =
         overall_exposure(&review).with_context(|| format!("no overall exposure in:\n{review}"))?;
-    eprintln!("exposure of smtpgate.service: {score} {verdict}");
+    eprintln!("exposure of {}: {score} {verdict}", unit.display());
     ensure!(
         score <= MAX_EXPOSURE && verdict == "OK",
         "exposure {score} {verdict}, want at most {MAX_EXPOSURE} (OK):\n{review}"
@@ -144,104 +164,46 @@ fn capability_bit(name: &str) -> Result<u32> {
     })
 }
 
-/// An agent started by the test with the unit's capabilities, stopped
-/// with SIGTERM (or killed) when dropped.
-struct Confined {
-    child: Child,
-}
-
-impl Confined {
-    /// `smtpgate run` on the lab's server interface under `setpriv` with
-    /// the bounding set `caps` (as root, the effective set too) and
-    /// no_new_privs, as systemd starts the unit; waits until it runs.
-    fn start(lab: &Lab, caps: &[&str], extra: &[&str]) -> Result<Self> {
-        let bounding = std::iter::once("-all".to_string())
-            .chain(
-                caps.iter()
-                    .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_lowercase())),
-            )
+/// The `setpriv` command line that starts the agent as systemd starts the
+/// unit: the bounding set `caps` (as root, the effective set too) and
+/// no_new_privs; and, for a dedicated user (`User=`), its uid and gid, its
+/// groups, and `ambient` as inheritable and ambient capabilities
+/// (`AmbientCapabilities=`).
+fn as_the_unit_starts_it(caps: &[&str], user: Option<((u32, u32), &[&str])>) -> Vec<String> {
+    let list = |caps: &[&str]| {
+        caps.iter()
+            .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_lowercase()))
             .collect::<Vec<_>>()
-            .join(",");
-        let mut child = lab
-            .server
-            .command("setpriv")
-            .arg(format!("--bounding-set={bounding}"))
-            .args(["--inh-caps=-all", "--no-new-privs", "--"])
-            .arg(smtpgate_bin())
-            .args(["run", "--iface", &lab.server_iface, "--bpffs-dir"])
-            .arg(lab.bpffs.pin_dir())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting smtpgate run under setpriv")?;
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[confined agent] {line}");
-                if !sent && line.contains("gate running") {
-                    let _ = ready_tx.send(());
-                    sent = true;
-                }
-            }
-        });
-        let mut agent = Self { child };
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let status = agent.child.try_wait()?;
-            bail!("smtpgate run with {bounding} did not come up (exit status {status:?})");
-        }
-        Ok(agent)
+            .join(",")
+    };
+    let mut argv = vec![
+        "setpriv".to_string(),
+        format!("--bounding-set=-all,{}", list(caps)),
+    ];
+    match user {
+        None => argv.push("--inh-caps=-all".into()),
+        Some(((uid, gid), ambient)) => argv.extend([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--init-groups".into(),
+            format!("--inh-caps={}", list(ambient)),
+            format!("--ambient-caps={}", list(ambient)),
+        ]),
     }
-
-    /// The agent's CapEff and CapBnd from /proc.
-    fn capabilities(&self) -> Result<(u64, u64)> {
-        // setpriv execs the agent, so the child's pid is the agent's.
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> Result<u64> {
-            let value = status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .with_context(|| format!("no {name} in /proc/PID/status"))?;
-            Ok(u64::from_str_radix(value.trim(), 16)?)
-        };
-        Ok((field("CapEff:")?, field("CapBnd:")?))
-    }
-
-    fn stop(mut self) -> Result<i32> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        for _ in 0..500 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.code().unwrap_or(-1));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        bail!("smtpgate run ignored SIGTERM")
-    }
+    argv.extend(["--no-new-privs".into(), "--".into()]);
+    argv
 }
 
-impl Drop for Confined {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The running agent's /proc status.
+fn agent_status(lab: &Lab) -> Result<String> {
+    // setpriv execs the agent, so the child's pid is the agent's.
+    let pid = lab.agent_pid().context("no agent")?;
+    Ok(fs::read_to_string(format!("/proc/{pid}/status"))?)
 }
 
-/// The agent runs, grants, serves its login socket with a group root is
-/// not in, stops leaving the gate enforcing, and takes it over again, all
-/// with no more capabilities than the unit's CapabilityBoundingSet. (The
-/// unit's other restrictions need systemd to apply them; `systemd-analyze`
-/// checks them above.)
-#[test]
-fn the_units_capabilities_are_enough() -> Result<()> {
-    require("setpriv")?;
-    let unit = packaging("smtpgate.service")?;
-    let caps: Vec<&str> = unit_setting(&unit, "CapabilityBoundingSet")
+/// The unit's CapabilityBoundingSet, and its bits.
+fn bounding_set(unit: &str) -> Result<(Vec<&str>, u64)> {
+    let caps: Vec<&str> = unit_setting(unit, "CapabilityBoundingSet")
         .context("the unit sets no CapabilityBoundingSet")?
         .split_whitespace()
         .collect();
@@ -249,8 +211,32 @@ fn the_units_capabilities_are_enough() -> Result<()> {
     for cap in &caps {
         mask |= 1 << capability_bit(cap)?;
     }
+    Ok((caps, mask))
+}
 
-    let lab = Lab::new()?;
+/// The gid of `group`.
+fn group_id(group: &str) -> Result<u32> {
+    Ok(sh("getent", &["group", group])?
+        .split(':')
+        .nth(2)
+        .with_context(|| format!("getent group {group}"))?
+        .parse()?)
+}
+
+/// The agent runs, grants, serves its login socket with a group root is
+/// not in, gives its pin directory the pin group (`root:mail` 0750 here;
+/// the package's `root:smtpgate`), stops leaving the gate enforcing, and
+/// takes it over again, all with no more capabilities than the unit's
+/// CapabilityBoundingSet. (The
+/// unit's other restrictions need systemd to apply them; `systemd-analyze`
+/// checks them above.)
+#[test]
+fn the_units_capabilities_are_enough() -> Result<()> {
+    require("setpriv")?;
+    let unit = packaging("smtpgate.service")?;
+    let (caps, mask) = bounding_set(&unit)?;
+
+    let mut lab = Lab::new()?;
     lab.echo_server(SMTP)?;
     let scratch = Scratch::labelled("caps")?;
     let socket = scratch.path("notify.sock");
@@ -263,42 +249,196 @@ fn the_units_capabilities_are_enough() -> Result<()> {
         // Root is no member of nogroup: chgrp needs CAP_CHOWN.
         "--listen-unix-group",
         "nogroup",
+        "--pin-group",
+        "mail",
     ];
-    let agent = Confined::start(&lab, &caps, &flags)?;
+    let wrapper = as_the_unit_starts_it(&caps, None);
+    lab.start_agent_under(&wrapper, &flags)?;
     // Once the gate is up, the agent keeps CAP_BPF and CAP_NET_ADMIN of
     // them; the bounding set stays the unit's (narrowing it needs
     // CAP_SETPCAP, which the unit does not give).
-    let (effective, bounding) = agent.capabilities()?;
-    let kept = (1 << capability_bit("CAP_BPF")?) | (1 << capability_bit("CAP_NET_ADMIN")?);
+    let status = agent_status(&lab)?;
+    let (effective, bounding) = (
+        capability_set(&status, "CapEff")?,
+        capability_set(&status, "CapBnd")?,
+    );
     ensure!(
-        effective == kept && bounding == mask,
-        "the agent runs with CapEff {effective:x} and CapBnd {bounding:x}; wanted {kept:x} of the unit's {mask:x}"
+        effective == KEPT && bounding == mask,
+        "the agent runs with CapEff {effective:x} and CapBnd {bounding:x}; wanted {KEPT:x} of the unit's {mask:x}"
     );
     lab.assert_no_answer(Family::V4, SMTP)?;
     lab.smtpgate_ok(&["allow", &lab.client_addr(Family::V4).to_string()])?;
     lab.connect(Family::V4, SMTP, ANSWERED)
         .context("the granted client")?;
-    let nogroup: u32 = sh("getent", &["group", "nogroup"])?
-        .split(':')
-        .nth(2)
-        .context("getent group nogroup")?
-        .parse()?;
     ensure!(
-        fs::metadata(&socket)?.gid() == nogroup,
+        fs::metadata(&socket)?.gid() == group_id("nogroup")?,
         "the login socket did not get the group nogroup"
     );
+    require_pin_dir(&lab.bpffs.pin_dir(), 0, group_id("mail")?)?;
 
-    ensure!(agent.stop()? == 0, "the agent did not stop cleanly");
+    ensure!(lab.stop_agent()? == 0, "the agent did not stop cleanly");
     // Stopped: the gate still enforces, the grant still holds.
     lab.assert_no_answer(Family::V6, SMTP)?;
     lab.connect(Family::V4, SMTP, ANSWERED)
         .context("the granted client with the agent stopped")?;
 
-    let again = Confined::start(&lab, &caps, &flags)?;
+    lab.start_agent_under(&wrapper, &flags)?;
     lab.assert_no_answer(Family::V6, SMTP)?;
     lab.connect(Family::V4, SMTP, ANSWERED)
         .context("the granted client after the take-over")?;
-    ensure!(again.stop()? == 0, "the second agent did not stop cleanly");
+    ensure!(
+        lab.stop_agent()? == 0,
+        "the second agent did not stop cleanly"
+    );
+    Ok(())
+}
+
+/// Fails unless the pin directory `pins` is `uid:gid` mode 0750, and a
+/// member of `gid` may list it while someone outside it (nobody, whose
+/// group `gid` must not be) may not.
+fn require_pin_dir(pins: &Path, uid: u32, gid: u32) -> Result<()> {
+    let meta = fs::metadata(pins)?;
+    ensure!(
+        meta.uid() == uid && meta.gid() == gid && meta.mode() & 0o777 == 0o750,
+        "the pin directory is {}:{} mode {:o}, not {uid}:{gid} 750",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o777
+    );
+    ensure!(
+        listable_by(gid, pins)?,
+        "a member of the pin group cannot read the pin directory"
+    );
+    ensure!(
+        !listable_by(65534, pins)?,
+        "someone outside the pin group can read the pin directory"
+    );
+    Ok(())
+}
+
+/// The drop-in's `ExecStartPre=+` command lines (run as root before the
+/// agent), for `pins` instead of /sys/fs/bpf/smtpgate and `user` instead of
+/// smtpgate.
+fn pre_start_commands(dropin: &str, bpffs: &Path, user: &str) -> Vec<Vec<String>> {
+    dropin
+        .lines()
+        .filter_map(|line| line.strip_prefix("ExecStartPre=+"))
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| match word.strip_prefix("/sys/fs/bpf") {
+                    Some(rest) => format!("{}{rest}", bpffs.display()),
+                    None if word == "smtpgate" => user.to_string(),
+                    None if word == "smtpgate:smtpgate" => format!("{user}:{user}"),
+                    None => word.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The unit with the dedicated-user drop-in, as far as it runs without
+/// systemd: the drop-in's `ExecStartPre=+` commands as root, for the test's
+/// bpffs and a system user the test makes, then the agent as that user with
+/// the drop-in's ambient capabilities within the unit's bounding set, its
+/// state and runtime directories its own (as `StateDirectory=` and
+/// `RuntimeDirectory=` make them). It attaches, keeps CAP_BPF and
+/// CAP_NET_ADMIN, gives its login socket a group it is not in, grants a
+/// login, attaches again to an interface that comes back (pinning a new
+/// link: the pin directory must be its own), and its pin directory is
+/// `user:group` 0750, readable by the group and nobody else.
+#[test]
+fn the_dedicated_user_drop_in_runs_the_gate() -> Result<()> {
+    for tool in ["setpriv", "useradd", "userdel"] {
+        require(tool)?;
+    }
+    let (unit, dropin) = (
+        packaging("smtpgate.service")?,
+        packaging("dedicated-user.conf")?,
+    );
+    ensure!(
+        unit_setting(&dropin, "User") == Some("smtpgate")
+            && unit_setting(&dropin, "Group") == Some("smtpgate"),
+        "the drop-in does not run the agent as smtpgate:smtpgate"
+    );
+    let (caps, _) = bounding_set(&unit)?;
+    let ambient: Vec<&str> = unit_setting(&dropin, "AmbientCapabilities")
+        .context("the drop-in gives no AmbientCapabilities")?
+        .split_whitespace()
+        .collect();
+    let user = SystemUser::new()?;
+    let (uid, gid) = user.ids()?;
+    let scratch = Scratch::labelled("user")?;
+    let log = scratch.path("mail.log");
+    fs::write(&log, "")?;
+    let (state, runtime) = (scratch.path("state"), scratch.path("run"));
+    for dir in [&state, &runtime] {
+        fs::create_dir(dir)?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
+    let socket = runtime.join("notify.sock");
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    for argv in pre_start_commands(&dropin, &lab.bpffs.mount, &user.name) {
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        sh(&argv[0], &args)?;
+    }
+    let wrapper = as_the_unit_starts_it(&caps, Some(((uid, gid), &ambient)));
+    lab.start_agent_under(
+        &wrapper,
+        &[
+            "--log",
+            log.to_str().context("path")?,
+            "--state-dir",
+            state.to_str().context("path")?,
+            "--listen-unix",
+            socket.to_str().context("path")?,
+            "--listen-unix-group",
+            "nogroup",
+            "--pin-group",
+            &user.name,
+        ],
+    )?;
+    let status = agent_status(&lab)?;
+    ensure!(
+        status
+            .lines()
+            .any(|line| line.starts_with(&format!("Uid:\t{uid}\t"))),
+        "the agent does not run as {}",
+        user.name
+    );
+    for set in ["CapEff", "CapPrm"] {
+        let value = capability_set(&status, set)?;
+        ensure!(value == KEPT, "{set} is {value:#x}, not {KEPT:#x}");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        ensure!(capability_set(&status, set)? == 0, "{set} is not empty");
+    }
+    ensure!(
+        fs::metadata(&socket)?.gid() == group_id("nogroup")?,
+        "the login socket did not get the group nogroup"
+    );
+
+    require_pin_dir(&lab.bpffs.pin_dir(), uid, gid)?;
+
+    append(&log, &dovecot_login("kim", CLIENT_V4))?;
+    ensure!(
+        lab.agent_logged("granted", Duration::from_secs(10)),
+        "the login did not grant"
+    );
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the grant written by the dedicated user")?;
+    lab.assert_no_answer(Family::V6, SMTP)?;
+    lab.recreate_link(Duration::ZERO)?;
+    ensure!(
+        lab.agent_logged(
+            "is back; the gate is attached to it again",
+            Duration::from_secs(5)
+        ),
+        "the dedicated user did not attach the gate again"
+    );
+    lab.assert_no_answer(Family::V6, SMTP)?;
+    lab.connect(Family::V4, SMTP, ANSWERED)
+        .context("the grant after the interface came back")?;
     Ok(())
 }
 
@@ -322,18 +462,23 @@ fn readme_config_keys() -> Result<Vec<String>> {
 }
 
 /// The packaged example as shipped (with an interface set: it names none,
-/// so that the service cannot gate the wrong one), and with every setting
-/// it shows commented out turned on, passes `--check-config`; it shows
-/// every key of the README's example.
+/// so that the service cannot gate the wrong one; and with a pin group this
+/// host has, for the package's `smtpgate`), and with every setting it shows
+/// commented out turned on, passes `--check-config`; it shows every key of
+/// the README's example.
 #[test]
 fn the_example_configuration_is_valid() -> Result<()> {
     let example = packaging("smtpgate.toml")?;
     let placeholder = "#iface = [\"eth0\"]\n";
-    ensure!(
-        example.contains(placeholder),
-        "the example has no `{}` placeholder",
-        placeholder.trim()
-    );
+    let pin_group = "pin-group = \"smtpgate\"\n";
+    for line in [placeholder, pin_group] {
+        ensure!(
+            example.contains(line),
+            "the example has no `{}` line",
+            line.trim()
+        );
+    }
+    let example = example.replace(pin_group, "pin-group = \"nogroup\"\n");
     let lab = Lab::new()?;
     let scratch = Scratch::labelled("config")?;
     let iface = format!("\"{}\"", lab.server_iface);
@@ -430,20 +575,33 @@ impl ScratchRoot {
     /// Runs `argv` with the overlay mounted; `{root}` in an argument is
     /// replaced with the overlay's mount point.
     fn run(&self, argv: &[&str]) -> Result<String> {
+        self.run_on(None, argv)
+    }
+
+    /// [`ScratchRoot::run`], and with a lab: in its server's network
+    /// namespace, with its bpffs at the scratch root's /sys/fs/bpf, so that
+    /// the maintainer scripts find the lab's gate where a host's is.
+    fn run_on(&self, lab: Option<&Lab>, argv: &[&str]) -> Result<String> {
         let root = self.layers.join("root");
         let root = root.to_str().unwrap();
         let argv: Vec<String> = argv.iter().map(|arg| arg.replace("{root}", root)).collect();
-        let out = Command::new("unshare")
+        let mut command = match lab {
+            Some(lab) => lab.server.command("unshare"),
+            None => Command::new("unshare"),
+        };
+        let out = command
             .args(["--mount", "--propagation", "private", "--", "sh", "-ec"])
             .arg(
                 "mount -t overlay smtpgate-test -o lowerdir=/,upperdir=\"$1\",workdir=\"$2\" \"$3\"\n\
-                 shift 3\n\
+                 if [ -n \"$4\" ]; then mkdir -p \"$3/sys/fs/bpf\"; mount --bind \"$4\" \"$3/sys/fs/bpf\"; fi\n\
+                 shift 4\n\
                  exec \"$@\"",
             )
             .arg("sh")
             .arg(self.layers.join("upper"))
             .arg(self.layers.join("work"))
             .arg(root)
+            .arg(lab.map_or(PathBuf::new(), |lab| lab.bpffs.mount.clone()))
             .args(&argv)
             .output()
             .context("starting unshare")?;
@@ -487,9 +645,36 @@ fn manual_pages() -> Vec<String> {
     pages
 }
 
+/// Fails unless the scratch root has one system user smtpgate (uid below
+/// 1000) and one group smtpgate, as postinst makes them.
+fn require_one_user(root: &ScratchRoot) -> Result<()> {
+    let passwd = fs::read_to_string(root.upper("/etc/passwd"))?;
+    let users: Vec<&str> = passwd
+        .lines()
+        .filter(|line| line.starts_with("smtpgate:"))
+        .collect();
+    let system = users.first().and_then(|user| {
+        let uid: u32 = user.split(':').nth(2)?.parse().ok()?;
+        Some(uid < 1000)
+    });
+    ensure!(
+        users.len() == 1 && system == Some(true),
+        "users named smtpgate: {users:?}"
+    );
+    let groups = fs::read_to_string(root.upper("/etc/group"))?;
+    let groups = groups
+        .lines()
+        .filter(|line| line.starts_with("smtpgate:"))
+        .count();
+    ensure!(groups == 1, "{groups} groups named smtpgate");
+    Ok(())
+}
+
 #[test]
 fn the_package_installs_where_debian_expects() -> Result<()> {
     for tool in [
+        "adduser",
+        "addgroup",
         "dpkg",
         "dpkg-deb",
         "dpkg-query",
@@ -569,12 +754,17 @@ fn the_package_installs_where_debian_expects() -> Result<()> {
         changelog.lines().next().unwrap_or_default()
     );
 
+    require_one_user(&root)?;
     for (installed, shipped) in [
         (
             "/usr/lib/systemd/system/smtpgate.service",
             "smtpgate.service",
         ),
         ("/etc/smtpgate/smtpgate.toml", "smtpgate.toml"),
+        (
+            "/usr/share/doc/smtpgate/examples/dedicated-user.conf",
+            "dedicated-user.conf",
+        ),
     ] {
         ensure!(
             fs::read_to_string(root.upper(installed))? == packaging(shipped)?,
@@ -637,6 +827,29 @@ fn the_package_installs_where_debian_expects() -> Result<()> {
         "verify",
         "smtpgate.service",
     ])?;
+
+    // A gate the lab set up, its agent stopped as the unit stops before the
+    // maintainer scripts run: an upgrade (the same package again) leaves it
+    // enforcing, a removal takes it out of the kernel.
+    let mut lab = Lab::gated(&[])?;
+    lab.stop_agent()?;
+    let dpkg = |action: &str, what: &str| {
+        root.run_on(
+            Some(&lab),
+            &["dpkg", "--root={root}", "--no-triggers", action, what],
+        )
+    };
+    dpkg("--install", deb).context("the upgrade")?;
+    lab.assert_no_answer(Family::V6, SMTP)
+        .context("the gate after an upgrade")?;
+    require_one_user(&root)?;
+    dpkg("--remove", "smtpgate").context("the removal")?;
+    ensure!(
+        !lab.bpffs.pin_dir().exists(),
+        "the removal left the pins in place"
+    );
+    lab.connect(Family::V6, SMTP, ANSWERED)
+        .context("the port after the removal: the gate should be gone")?;
 
     // Purge takes the configuration and the state with it.
     fs::create_dir_all(root.upper("/var/lib/smtpgate"))?;

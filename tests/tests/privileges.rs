@@ -7,20 +7,9 @@ use std::{os::unix::fs::PermissionsExt, time::Duration};
 use anyhow::{ensure, Context, Result};
 use smtpgate_tests::{
     logs::{append, dovecot_login},
+    privilege::{capability_set, KEPT},
     Family, Lab, Scratch, ANSWERED, CLIENT_V4, SMTP,
 };
-
-/// CAP_NET_ADMIN (12) and CAP_BPF (39).
-const KEPT: u64 = (1 << 12) | (1 << 39);
-
-/// A capability set of `/proc/PID/task/TID/status`, e.g. `CapEff`.
-fn capability_set(status: &str, field: &str) -> Result<u64> {
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:\t")))
-        .with_context(|| format!("no {field} line"))?;
-    Ok(u64::from_str_radix(line.trim(), 16)?)
-}
 
 #[test]
 fn the_running_agent_keeps_only_bpf_and_net_admin_and_still_grants() -> Result<()> {

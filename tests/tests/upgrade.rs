@@ -103,7 +103,7 @@ fn run_takes_over_a_gate_of_the_previous_layout_with_every_grant() -> Result<()>
     let mut lab = Lab::new()?;
     lab.echo_server(SMTP)?;
     let pins = PinDir::new(lab.bpffs.pin_dir());
-    pins.prepare()?;
+    pins.prepare(None)?;
     let live = lab.server.run({
         let (pins, iface) = (pins.clone(), lab.server_iface.clone());
         move || set_up_v1_gate(&pins, &iface)

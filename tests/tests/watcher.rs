@@ -15,7 +15,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use smtpgate_tests::{
-    sh, smtpgate_bin, Family, Lab, Scratch, ANSWERED, CLIENT_V4, CLIENT_V6, SMTP,
+    journal::PrivateJournal, sh, smtpgate_bin, Family, Lab, Scratch, ANSWERED, CLIENT_V4,
+    CLIENT_V6, SMTP,
 };
 
 /// A Dovecot 2.3 login line as rsyslog writes it with ISO time stamps,
@@ -299,99 +300,25 @@ fn check_config_validates_without_touching_the_kernel() -> Result<()> {
     Ok(())
 }
 
-/// A journald for the test when the machine runs none (CI has no systemd as
-/// PID 1); stopped, with the runtime files it created, on drop.
-struct Journald {
-    child: Option<std::process::Child>,
-    created: Vec<&'static str>,
-}
-
-impl Journald {
-    fn ensure() -> Result<Self> {
-        if Self::running() {
-            return Ok(Self {
-                child: None,
-                created: Vec::new(),
-            });
-        }
-        let created = ["/run/systemd/journal", "/run/log/journal"]
-            .into_iter()
-            .filter(|p| !Path::new(p).exists())
-            .collect();
-        let child = Command::new("/lib/systemd/systemd-journald")
-            .stdout(std::process::Stdio::null())
-            .spawn()?;
-        let journald = Self {
-            child: Some(child),
-            created,
-        };
-        let start = Instant::now();
-        while !Self::running() {
-            ensure!(
-                start.elapsed() < Duration::from_secs(5),
-                "journald did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(journald)
-    }
-}
-
-impl Journald {
-    /// Whether a journald answers on its stream socket (stale socket files
-    /// from a killed one do not count).
-    fn running() -> bool {
-        std::os::unix::net::UnixStream::connect("/run/systemd/journal/stdout").is_ok()
-    }
-}
-
-impl Drop for Journald {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-            for dir in &self.created {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
-
-/// Logs a Dovecot login for `ip` to the journal as Dovecot would.
-fn journal_login(ip: &str) -> Result<()> {
-    let mut cat = Command::new("systemd-cat")
-        .args(["-t", "dovecot"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    writeln!(
-        cat.stdin.take().unwrap(),
-        "pop3-login: Login: user=<customer>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=77, session=<J1>"
-    )?;
-    ensure!(cat.wait()?.success(), "systemd-cat failed");
-    Ok(())
-}
-
 #[test]
 fn the_journal_is_a_source_and_resumes_from_its_cursor() -> Result<()> {
-    let _journald = Journald::ensure()?;
-    // The journal is shared by every run: addresses unique to this process
-    // keep earlier runs' entries from granting here.
-    let unique = |n: u32| format!("2001:db8:{:x}:{n}::1", std::process::id() & 0xffff);
     let scratch = Scratch::new()?;
     let state = scratch.path("state");
-    journal_login(&unique(1))?; // before the first start: read back
+    let flags = ["--journal", "--state-dir", state.to_str().unwrap()];
     let mut lab = Lab::new()?;
-    lab.start_agent(&["--journal", "--state-dir", state.to_str().unwrap()])?;
-    wait_for_grant(&lab, &unique(1), Duration::from_secs(5))
+    let journal = PrivateJournal::start()?;
+    journal.login("customer", "2001:db8:1::1")?; // before the first start: read back
+    lab.start_agent_under(&journal.enter(), &flags)?;
+    wait_for_grant(&lab, "2001:db8:1::1", Duration::from_secs(5))
         .context("entry from before the start")?;
-    ensure!(seconds_left(&lab, &unique(2))?.is_none());
-    journal_login(&unique(2))?;
-    wait_for_grant(&lab, &unique(2), Duration::from_secs(5)).context("live entry")?;
+    ensure!(seconds_left(&lab, "2001:db8:2::1")?.is_none());
+    journal.login("customer", "2001:db8:2::1")?;
+    wait_for_grant(&lab, "2001:db8:2::1", Duration::from_secs(5)).context("live entry")?;
 
     lab.stop_agent()?;
-    journal_login(&unique(3))?; // while stopped: found through the saved cursor
-    lab.start_agent(&["--journal", "--state-dir", state.to_str().unwrap()])?;
-    wait_for_grant(&lab, &unique(3), Duration::from_secs(5))
+    journal.login("customer", "2001:db8:3::1")?; // while stopped: found through the saved cursor
+    lab.start_agent_under(&journal.enter(), &flags)?;
+    wait_for_grant(&lab, "2001:db8:3::1", Duration::from_secs(5))
         .context("entry logged while the agent was down")?;
     Ok(())
 }

@@ -32,7 +32,7 @@ impl Gate {
     pub fn load() -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
-        pins.prepare()?;
+        pins.prepare(None)?;
         let mut ebpf = attach::load(&pins, DEFAULT_MAX_GRANTS, attach::KernelLogLevel::Info)?;
         let mut maps = GateMaps::take(&mut ebpf, &pins, &GateConfig::new(0, &[SMTP]))?;
         // As the agent does at start: the loopback entries on the

@@ -14,6 +14,14 @@
 //! any other thread exists, and the threads started later inherit the
 //! reduced sets. Kernels older than 5.8 know no `CAP_BPF`; there
 //! `CAP_SYS_ADMIN` stands in for it.
+//!
+//! A dedicated user (not root) gets the same from its starter instead, as
+//! ambient capabilities: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON (the verifier
+//! accepts the program's pointer arithmetic only with it) and CAP_CHOWN
+//! (for a login socket's group); the drop then works the same. This module
+//! also tells whether a command may use bpf() at all (`bpf_capable`), and
+//! looks up the groups the pin directory and the login socket are given
+//! (`group_id`).
 
 use std::io;
 
@@ -115,6 +123,27 @@ pub fn drop_to_service() -> Result<()> {
         "dropped every other capability"
     );
     Ok(())
+}
+
+/// Whether this thread may use bpf(): root, or a user given CAP_BPF
+/// (CAP_SYS_ADMIN before 5.8), as a dedicated user's ambient capability.
+pub fn bpf_capable() -> Result<bool> {
+    let effective =
+        |data: &[Data; 2], cap: u32| data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0;
+    let sets = current()?;
+    Ok(effective(&sets, CAP_BPF) || effective(&sets, CAP_SYS_ADMIN))
+}
+
+/// The id of the group `name`.
+pub fn group_id(name: &str) -> Result<u32> {
+    let c_name = std::ffi::CString::new(name.as_bytes())?;
+    // SAFETY: valid C string; the result is read before any other call.
+    let entry = unsafe { libc::getgrnam(c_name.as_ptr()) };
+    if entry.is_null() {
+        anyhow::bail!("no group named '{name}'");
+    }
+    // SAFETY: a non-null entry getgrnam returned.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 /// This thread's capability sets.

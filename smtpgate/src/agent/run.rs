@@ -45,7 +45,7 @@ const STATE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Runs the agent on `settings`, resolved and checked beforehand.
 pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
-    pins.prepare()?;
+    pins.prepare(settings.pin_group)?;
     let state = Arc::new(StateStore::open(&settings.watch.state_dir)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

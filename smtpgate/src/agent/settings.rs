@@ -37,6 +37,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub sweep_interval: Duration,
     pub allowlist: Vec<IpNet>,
+    /// The group given the pin directory (`--pin-group`), as a gid.
+    pub pin_group: Option<u32>,
     /// What the kernel program logs: at debug, each refusal.
     pub kernel_log_level: KernelLogLevel,
     pub watch: WatchSettings,

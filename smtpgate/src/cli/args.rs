@@ -232,6 +232,11 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub sweep_interval: Option<Duration>,
 
+    /// Give the pin directory this group (mode 0750): its members may read
+    /// the pins, nobody else but the agent's user and root.
+    #[arg(long, value_name = "GROUP")]
+    pub pin_group: Option<String>,
+
     #[command(flatten)]
     pub sources: SourceArgs,
 

@@ -9,7 +9,7 @@ use smtpgate_common::{SynBudget, COOLDOWNS_MAP, COUNTERS_MAP};
 
 use crate::{
     agent::{
-        pop_host, run,
+        pop_host, privileges, run,
         stream::{entry::Event, publish},
     },
     cli::{
@@ -99,7 +99,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Generate { what } => return generate::run(what),
         _ => {}
     }
-    require_root()?;
+    require_bpf_capable()?;
     let pins = PinDir::new(cli.bpffs_dir);
     match cli.command {
         Command::Notify { .. }
@@ -206,10 +206,15 @@ fn full_prefix(ip: IpAddr) -> u8 {
     }
 }
 
-fn require_root() -> Result<()> {
+/// Root, or a dedicated user with CAP_BPF (see `privileges`). Root
+/// without the capabilities goes on, to the errors that name the one
+/// missing.
+fn require_bpf_capable() -> Result<()> {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("smtpgate must run as root: it loads BPF programs and manages pinned BPF maps");
+    if unsafe { libc::geteuid() } != 0 && !privileges::bpf_capable()? {
+        bail!(
+            "smtpgate must run as root, or as a user with CAP_BPF: it loads BPF programs and manages pinned BPF maps"
+        );
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use smtpgate_common::SynBudget;
 
 use crate::{
     agent::{
+        privileges,
         quota::Quota,
         settings::{
             Credentials, GrantPolicy, Limits, LoginParser, PolicyListen, PolicySettings,
@@ -90,6 +91,7 @@ pub struct ConfigFile {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default, deserialize_with = "text::sweep_interval")]
     pub sweep_interval: Option<Duration>,
+    pub pin_group: Option<String>,
     #[serde(default, deserialize_with = "text::allowlist")]
     pub allowlist: Option<Vec<IpNet>>,
     pub logs: Option<Vec<PathBuf>>,
@@ -311,7 +313,8 @@ fn load(path: Option<&Path>) -> Result<ConfigFile> {
 }
 
 /// The settings of `args` over those of `file`; touches no file but the
-/// ones the stream's options name.
+/// ones the stream's options name (and the group database, for the pin
+/// group).
 pub fn from_parts(args: RunArgs, mut file: ConfigFile, verbose: u8) -> Result<Settings> {
     let grants = grant_policy(&args.grants, args.ttl, &file)?;
     let policy = policy_settings(&args.grants, &file)?;
@@ -337,6 +340,10 @@ pub fn from_parts(args: RunArgs, mut file: ConfigFile, verbose: u8) -> Result<Se
         bail!("max-grants must be at least 1");
     }
     let watch = watch_settings(args.sources, args.parser, args.state_dir, &mut file)?;
+    let pin_group = match args.pin_group.or(file.pin_group) {
+        Some(name) => Some(privileges::group_id(&name).context("pin-group")?),
+        None => None,
+    };
 
     Ok(Settings {
         ifaces,
@@ -353,6 +360,7 @@ pub fn from_parts(args: RunArgs, mut file: ConfigFile, verbose: u8) -> Result<Se
             .or(file.sweep_interval)
             .unwrap_or(DEFAULT_SWEEP_INTERVAL),
         allowlist: file.allowlist.unwrap_or_default(),
+        pin_group,
         kernel_log_level: if verbose > 0 {
             KernelLogLevel::Debug
         } else {

@@ -25,7 +25,8 @@ use crate::gate::options::Hook;
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/smtpgate";
 /// The conventional bpffs mount point, mounted by `run` when missing.
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
-/// Mode of the pin directory: root and its group.
+/// Mode of the pin directory: the agent's user (root, or a dedicated one)
+/// and its group.
 const PIN_DIR_MODE: u32 = 0o750;
 /// `statfs` magic number of the BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -112,8 +113,9 @@ impl PinDir {
     }
 
     /// Makes sure the directory exists on a bpffs, mounting the system bpffs
-    /// at /sys/fs/bpf first if this host has none (fresh machines often don't).
-    pub fn prepare(&self) -> Result<()> {
+    /// at /sys/fs/bpf first if this host has none (fresh machines often
+    /// don't), with mode 0750 and, if given, the group `group`.
+    pub fn prepare(&self, group: Option<u32>) -> Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent)? {
             if parent == Path::new(SYSTEM_BPFFS) {
@@ -128,8 +130,12 @@ impl PinDir {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating pin directory {}", self.dir.display()))?;
-        // Whoever can open the pins can grant, revoke and detach: root and
-        // its group only.
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(&self.dir, None, Some(gid))
+                .with_context(|| format!("chgrp {gid} {}", self.dir.display()))?;
+        }
+        // Whoever can open the pins can grant, revoke and detach: the
+        // owner and the group only (and root).
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(PIN_DIR_MODE))
             .with_context(|| format!("restricting {}", self.dir.display()))
     }

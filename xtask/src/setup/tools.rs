@@ -158,12 +158,8 @@ const NEEDS: &[Need] = &[
     // The journal as a login source.
     Need {
         tool: "journald",
-        capability: "take and serve log lines (systemd-journald, systemd-cat, journalctl)",
-        probe: Probe::Files(&[
-            "/lib/systemd/systemd-journald",
-            "/usr/bin/systemd-cat",
-            "/usr/bin/journalctl",
-        ]),
+        capability: "take and serve log lines (systemd-journald, journalctl)",
+        probe: Probe::Files(&["/lib/systemd/systemd-journald", "/usr/bin/journalctl"]),
         fix: Fix::Install(&["systemd"]),
     },
     // The attach tests' foreign program.
@@ -225,6 +221,20 @@ const NEEDS: &[Need] = &[
         capability: "install a package into another root (dpkg --root, dpkg-deb)",
         probe: Probe::Files(&["/usr/bin/dpkg", "/usr/bin/dpkg-deb"]),
         fix: Fix::Install(&["dpkg"]),
+    },
+    // The package's postinst (adduser) and the dedicated-user test, which
+    // makes a system user of its own (useradd, userdel).
+    Need {
+        tool: "adduser",
+        capability: "make a system user and group",
+        probe: Probe::Files(&["/usr/sbin/adduser", "/usr/sbin/addgroup"]),
+        fix: Fix::Install(&["adduser"]),
+    },
+    Need {
+        tool: "useradd",
+        capability: "make and delete a system user",
+        probe: Probe::Files(&["/usr/sbin/useradd", "/usr/sbin/userdel"]),
+        fix: Fix::Install(&["passwd"]),
     },
     // The package test's scratch root: the host under an overlay whose
     // upper layer is a tmpfs.

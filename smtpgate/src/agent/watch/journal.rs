@@ -3,6 +3,13 @@
 //! the agent free of a libsystemd dependency and works with any journald.
 //! Each entry's cursor is saved, so a restart resumes right after the last
 //! entry read.
+//!
+//! journalctl follows the journal's files, not journald, so it reads on by
+//! itself across a journald restart. What it does not tell is that nobody
+//! writes the journal meanwhile: the agent looks at journald's socket and
+//! says so once when it stops answering and once when it answers again.
+//! (Where systemd holds the socket, as it does for journald under PID 1,
+//! entries wait in it during a restart, and there is nothing to say.)
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -17,8 +24,11 @@ use tokio::{
 use super::Watch;
 
 const RETRY: Duration = Duration::from_secs(2);
+/// journald's socket for native entries.
+const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 
 pub async fn follow(watch: Arc<Watch>, units: Vec<String>) {
+    tokio::spawn(watch_journald());
     loop {
         if let Err(e) = follow_once(&watch, &units).await {
             tracing::warn!("journal: {e:#}; restarting journalctl");
@@ -60,6 +70,32 @@ async fn follow_once(watch: &Watch, units: &[String]) -> anyhow::Result<()> {
     }
     let status = child.wait().await?;
     anyhow::bail!("journalctl exited ({status})")
+}
+
+/// Says once when journald stops answering on its socket, and once when it
+/// answers again; looks every [`RETRY`].
+async fn watch_journald() {
+    let mut answering = true;
+    let mut look = tokio::time::interval(RETRY);
+    loop {
+        look.tick().await;
+        // A datagram socket's connect reaches no further than the socket
+        // file: it fails at once when nobody is bound there, and sends
+        // nothing.
+        let answers = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|socket| socket.connect(JOURNALD_SOCKET))
+            .is_ok();
+        match (answering, answers) {
+            (true, false) => tracing::warn!(
+                "journald does not answer on {JOURNALD_SOCKET}: no logins reach the journal until it is back"
+            ),
+            (false, true) => {
+                tracing::info!("journald answers again; its logins are read as they come")
+            }
+            _ => {}
+        }
+        answering = answers;
+    }
 }
 
 /// Grants the login an entry records, judged by the same parser as log

@@ -6,9 +6,9 @@
 //! reporting process's uid, which the kernel vouches for (`SO_PEERCRED`), is
 //! logged with each grant.
 
-use std::{ffi::CString, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
+use std::{os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use smtpgate_logins::{Report, MAX_REPORT};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -19,6 +19,7 @@ use tokio::{
 use super::Watch;
 use crate::agent::{
     accept::AcceptErrors,
+    privileges,
     settings::{SocketSettings, WatchSettings},
     unix_socket,
 };
@@ -42,7 +43,7 @@ fn bind(settings: &SocketSettings) -> Result<UnixListener> {
     let listener =
         UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     if let Some(group) = &settings.group {
-        let gid = group_id(group)?;
+        let gid = privileges::group_id(group)?;
         std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("chgrp {group} {}", path.display()))?;
     }
@@ -54,16 +55,6 @@ fn bind(settings: &SocketSettings) -> Result<UnixListener> {
         settings.mode
     );
     Ok(listener)
-}
-
-fn group_id(name: &str) -> Result<u32> {
-    let c_name = CString::new(name.as_bytes())?;
-    // SAFETY: valid C string; the result is read before any other call.
-    let entry = unsafe { libc::getgrnam(c_name.as_ptr()) };
-    if entry.is_null() {
-        bail!("no group named '{name}'");
-    }
-    Ok(unsafe { (*entry).gr_gid })
 }
 
 pub async fn serve(watch: Arc<Watch>, listener: UnixListener) {
