@@ -186,8 +186,7 @@ fn sigkill_under_a_flood_loses_no_grant_and_opens_nothing() -> Result<()> {
 /// unit's `Restart=on-failure` does, it restores the gate.
 #[test]
 fn removed_pins_end_the_agent_with_a_failure_that_says_what_to_do() -> Result<()> {
-    let flags = ["--sweep-interval", "1s"];
-    let mut lab = Lab::gated(&flags)?;
+    let mut lab = Lab::gated(&[])?;
     lab.smtpgate_ok(&["allow", CLIENT_V4])?;
     let around = Around::start(&lab);
     thread::sleep(Duration::from_millis(300));
@@ -205,7 +204,7 @@ fn removed_pins_end_the_agent_with_a_failure_that_says_what_to_do() -> Result<()
     let noticed = removed.elapsed();
     let code = lab.stop_agent()?;
     ensure!(code != 0, "the agent exited {code} with its pins gone");
-    lab.start_agent(&flags)?;
+    lab.start_agent(&[])?;
     let restored = removed.elapsed();
     let seen = around.end()?;
     seen.require_ran()?;

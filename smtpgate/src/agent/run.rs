@@ -42,6 +42,10 @@ type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// How often read positions are saved.
 const STATE_FLUSH: Duration = Duration::from_secs(1);
+/// How often the pins are checked: a gate whose pins were removed is gone
+/// (a link lives as long as its pin), so the agent must say so at once.
+/// Each check is a few `stat` calls.
+const PIN_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs the agent on `settings`, resolved and checked beforehand.
 pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
@@ -188,15 +192,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             metrics.clone(),
             settings.sweep_interval,
         ));
-        let result = serve(
-            pins,
-            interfaces,
-            kernel_log,
-            sweeper,
-            &state,
-            settings.sweep_interval,
-        )
-        .await;
+        let result = serve(pins, interfaces, kernel_log, sweeper, &state).await;
         state.flush()?;
         result
     })
@@ -218,18 +214,17 @@ fn open_kernel_log(ebpf: &mut Ebpf) -> Result<Option<AsyncFd<KernelLogger>>> {
 }
 
 /// Runs until a signal, until the gate is detached from under the agent
-/// (checked every `check_every`), or until the sweeper fails.
+/// (checked every [`PIN_CHECK`]), or until the sweeper fails.
 async fn serve(
     pins: &PinDir,
     mut interfaces: Interfaces,
     mut kernel_log: Option<AsyncFd<KernelLogger>>,
     mut sweeper: tokio::task::JoinHandle<anyhow::Error>,
     state: &StateStore,
-    check_every: Duration,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut check = tokio::time::interval(check_every);
+    let mut check = tokio::time::interval(PIN_CHECK);
     let mut flush = tokio::time::interval(STATE_FLUSH);
     let mut saving = Saving::default();
     tracing::info!("gate running; grants are kept in {}", pins.path().display());
