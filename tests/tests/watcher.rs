@@ -431,6 +431,19 @@ impl WatchedAgent {
     }
 
     /// The agent's log lines so far that contain every one of `needles`.
+    /// [`WatchedAgent::log_lines`] once there are any, waiting up to
+    /// `limit`: the agent writes its line just after its reply.
+    fn wait_for_lines(&self, needles: &[&str], limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let lines = self.log_lines(needles);
+            if !lines.is_empty() || start.elapsed() > limit {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn log_lines(&self, needles: &[&str]) -> Vec<String> {
         let log = self.log.lock().unwrap();
         log.iter()
@@ -506,11 +519,9 @@ fn reports_name_their_reporter_and_no_customer_address_is_granted() -> Result<()
         "notify failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let granted = agent.log_lines(&["granted"]);
+    let granted = agent.wait_for_lines(&["granted", CLIENT_V4], Duration::from_secs(2));
     ensure!(
-        granted
-            .iter()
-            .any(|l| l.contains(CLIENT_V4) && l.contains("reporter_uid=65534")),
+        granted.iter().any(|l| l.contains("reporter_uid=65534")),
         "the grant's line does not name the reporter: {granted:?}"
     );
 

@@ -233,15 +233,16 @@ async fn serve(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = check.tick() => {
-                if let Err(e) = pins.require_gate() {
+                if let Some(removed) = pins.removed_map() {
                     // Without its pins the gate is gone or going (a link
                     // lives as long as its pin), so the agent must not go
                     // on as if it guarded anything.
                     sweeper.abort();
                     bail!(
-                        "the gate's pins under {} were removed ({e:#}); the relay may be open: \
+                        "the gate's pins under {} were removed ({} is gone); the relay may be open: \
                          start `smtpgate run` again to restore the gate",
-                        pins.path().display()
+                        pins.path().display(),
+                        removed.display()
                     );
                 }
             }

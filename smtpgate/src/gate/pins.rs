@@ -54,6 +54,15 @@ impl PinDir {
         PINNED_MAPS.map(|m| self.map(m))
     }
 
+    /// The first pinned map whose pin is gone, judged by its path alone:
+    /// the check of a running agent, which must not take a failure to
+    /// open a pin (no descriptor left, say) for a removed gate.
+    pub fn removed_map(&self) -> Option<PathBuf> {
+        self.maps().into_iter().find(|path| {
+            std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        })
+    }
+
     /// Where older versions pinned maps this one no longer reads.
     pub fn retired_maps(&self) -> [PathBuf; RETIRED_MAPS.len()] {
         RETIRED_MAPS.map(|m| self.map(m))
