@@ -5,6 +5,7 @@
 #![no_main]
 
 mod gate;
+mod replay;
 mod reset;
 
 use aya_ebpf::{
@@ -21,17 +22,47 @@ use smtpgate_ebpf::{frame, parse};
 
 use crate::{
     frame::Frame,
-    gate::{judge, Tally, Verdict},
+    gate::{judge, Arrival, Tally, Verdict},
 };
 
 /// Bytes TC makes linear before parsing: Ethernet, two VLAN tags, IPv6 with a
 /// few extension headers and TCP fit in this. Headers beyond it are doubtful.
 const TC_LINEAR_BYTES: u32 = 256;
 
+impl Arrival for XdpContext {
+    #[inline(always)]
+    fn frame(&self) -> Frame {
+        Frame::new(self.data(), self.data_end())
+    }
+
+    #[inline(always)]
+    fn replay_ifindex(&self) -> Option<u32> {
+        // SAFETY: the context the kernel passed in.
+        Some(unsafe { (*self.ctx).ingress_ifindex })
+    }
+}
+
+impl Arrival for TcContext {
+    #[inline(always)]
+    fn frame(&self) -> Frame {
+        Frame::with_len(self.data(), self.data_end(), self.len() as usize)
+    }
+
+    /// A VLAN tag the socket buffer holds apart is not in the frame the
+    /// program reads, and a replay without it would enter on another
+    /// interface.
+    #[inline(always)]
+    fn replay_ifindex(&self) -> Option<u32> {
+        // SAFETY: the context the kernel passed in.
+        let skb = unsafe { &*self.skb.skb };
+        (skb.vlan_present == 0).then_some(skb.ifindex)
+    }
+}
+
 #[xdp]
 pub fn smtpgate_xdp(ctx: XdpContext) -> u32 {
     let mut tally = Tally::open();
-    match judge(&ctx, Frame::new(ctx.data(), ctx.data_end()), &mut tally) {
+    match judge(&ctx, &mut tally) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Reset(reply) => {
@@ -55,8 +86,7 @@ pub fn smtpgate_tc(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(wanted);
     }
     // The agent allows --action reset only with XDP; here it means drop.
-    let frame = Frame::with_len(ctx.data(), ctx.data_end(), ctx.len() as usize);
-    match judge(&ctx, frame, &mut Tally::open()) {
+    match judge(&ctx, &mut Tally::open()) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop | Verdict::Reset(_) => TC_ACT_SHOT,
     }

@@ -67,6 +67,11 @@ impl LoadedGate {
         Self::load(&config, None)
     }
 
+    /// Like [`LoadedGate::new`], configured with `config`.
+    pub fn with_config(config: &GateConfig) -> Result<Self> {
+        Self::load(config, None)
+    }
+
     fn load(config: &GateConfig, clock: Option<GateClock>) -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
@@ -102,7 +107,12 @@ impl LoadedGate {
     /// Rewrites the configuration with other `flags` and `ports` (each
     /// IPv6 address granted for itself).
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        self.config.write(&GateConfig::new(flags, ports))
+        self.reconfigure(&GateConfig::new(flags, ports))
+    }
+
+    /// Rewrites the configuration with `config`.
+    pub fn reconfigure(&mut self, config: &GateConfig) -> Result<()> {
+        self.config.write(config)
     }
 
     /// Where the program's maps are pinned, for opening them as other

@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_grants: u32,
     pub metrics_listen: Option<SocketAddr>,
     pub sweep_interval: Duration,
+    /// How long a refused SYN is kept for replay; `None`: not recorded.
+    pub replay_window: Option<Duration>,
     pub allowlist: Vec<IpNet>,
     /// What the kernel program logs: at debug, each refusal.
     pub kernel_log_level: KernelLogLevel,
@@ -118,6 +120,9 @@ impl Settings {
             &self.ports,
         );
         config.set_v6_grant_prefix(self.grants.ipv6_prefix);
+        config.replay_window_ms = self.replay_window.map_or(0, |window| {
+            window.as_millis().try_into().unwrap_or(u32::MAX)
+        });
         config
     }
 }

@@ -106,6 +106,16 @@ pub fn load_with_clock(
     Ok(ebpf)
 }
 
+/// Pins the loaded XDP program where [`PinDir::program`] says, in place of
+/// an earlier run's.
+pub fn pin_program(ebpf: &mut Ebpf, pins: &PinDir) -> Result<()> {
+    let pin = pins.program();
+    remove_if_present(&pin)?;
+    let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?.try_into()?;
+    xdp.pin(&pin)
+        .with_context(|| format!("pinning {}", pin.display()))
+}
+
 /// Fails unless `iface` exists in this network namespace and carries
 /// Ethernet frames, the only framing the gate parses. A tunnel without a
 /// link-layer header (GRE, IPIP, WireGuard) must be refused: the gate would

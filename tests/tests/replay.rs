@@ -1,0 +1,520 @@
+//! Replay of the SYN refused just before a grant (issue 15): what the
+//! kernel program records, through BPF_PROG_TEST_RUN, and how a slot is
+//! claimed.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    net::{SocketAddr, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use smtpgate::gate::{
+    clock,
+    replay::{self, RefusedSyns},
+};
+use smtpgate_common::{replay::slot, GateConfig, KeyWords, SynBudget, FLAG_MONITOR, FLAG_RESET};
+use smtpgate_tests::{
+    assert_echoes,
+    frames::{fill_checksums, Packet, DEST_OPTS, ETH_P_8021Q},
+    handshake::{retransmissions, Capture},
+    logs,
+    testrun::{LoadedGate, TC_ACT_OK, TC_ACT_SHOT, TICK, XDP_DROP, XDP_PASS, XDP_TX},
+    Family, Lab, ANSWERED, SMTP,
+};
+
+const SERVER: &str = "192.0.2.1";
+const GRANTED: &str = "192.0.2.2";
+const STRANGER: &str = "198.51.100.1";
+const EXPIRED: &str = "198.51.100.9";
+const OVER_BUDGET: &str = "198.51.100.10";
+const SERVER6: &str = "2001:db8::1";
+const STRANGER6: &str = "2001:db8:bad:1::77";
+/// The grant prefix of the IPv6 rows: a stranger's SYN lands in its /64's
+/// slot.
+const V6_PREFIX: u8 = 64;
+const WINDOW: Duration = Duration::from_secs(3);
+
+/// The test runs' interface: the loopback device of this namespace.
+const LOOPBACK: u32 = 1;
+
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    Xdp,
+    Tc,
+}
+
+/// A gate recording refused SYNs for `window_ms` with `flags`, port 25
+/// gated, and a live grant, an expired one and one over its budget.
+fn gate(flags: u32, window_ms: u32) -> Result<LoadedGate> {
+    let mut config = GateConfig::new(flags, &[25]);
+    config.set_v6_grant_prefix(V6_PREFIX);
+    config.replay_window_ms = window_ms;
+    let mut gate = LoadedGate::with_config(&config)?;
+    gate.grant(GRANTED, Duration::from_secs(600))?;
+    gate.grant(EXPIRED, Duration::from_nanos(1))?;
+    let one_syn = SynBudget::new(1, 3_600_000_000_000, 1);
+    let expiry = clock::expiry_after(Duration::from_secs(600));
+    gate.grants
+        .grant_until(OVER_BUDGET.parse()?, expiry, one_syn, None)?;
+    std::thread::sleep(2 * TICK);
+    Ok(gate)
+}
+
+fn run(gate: &LoadedGate, hook: Hook, frame: &[u8]) -> Result<bool> {
+    Ok(match hook {
+        Hook::Xdp => {
+            let action = gate.run_xdp(frame)?.action;
+            ensure!(
+                [XDP_DROP, XDP_PASS, XDP_TX].contains(&action),
+                "XDP action {action}"
+            );
+            action == XDP_PASS
+        }
+        Hook::Tc => {
+            let action = gate.run_tc(frame)?.action;
+            ensure!(
+                action == TC_ACT_SHOT || action == TC_ACT_OK,
+                "TC action {action}"
+            );
+            action == TC_ACT_OK
+        }
+    })
+}
+
+/// The grant key of `ip` and its slot's table.
+fn key(ip: &str) -> [u8; 16] {
+    replay::grant_key(ip.parse().unwrap(), V6_PREFIX)
+}
+
+fn table(gate: &LoadedGate) -> Result<RefusedSyns> {
+    RefusedSyns::open_pinned(&gate.pins())
+}
+
+/// How the replay counters moved while `f` ran.
+fn moved(gate: &LoadedGate, f: impl FnOnce() -> Result<()>) -> Result<HashMap<&'static str, u64>> {
+    let before = gate.counters()?;
+    f()?;
+    let after = gate.counters()?;
+    Ok(["syns_recorded", "replay_expired", "replay_displaced"]
+        .into_iter()
+        .map(|name| (name, after[name] - before[name]))
+        .collect())
+}
+
+/// A SYN that carries `data` after its headers (TCP Fast Open).
+fn with_data(packet: Packet, data: &[u8]) -> Vec<u8> {
+    let mut frame = packet.build();
+    let total = u16::from_be_bytes([frame[16], frame[17]]) + data.len() as u16;
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// Each row: a frame, whether the gate passes it, and whether it is
+/// recorded (then claimed back byte for byte, once).
+fn rows() -> Vec<(&'static str, Vec<u8>, &'static str, bool, bool)> {
+    let syn = |src| Packet::syn(src, SERVER, 25);
+    vec![
+        (
+            "ipv4 stranger",
+            syn(STRANGER).build(),
+            STRANGER,
+            false,
+            true,
+        ),
+        (
+            "ipv4 stranger, no options",
+            syn(STRANGER).with(|p| p.tcp_options = 0).build(),
+            STRANGER,
+            false,
+            true,
+        ),
+        (
+            "ipv4 stranger, 40 bytes of options",
+            syn(STRANGER).with(|p| p.tcp_options = 40).build(),
+            STRANGER,
+            false,
+            true,
+        ),
+        (
+            "ipv6 stranger, in its /64's slot",
+            Packet::syn(STRANGER6, SERVER6, 25).build(),
+            STRANGER6,
+            false,
+            true,
+        ),
+        ("expired grant", syn(EXPIRED).build(), EXPIRED, false, true),
+        ("granted", syn(GRANTED).build(), GRANTED, true, false),
+        (
+            "over its budget: a granted source gains nothing",
+            syn(OVER_BUDGET).build(),
+            OVER_BUDGET,
+            false,
+            false,
+        ),
+        (
+            "802.1q tagged",
+            syn(STRANGER)
+                .with(|p| p.vlan_tags = vec![ETH_P_8021Q])
+                .build(),
+            STRANGER,
+            false,
+            false,
+        ),
+        (
+            "ipv4 options",
+            syn(STRANGER).with(|p| p.ipv4_options = 4).build(),
+            STRANGER,
+            false,
+            false,
+        ),
+        (
+            "ipv6 extension header",
+            Packet::syn(STRANGER6, SERVER6, 25)
+                .with(|p| p.ipv6_ext = vec![DEST_OPTS])
+                .build(),
+            STRANGER6,
+            false,
+            false,
+        ),
+        (
+            "data after the header",
+            with_data(syn(STRANGER), b"HELO"),
+            STRANGER,
+            false,
+            false,
+        ),
+        (
+            "ungated port",
+            Packet::syn(STRANGER, SERVER, 2525).build(),
+            STRANGER,
+            true,
+            false,
+        ),
+    ]
+}
+
+fn recording(hook: Hook) -> Result<()> {
+    let gate = gate(0, 3000)?;
+    let table = table(&gate)?;
+    // The budget's one SYN goes first.
+    ensure!(run(
+        &gate,
+        hook,
+        &Packet::syn(OVER_BUDGET, SERVER, 25).build()
+    )?);
+    for (name, mut frame, source, passes, recorded) in rows() {
+        if recorded {
+            // What is recorded is replayed with a checksum computed afresh.
+            fill_checksums(&mut frame);
+        }
+        let mut passed = false;
+        let moved = moved(&gate, || {
+            passed = run(&gate, hook, &frame)?;
+            Ok(())
+        })?;
+        ensure!(passed == passes, "{hook:?} {name}: passed {passed}");
+        ensure!(
+            moved["syns_recorded"] == u64::from(recorded),
+            "{hook:?} {name}: {moved:?}"
+        );
+        let claimed = table.claim(&key(source), V6_PREFIX, WINDOW);
+        ensure!(
+            claimed.is_some() == recorded,
+            "{hook:?} {name}: claimed {claimed:?}"
+        );
+        let Some(syn) = claimed else { continue };
+        ensure!(
+            replay::frame(&syn).as_deref() == Some(&frame[..]),
+            "{hook:?} {name}: recorded {:02x?}, sent {frame:02x?}",
+            replay::frame(&syn)
+        );
+        ensure!(syn.ifindex == LOOPBACK, "{hook:?} {name}: {}", syn.ifindex);
+        let age = clock::monotonic_ns().saturating_sub(syn.refused_ns);
+        ensure!(age < 1_000_000_000, "{hook:?} {name}: refused {age} ns ago");
+        ensure!(
+            table.claim(&key(source), V6_PREFIX, WINDOW).is_none(),
+            "{hook:?} {name}: claimed twice"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn xdp_records_what_it_can_replay_as_it_came() -> Result<()> {
+    recording(Hook::Xdp)
+}
+
+#[test]
+fn tc_records_what_it_can_replay_as_it_came() -> Result<()> {
+    recording(Hook::Tc)
+}
+
+/// Replay off, monitor mode (nothing dropped) and reset mode (the client
+/// is told at once): nothing is recorded.
+#[test]
+fn nothing_is_recorded_unless_dropped_silently_with_replay_on() -> Result<()> {
+    for (flags, window_ms) in [(0, 0), (FLAG_MONITOR, 3000), (FLAG_RESET, 3000)] {
+        let gate = gate(flags, window_ms)?;
+        let frame = Packet::syn(STRANGER, SERVER, 25).build();
+        let moved = moved(&gate, || run(&gate, Hook::Xdp, &frame).map(drop))?;
+        ensure!(
+            moved["syns_recorded"] == 0,
+            "flags {flags:#x}, window {window_ms} ms: {moved:?}"
+        );
+        ensure!(table(&gate)?
+            .claim(&key(STRANGER), V6_PREFIX, WINDOW)
+            .is_none());
+    }
+    Ok(())
+}
+
+/// Two IPv4 strangers whose SYNs share a slot.
+fn sharing_a_slot() -> (String, String) {
+    let mut seen = HashMap::new();
+    for net in ["198.51.100", "203.0.113"] {
+        for host in 1..=254 {
+            let ip = format!("{net}.{host}");
+            let (index, _) = slot(KeyWords::of(&key(&ip)));
+            if let Some(other) = seen.insert(index, ip.clone()) {
+                return (other, ip);
+            }
+        }
+    }
+    panic!("no two test addresses share a slot");
+}
+
+/// A slot holds the latest SYN of its source; another source's SYN within
+/// the window displaces it, after the window finds it expired; a claim for
+/// the other source leaves it alone.
+#[test]
+fn a_slot_keeps_the_latest_syn_and_counts_what_it_loses() -> Result<()> {
+    let (first, second) = sharing_a_slot();
+    let syn = |src: &str, sport| {
+        let mut frame = Packet::syn(src, SERVER, 25)
+            .with(|p| p.sport = sport)
+            .build();
+        fill_checksums(&mut frame);
+        frame
+    };
+    let mut gate = gate(0, 3000)?;
+    let table = table(&gate)?;
+    let again = sent(&gate, &[syn(&first, 40001), syn(&first, 40002)])?;
+    ensure!(
+        (again["syns_recorded"], again["replay_displaced"]) == (2, 0),
+        "the same source again: {again:?}"
+    );
+    ensure!(
+        table.claim(&key(&second), V6_PREFIX, WINDOW).is_none(),
+        "claimed {first}'s SYN for {second}"
+    );
+    let latest = table
+        .claim(&key(&first), V6_PREFIX, WINDOW)
+        .context("the SYN went with the other source's claim")?;
+    ensure!(replay::frame(&latest) == Some(syn(&first, 40002)));
+    let displaced = sent(&gate, &[syn(&first, 40003), syn(&second, 40004)])?;
+    ensure!(
+        displaced["replay_displaced"] == 1,
+        "another source: {displaced:?}"
+    );
+
+    let mut config = GateConfig::new(0, &[25]);
+    config.set_v6_grant_prefix(V6_PREFIX);
+    config.replay_window_ms = 1;
+    gate.reconfigure(&config)?;
+    std::thread::sleep(2 * TICK);
+    let expired = sent(&gate, &[syn(&first, 40005)])?;
+    ensure!(
+        (expired["replay_expired"], expired["replay_displaced"]) == (1, 0),
+        "after the window: {expired:?}"
+    );
+    std::thread::sleep(2 * TICK);
+    ensure!(
+        table
+            .claim(&key(&first), V6_PREFIX, Duration::from_millis(1))
+            .is_none(),
+        "a SYN older than the window was claimed"
+    );
+    Ok(())
+}
+
+/// How the replay counters moved while `frames` went through XDP.
+fn sent(gate: &LoadedGate, frames: &[Vec<u8>]) -> Result<HashMap<&'static str, u64>> {
+    moved(gate, || {
+        frames
+            .iter()
+            .try_for_each(|frame| run(gate, Hook::Xdp, frame).map(drop))
+    })
+}
+
+// Real packets: a client in its namespace connects through the gate while
+// its grant is on the way.
+
+/// How the test grants the client once its first SYN was refused.
+#[derive(Clone, Copy, Debug)]
+enum Grant {
+    /// A POP3 login line on the agent's `--log -`.
+    Login,
+    /// `smtpgate allow`, a process of its own.
+    Allow,
+}
+
+/// The agent's replays along `path`, from its metrics.
+fn replays(lab: &Lab, path: &str) -> Result<u64> {
+    lab.metric(&format!("smtpgate_syns_replayed_total{{path=\"{path}\"}}"))
+}
+
+/// Grants the lab's client over `family` as `how` says, and waits until
+/// the agent (or `allow`) is done with the grant; returns how many SYNs
+/// the grant replayed along `path`.
+fn grant(lab: &mut Lab, family: Family, how: Grant, path: &str) -> Result<u64> {
+    let client = lab.client_addr(family).to_string();
+    match how {
+        Grant::Login => {
+            let (logins, before) = (lab.agent_lines("granted"), replays(lab, path)?);
+            let stdin = lab.agent_stdin.as_mut().context("the agent's stdin")?;
+            stdin.write_all(logs::dovecot_login("customer", &client).as_bytes())?;
+            stdin.flush()?;
+            ensure!(
+                wait_for(|| Ok(lab.agent_lines("granted") > logins))?,
+                "the login did not grant"
+            );
+            Ok(replays(lab, path)? - before)
+        }
+        Grant::Allow => {
+            let out = lab.smtpgate(&["allow", &client]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            ensure!(out.status.success(), "allow failed: {said}");
+            let replayed = format!("before the grant ({path})");
+            Ok(said.lines().filter(|l| l.contains(&replayed)).count() as u64)
+        }
+    }
+}
+
+/// Polls `done` every 10 ms for at most two seconds.
+fn wait_for(mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if done()? {
+            return Ok(true);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(false)
+}
+
+/// An agent on `hook` taking logins on standard input, with its metrics,
+/// an echo server on port 25 and `flags` more.
+fn lab(hook: &str, flags: &[&str], env: &[(&str, &str)]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.echo_server(SMTP)?;
+    let mut all = vec![
+        "--attach",
+        hook,
+        "--log",
+        "-",
+        "--metrics-listen",
+        "127.0.0.1:9925",
+    ];
+    all.extend_from_slice(flags);
+    lab.start_agent_with_env(&all, env)?;
+    Ok(lab)
+}
+
+/// A connect under way in the client namespace: the stream and how long
+/// it took to connect.
+type Connecting = thread::JoinHandle<Result<io::Result<(TcpStream, Duration)>>>;
+
+/// Starts a connect from the lab's client over `family` to port 25, and
+/// waits until the gate has recorded its refused SYN.
+fn connect_refused(lab: &Lab, family: Family) -> Result<Connecting> {
+    let recorded = lab.counter("syns_recorded")?;
+    let server = SocketAddr::new(lab.server_addr(family), SMTP);
+    let connect = lab.client.spawn(move || {
+        let start = Instant::now();
+        TcpStream::connect_timeout(&server, ANSWERED).map(|stream| (stream, start.elapsed()))
+    });
+    ensure!(
+        wait_for(|| Ok(lab.counter("syns_recorded")? > recorded))?,
+        "the refused SYN was not recorded"
+    );
+    Ok(connect)
+}
+
+/// The client's connect starts before its grant: the gate refuses and
+/// records the SYN; the grant replays it along `path`, and the connection
+/// completes on that first SYN, with a SYN-ACK agreeing with its options.
+/// A second grant replays nothing.
+fn connects_on_its_first_syn(
+    hook: &str,
+    family: Family,
+    how: Grant,
+    path: &str,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let mut lab = lab(hook, &[], env)?;
+    let capture = Capture::start(&lab)?;
+    let connect = connect_refused(&lab, family)?;
+    let asked = Instant::now();
+    let replayed = grant(&mut lab, family, how, path)?;
+    let (mut stream, delay) = connect
+        .join()
+        .map_err(|_| anyhow::anyhow!("the connect thread panicked"))???;
+    let handshake = capture.handshake(stream.local_addr()?.port(), ANSWERED)?;
+    println!(
+        "{hook} {family:?} {how:?} ({path}): connected {} ms after the connect began, {} ms after the grant was asked for; {} SYN(s) on the wire",
+        delay.as_millis(),
+        asked.elapsed().as_millis(),
+        handshake.syns.len()
+    );
+    ensure!(replayed == 1, "the grant replayed {replayed} SYNs");
+    handshake.require_answered_first_syn()?;
+    ensure!(
+        retransmissions(&stream)? == 0,
+        "the client had to retransmit its SYN"
+    );
+    assert_echoes(&mut stream, b"EHLO customer\r\n")?;
+    let again = grant(&mut lab, family, how, path)?;
+    ensure!(again == 0, "a second grant replayed {again} SYNs");
+    Ok(())
+}
+
+const LIVE: &str = "live_frame";
+const RAW: &str = "raw_socket";
+const FORCE_RAW: &[(&str, &str)] = &[("SMTPGATE_REPLAY_RAW", "1")];
+
+#[test]
+fn ipv4_xdp_replays_a_live_frame_on_login() -> Result<()> {
+    connects_on_its_first_syn("xdp", Family::V4, Grant::Login, LIVE, &[])
+}
+
+#[test]
+fn ipv6_xdp_replays_a_live_frame_on_login() -> Result<()> {
+    connects_on_its_first_syn("xdp", Family::V6, Grant::Login, LIVE, &[])
+}
+
+#[test]
+fn ipv4_tc_replays_a_live_frame_on_allow() -> Result<()> {
+    connects_on_its_first_syn("tc", Family::V4, Grant::Allow, LIVE, &[])
+}
+
+#[test]
+fn ipv6_tc_replays_a_live_frame_on_login() -> Result<()> {
+    connects_on_its_first_syn("tc", Family::V6, Grant::Login, LIVE, &[])
+}
+
+/// Kernels before 5.18 have no live frames: the gate judges the SYN in an
+/// ordinary test run and a raw socket hands it to the local stack, which
+/// answers it as it would the retransmission.
+#[test]
+fn ipv4_xdp_replays_through_a_raw_socket_without_live_frames() -> Result<()> {
+    connects_on_its_first_syn("xdp", Family::V4, Grant::Login, RAW, FORCE_RAW)
+}
+
+#[test]
+fn ipv6_tc_replays_through_a_raw_socket_without_live_frames() -> Result<()> {
+    connects_on_its_first_syn("tc", Family::V6, Grant::Login, RAW, FORCE_RAW)
+}
