@@ -35,6 +35,8 @@ pub struct Segment {
     pub seq: u32,
     pub ack: u32,
     pub options: Vec<(u8, Vec<u8>)>,
+    /// When it passed the client's veth.
+    pub stamp: Duration,
 }
 
 impl Segment {
@@ -66,14 +68,18 @@ pub struct Handshake {
 impl Capture {
     pub fn start(lab: &Lab) -> Result<Self> {
         let iface = lab.client_iface.clone();
-        let socket = lab.client.run(move || RawSocket::bind(&iface))??;
+        let socket = lab
+            .client
+            .run(move || RawSocket::bind(&iface)?.stamping())??;
         Ok(Self { socket })
     }
 
-    /// The handshake of the client's connection from port `port` to port
-    /// 25, read until its SYN-ACK comes (at most `wait`).
-    pub fn handshake(&self, port: u16, wait: Duration) -> Result<Handshake> {
+    /// The handshake of the client's connection from port `port` (any
+    /// port: the first connection seen) to port 25, read until its SYN-ACK
+    /// comes (at most `wait`).
+    pub fn handshake(&self, port: Option<u16>, wait: Duration) -> Result<Handshake> {
         let deadline = Instant::now() + wait;
+        let mut port = port;
         let mut syns = Vec::new();
         let mut buf = vec![0u8; 2048];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -86,11 +92,17 @@ impl Capture {
             };
             let segment = || -> Result<Segment> {
                 let options = tcp_options(frame).context("unreadable TCP options")?;
-                Ok(Segment { seq, ack, options })
+                let stamp = self.socket.last_stamp()?;
+                Ok(Segment {
+                    seq,
+                    ack,
+                    options,
+                    stamp,
+                })
             };
             match (sport, dport, flags & (SYN | ACK)) {
-                (p, SMTP, SYN) if p == port => syns.push(segment()?),
-                (SMTP, p, f) if p == port && f == SYN | ACK => {
+                (p, SMTP, SYN) if *port.get_or_insert(p) == p => syns.push(segment()?),
+                (SMTP, p, f) if port == Some(p) && f == SYN | ACK => {
                     return Ok(Handshake {
                         syns,
                         syn_ack: segment()?,
@@ -99,11 +111,20 @@ impl Capture {
                 _ => {}
             }
         }
-        anyhow::bail!("no SYN-ACK to port {port} within {wait:?} (SYNs seen: {syns:?})")
+        anyhow::bail!("no SYN-ACK to port {port:?} within {wait:?} (SYNs seen: {syns:?})")
     }
 }
 
 impl Handshake {
+    /// From the first SYN on the wire to the SYN-ACK.
+    pub fn delay(&self) -> Duration {
+        let first = self
+            .syns
+            .first()
+            .map_or(self.syn_ack.stamp, |syn| syn.stamp);
+        self.syn_ack.stamp.saturating_sub(first)
+    }
+
     /// Fails unless the SYN-ACK answers the first SYN the client sent, and
     /// agrees with it on every option the two negotiate: MSS, window
     /// scaling, SACK and timestamps, whose echo names that very SYN.

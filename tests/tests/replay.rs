@@ -1,6 +1,8 @@
 //! Replay of the SYN refused just before a grant (issue 15): what the
 //! kernel program records, through BPF_PROG_TEST_RUN, and how a slot is
-//! claimed.
+//! claimed; then real connects through the gate, on both hooks and both
+//! ways of replaying, and a mail client's "send and receive" against real
+//! Dovecot and Postfix.
 
 use std::{
     collections::HashMap,
@@ -21,6 +23,7 @@ use smtpgate_tests::{
     frames::{fill_checksums, Packet, DEST_OPTS, ETH_P_8021Q},
     handshake::{retransmissions, Capture},
     logs,
+    mail::{Login, MailLab, PASSWORD},
     testrun::{LoadedGate, TC_ACT_OK, TC_ACT_SHOT, TICK, XDP_DROP, XDP_PASS, XDP_TX},
     Family, Lab, ANSWERED, SMTP,
 };
@@ -463,11 +466,12 @@ fn connects_on_its_first_syn(
     let (mut stream, delay) = connect
         .join()
         .map_err(|_| anyhow::anyhow!("the connect thread panicked"))???;
-    let handshake = capture.handshake(stream.local_addr()?.port(), ANSWERED)?;
+    let handshake = capture.handshake(Some(stream.local_addr()?.port()), ANSWERED)?;
     println!(
-        "{hook} {family:?} {how:?} ({path}): connected {} ms after the connect began, {} ms after the grant was asked for; {} SYN(s) on the wire",
+        "{hook} {family:?} {how:?} ({path}): connected {} ms after the connect began, {} ms after the grant was asked for; SYN to SYN-ACK on the wire {:.1} ms, {} SYN(s)",
         delay.as_millis(),
         asked.elapsed().as_millis(),
+        handshake.delay().as_secs_f64() * 1000.0,
         handshake.syns.len()
     );
     ensure!(replayed == 1, "the grant replayed {replayed} SYNs");
@@ -517,4 +521,52 @@ fn ipv4_xdp_replays_through_a_raw_socket_without_live_frames() -> Result<()> {
 #[test]
 fn ipv6_tc_replays_through_a_raw_socket_without_live_frames() -> Result<()> {
     connects_on_its_first_syn("tc", Family::V6, Grant::Login, RAW, FORCE_RAW)
+}
+
+/// "Send and receive" with real servers: swaks opens the SMTP transaction
+/// and curl logs in over POP3 while its SYN waits. curl starts once the
+/// gate has refused swaks' SYN, not at the same instant: perl starts slower
+/// than Dovecot logs a customer in, and a grant that lands before the SYN
+/// leaves nothing to replay. The login's grant replays the SYN, the
+/// message is delivered and fetched back, and the SYN to SYN-ACK delay on
+/// the client's wire is printed.
+#[test]
+fn send_and_receive_through_dovecot_and_postfix() -> Result<()> {
+    let mail = MailLab::start("1m", &["--metrics-listen", "127.0.0.1:9925"])?;
+    let lab = &mail.lab;
+    let capture = Capture::start(lab)?;
+    let subject = format!("send and receive {}", smtpgate_tests::unique_name());
+    let recorded = lab.counter("syns_recorded")?;
+    let (sent, login) = thread::scope(|s| {
+        let smtp = s.spawn(|| mail.send_mail(Family::V4, &subject));
+        let pop3 = s.spawn(|| {
+            ensure!(
+                wait_for(|| Ok(lab.counter("syns_recorded")? > recorded))?,
+                "swaks' SYN was not recorded"
+            );
+            mail.pop3_login(Family::V4, PASSWORD)
+        });
+        (smtp.join(), pop3.join())
+    });
+    let login = login.map_err(|_| anyhow::anyhow!("the POP3 thread panicked"))??;
+    ensure!(login == Login::Accepted, "Dovecot refused the customer");
+    let id = sent.map_err(|_| anyhow::anyhow!("the SMTP thread panicked"))??;
+    let handshake = capture.handshake(None, ANSWERED)?;
+    println!(
+        "send and receive: swaks' SYN to its SYN-ACK {:.1} ms, {} SYN(s) on the wire",
+        handshake.delay().as_secs_f64() * 1000.0,
+        handshake.syns.len()
+    );
+    handshake.require_answered_first_syn()?;
+    ensure!(replays(lab, LIVE)? == 1, "the SYN was not replayed");
+    mail.postfix
+        .wait_for_delivery(&id, Duration::from_secs(5))?;
+    let fetched = mail.fetch_mail(Family::V4)?;
+    ensure!(
+        fetched
+            .iter()
+            .any(|m| m.contains(&format!("Subject: {subject}"))),
+        "the message was not fetched back"
+    );
+    Ok(())
 }
