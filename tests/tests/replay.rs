@@ -7,7 +7,8 @@
 use std::{
     collections::HashMap,
     io::{self, Write},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
+    sync::Barrier,
     thread,
     time::{Duration, Instant},
 };
@@ -23,9 +24,10 @@ use smtpgate_tests::{
     frames::{fill_checksums, Packet, DEST_OPTS, ETH_P_8021Q},
     handshake::{retransmissions, Capture},
     logs,
-    mail::{Login, MailLab, PASSWORD},
+    mail::{send_on, LabExt, Login, MailLab, NEIGHBOUR, PASSWORD, USER},
+    probe::{flood_source, Flood},
     testrun::{LoadedGate, TC_ACT_OK, TC_ACT_SHOT, TICK, XDP_DROP, XDP_PASS, XDP_TX},
-    Family, Lab, ANSWERED, SMTP,
+    Family, Lab, ANSWERED, DROPPED, SMTP,
 };
 
 const SERVER: &str = "192.0.2.1";
@@ -375,11 +377,16 @@ fn replays(lab: &Lab, path: &str) -> Result<u64> {
 /// the grant replayed along `path`.
 fn grant(lab: &mut Lab, family: Family, how: Grant, path: &str) -> Result<u64> {
     let client = lab.client_addr(family).to_string();
+    grant_to(lab, &client, how, path)
+}
+
+/// Like [`grant`], for the address `client`.
+fn grant_to(lab: &mut Lab, client: &str, how: Grant, path: &str) -> Result<u64> {
     match how {
         Grant::Login => {
             let (logins, before) = (lab.agent_lines("granted"), replays(lab, path)?);
             let stdin = lab.agent_stdin.as_mut().context("the agent's stdin")?;
-            stdin.write_all(logs::dovecot_login("customer", &client).as_bytes())?;
+            stdin.write_all(logs::dovecot_login("customer", client).as_bytes())?;
             stdin.flush()?;
             ensure!(
                 wait_for(|| Ok(lab.agent_lines("granted") > logins))?,
@@ -388,7 +395,7 @@ fn grant(lab: &mut Lab, family: Family, how: Grant, path: &str) -> Result<u64> {
             Ok(replays(lab, path)? - before)
         }
         Grant::Allow => {
-            let out = lab.smtpgate(&["allow", &client]);
+            let out = lab.smtpgate(&["allow", client]);
             let said = String::from_utf8_lossy(&out.stderr);
             ensure!(out.status.success(), "allow failed: {said}");
             let replayed = format!("before the grant ({path})");
@@ -431,14 +438,15 @@ fn lab(hook: &str, flags: &[&str], env: &[(&str, &str)]) -> Result<Lab> {
 /// it took to connect.
 type Connecting = thread::JoinHandle<Result<io::Result<(TcpStream, Duration)>>>;
 
-/// Starts a connect from the lab's client over `family` to port 25, and
-/// waits until the gate has recorded its refused SYN.
-fn connect_refused(lab: &Lab, family: Family) -> Result<Connecting> {
+/// Starts a connect from the lab's client over `family` to port 25 that
+/// waits at most `timeout`, and waits until the gate has recorded its
+/// refused SYN.
+fn connect_refused(lab: &Lab, family: Family, timeout: Duration) -> Result<Connecting> {
     let recorded = lab.counter("syns_recorded")?;
     let server = SocketAddr::new(lab.server_addr(family), SMTP);
     let connect = lab.client.spawn(move || {
         let start = Instant::now();
-        TcpStream::connect_timeout(&server, ANSWERED).map(|stream| (stream, start.elapsed()))
+        TcpStream::connect_timeout(&server, timeout).map(|stream| (stream, start.elapsed()))
     });
     ensure!(
         wait_for(|| Ok(lab.counter("syns_recorded")? > recorded))?,
@@ -460,7 +468,7 @@ fn connects_on_its_first_syn(
 ) -> Result<()> {
     let mut lab = lab(hook, &[], env)?;
     let capture = Capture::start(&lab)?;
-    let connect = connect_refused(&lab, family)?;
+    let connect = connect_refused(&lab, family, ANSWERED)?;
     let asked = Instant::now();
     let replayed = grant(&mut lab, family, how, path)?;
     let (mut stream, delay) = connect
@@ -567,6 +575,145 @@ fn send_and_receive_through_dovecot_and_postfix() -> Result<()> {
             .iter()
             .any(|m| m.contains(&format!("Subject: {subject}"))),
         "the message was not fetched back"
+    );
+    Ok(())
+}
+
+/// The stream of a connect that completed.
+fn connected(connect: Connecting) -> Result<(TcpStream, Duration)> {
+    Ok(connect
+        .join()
+        .map_err(|_| anyhow::anyhow!("the connect thread panicked"))??
+        .context("the connect failed")?)
+}
+
+/// A source that gets no grant is never replayed, whoever else is granted
+/// meanwhile.
+#[test]
+fn a_source_without_a_grant_is_not_replayed() -> Result<()> {
+    let mut lab = lab("xdp", &[], &[])?;
+    let connect = connect_refused(&lab, Family::V4, DROPPED)?;
+    let other = grant_to(&mut lab, "192.0.2.3", Grant::Login, LIVE)?;
+    let outcome = connect
+        .join()
+        .map_err(|_| anyhow::anyhow!("the connect thread panicked"))??;
+    ensure!(
+        matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+        "the connect without a grant ended {outcome:?}"
+    );
+    ensure!(other == 0, "another source's grant replayed {other} SYNs");
+    ensure!(replays(&lab, LIVE)? == 0);
+    Ok(())
+}
+
+/// A grant that lands after the window replays nothing: the client's
+/// retransmission gets in, as without replay.
+#[test]
+fn a_grant_after_the_window_replays_nothing() -> Result<()> {
+    let mut lab = lab("tc", &["--replay-window", "100ms"], &[])?;
+    let capture = Capture::start(&lab)?;
+    let connect = connect_refused(&lab, Family::V6, ANSWERED)?;
+    // Past the window, well before the retransmission at one second.
+    thread::sleep(Duration::from_millis(400));
+    let replayed = grant(&mut lab, Family::V6, Grant::Login, LIVE)?;
+    let (stream, delay) = connected(connect)?;
+    let handshake = capture.handshake(Some(stream.local_addr()?.port()), ANSWERED)?;
+    println!(
+        "a grant after the window: connected after {} ms, {} SYN(s) on the wire",
+        delay.as_millis(),
+        handshake.syns.len()
+    );
+    ensure!(replayed == 0, "the grant replayed {replayed} SYNs");
+    ensure!(
+        retransmissions(&stream)? >= 1 && handshake.syns.len() >= 2,
+        "the first SYN got in"
+    );
+    Ok(())
+}
+
+/// A customer's send and receive from `source` as `user`: the SMTP connect
+/// and the POP3 login at the same instant, then a message through the
+/// connection; returns the connect's retransmissions and how long it took.
+fn send_and_receive(mail: &MailLab, source: IpAddr, user: &str) -> Result<(u32, Duration)> {
+    let both = Barrier::new(2);
+    let (connect, login) = thread::scope(|s| {
+        let smtp = s.spawn(|| {
+            both.wait();
+            let start = Instant::now();
+            let stream = mail.lab.connect_from(source, SMTP, ANSWERED);
+            stream.map(|stream| (stream, start.elapsed()))
+        });
+        let pop3 = s.spawn(|| {
+            both.wait();
+            mail.pop3_login_as(user, source, PASSWORD)
+        });
+        (smtp.join(), pop3.join())
+    });
+    let login = login.map_err(|_| anyhow::anyhow!("the POP3 thread panicked"))??;
+    ensure!(login == Login::Accepted, "Dovecot refused {user}");
+    let (stream, delay) = connect
+        .map_err(|_| anyhow::anyhow!("the SMTP thread panicked"))?
+        .with_context(|| format!("the SMTP connect from {source}"))?;
+    let retransmitted = retransmissions(&stream)?;
+    let id = send_on(&stream, &format!("send and receive of {user}"))?;
+    mail.postfix
+        .wait_for_delivery(&id, Duration::from_secs(5))?;
+    Ok((retransmitted, delay))
+}
+
+/// Under a SYN flood whose strangers keep overwriting their slots of the
+/// table, a customer's send and receive through real Dovecot and Postfix
+/// still completes: by replay, and for a neighbour whose slot a stranger
+/// shares, by the retransmission. The test says which way each went.
+#[test]
+fn send_and_receive_completes_under_a_flood() -> Result<()> {
+    let mail = MailLab::start("1m", &["--metrics-listen", "127.0.0.1:9925"])?;
+    let lab = &mail.lab;
+    let slot_of = |ip: IpAddr| slot(KeyWords::of(&replay::grant_key(ip, V6_PREFIX))).0;
+    let flooded: Vec<u32> = (0..256).map(|n| slot_of(flood_source(n).into())).collect();
+    let customer = lab.client_addr(Family::V4);
+    ensure!(
+        !flooded.contains(&slot_of(customer)),
+        "the flood shares the customer's slot"
+    );
+    let neighbour = (3..=254)
+        .map(|host| IpAddr::from([192, 0, 2, host]))
+        .find(|&ip| flooded.contains(&slot_of(ip)))
+        .context("no test address shares a slot with the flood")?;
+    lab.add_client_address(&format!("{neighbour}/24"))?;
+    let flood = Flood::start(lab);
+    // Time for the flood to take the strangers' slots.
+    thread::sleep(Duration::from_millis(300));
+    let mut outcomes = Vec::new();
+    for (who, source, user) in [
+        ("customer", customer, USER),
+        ("neighbour", neighbour, NEIGHBOUR),
+    ] {
+        let before = replays(lab, LIVE)?;
+        let (retransmitted, delay) = send_and_receive(&mail, source, user)?;
+        let replayed = replays(lab, LIVE)? - before;
+        let how = if retransmitted == 0 {
+            "by replay"
+        } else {
+            "by the retransmission"
+        };
+        println!(
+            "under the flood, the {who} ({source}) sent and received {how}: connected after {} ms \
+             ({replayed} replayed, {retransmitted} retransmitted)",
+            delay.as_millis()
+        );
+        outcomes.push((replayed, retransmitted));
+    }
+    let frames = flood.end()?;
+    println!(
+        "flood: {frames} SYNs; recorded SYNs displaced: {}",
+        lab.counter("replay_displaced")?
+    );
+    ensure!(frames > 1000, "the flood hardly ran");
+    ensure!(
+        outcomes[0] == (1, 0),
+        "the customer, whose slot no stranger shares, was not replayed: {:?}",
+        outcomes[0]
     );
     Ok(())
 }
