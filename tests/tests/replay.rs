@@ -471,9 +471,7 @@ fn connects_on_its_first_syn(
     let connect = connect_refused(&lab, family, ANSWERED)?;
     let asked = Instant::now();
     let replayed = grant(&mut lab, family, how, path)?;
-    let (mut stream, delay) = connect
-        .join()
-        .map_err(|_| anyhow::anyhow!("the connect thread panicked"))???;
+    let (mut stream, delay) = connected(connect)?;
     let handshake = capture.handshake(Some(stream.local_addr()?.port()), ANSWERED)?;
     println!(
         "{hook} {family:?} {how:?} ({path}): connected {} ms after the connect began, {} ms after the grant was asked for; SYN to SYN-ACK on the wire {:.1} ms, {} SYN(s)",
@@ -581,10 +579,10 @@ fn send_and_receive_through_dovecot_and_postfix() -> Result<()> {
 
 /// The stream of a connect that completed.
 fn connected(connect: Connecting) -> Result<(TcpStream, Duration)> {
-    Ok(connect
+    connect
         .join()
         .map_err(|_| anyhow::anyhow!("the connect thread panicked"))??
-        .context("the connect failed")?)
+        .context("the connect failed")
 }
 
 /// A source that gets no grant is never replayed, whoever else is granted
