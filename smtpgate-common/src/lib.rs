@@ -303,9 +303,9 @@ counters! {
     /// Recorded SYNs never replayed, found older than the replay window
     /// when their slot was taken for another.
     ReplayExpired = "replay_expired",
-    /// Recorded SYNs never replayed, overwritten within the replay window
-    /// by a SYN of another source that shares their slot (a flood).
-    ReplayDisplaced = "replay_displaced",
+    /// Refused SYNs not recorded for replay: their slot holds a SYN of
+    /// another source, refused within the replay window (a flood).
+    ReplaySlotBusy = "replay_slot_busy",
 }
 
 /// Counters in a [`CounterBlock`]. More than there are, so that a newer

@@ -6,24 +6,27 @@
 //! still in flight; the gate refuses that first SYN. With replay on
 //! ([`crate::GateConfig::replay_window_ms`] nonzero) the gate copies each
 //! plain, untagged SYN it drops silently into the slot of its source's
-//! grant key, as it came: MACs, IP header, TCP header and options. When
+//! grant key, as it came: Ethernet, IP and TCP headers, options and all. When
 //! the agent writes a grant, it claims the slot of the grant's key and, if
 //! it holds a SYN of a source the grant covers, refused within the window,
 //! replays it.
 //!
 //! Slots are indexed by a hash of the source, so the table's memory is
-//! fixed; in a flood, strangers overwrite each other's slots (and now and
-//! then a customer's, who then waits for the retransmission as without
-//! replay). A slot is claimed by swapping its [`RefusedSyn::refused_ns`]
-//! with zero: of any number of claimants, one gets the SYN.
+//! fixed. A slot keeps its SYN for the window unless the same source sends
+//! a later one: in a flood, strangers take the slots (and now and then a
+//! customer's, who then waits for the retransmission as without replay),
+//! and each SYN of the flood costs one read of its slot. A slot is claimed
+//! by swapping its [`RefusedSyn::refused_ns`] with zero: of any number of
+//! claimants, one gets the SYN.
 
 use crate::KeyWords;
 
 /// Slots in the table: 512 KiB of records.
 pub const SLOTS: u32 = 4096;
 
-/// Bytes of TCP options a SYN may carry (data offset 15).
-pub const MAX_OPTIONS: usize = 40;
+/// Bytes of frame a slot holds: Ethernet, IPv6 and TCP with 40 bytes of
+/// options, the longest SYN header recorded.
+pub const FRAME_BYTES: usize = 114;
 
 /// One refused SYN, as the gate copied it from the frame.
 ///
@@ -39,25 +42,21 @@ pub struct RefusedSyn {
     pub refused_ns: u64,
     /// The interface it arrived on.
     pub ifindex: u32,
-    /// The upper half of the source's hash, telling apart the sources that
-    /// share this slot.
-    pub source_tag: u32,
-    /// Destination and source MAC address.
-    pub macs: [u8; 12],
-    /// The IP header: 20 bytes of IPv4 (no options), or 40 of IPv6 (no
-    /// extension headers). Its version nibble tells which.
-    pub network: [u8; 40],
-    /// The TCP header; its data offset says how many option words follow.
-    pub tcp: [u8; 20],
-    pub options: [[u8; 4]; MAX_OPTIONS / 4],
+    /// Part of the source's hash that the slot's index is not, telling
+    /// apart the sources that share this slot.
+    pub source_tag: u16,
+    /// The frame from its Ethernet header to the end of its TCP options:
+    /// untagged, with a plain IPv4 or IPv6 header. How much of it is the
+    /// frame's own headers say.
+    pub frame: [u8; FRAME_BYTES],
 }
 
 /// Where the SYN of the source whose grant key reads `words` goes: its
 /// slot and its tag there.
 #[inline(always)]
-pub fn slot(words: KeyWords) -> (u32, u32) {
+pub fn slot(words: KeyWords) -> (u32, u16) {
     let hash = words.hash();
-    ((hash as u32) & (SLOTS - 1), (hash >> 32) as u32)
+    ((hash as u32) & (SLOTS - 1), (hash >> 48) as u16)
 }
 
 #[cfg(feature = "user")]

@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    address_block, allow_filter, grant_filter, AddrKey, CooldownUntil, Counter, CounterBlock,
-    GateConfig, Grant, GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
-    FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
+    address_block, allow_filter, grant_filter, replay::FRAME_BYTES, AddrKey, CooldownUntil,
+    Counter, CounterBlock, GateConfig, Grant, GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS,
+    FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
 use crate::{
@@ -298,6 +298,10 @@ pub trait Arrival: EbpfContext {
     /// The interface a replay of the frame would enter on; `None` where
     /// the frame cannot be replayed as the program reads it.
     fn replay_ifindex(&self) -> Option<u32>;
+
+    /// Copies the frame's first `len` bytes (at most `to`'s) into `to`;
+    /// false if it could not.
+    fn copy_headers(&self, len: usize, to: &mut [u8; FRAME_BYTES]) -> bool;
 }
 
 /// Judges one frame: a SYN to a gated destination, or a frame that could

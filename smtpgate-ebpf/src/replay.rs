@@ -10,7 +10,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 use smtpgate_common::{
-    replay::{self, RefusedSyn, MAX_OPTIONS, SLOTS},
+    replay::{self, RefusedSyn, FRAME_BYTES, SLOTS},
     Counter, KeyWords,
 };
 
@@ -30,65 +30,23 @@ const IPV4_PLAIN: u8 = 0x45;
 /// IPv4's flags and fragment offset, of which only DF may be set.
 const IPV4_MORE_OR_OFFSET: u16 = 0x3fff;
 
+/// A source's SYN younger than this is kept in its slot rather than
+/// replaced by the same source's next one: a retransmission (a second
+/// later) replaces it, a burst of SYNs (a flood, parallel connects, any of
+/// which a replay serves) is recorded once.
+const HOLD_NS: u64 = 500_000_000;
+
 /// Records the refused SYN the hook holds, from the source whose grant key
-/// reads `key` (`high`, `low`).
+/// reads `key` (`high`, `low`), unless its slot holds a SYN to keep: one
+/// of another source refused within the window, or one of this source
+/// refused less than [`HOLD_NS`] ago. So a flood, whose sources take every
+/// slot, costs a read of the slot per SYN, and a copy only once a window.
 ///
 /// A function of its own that reads the frame afresh from the context:
 /// inlined, the verifier walked it once for every path of the header walk
 /// that ends in a refusal, and the program's verification grew by half.
 #[inline(never)]
 pub fn record<C: Arrival>(ctx: &C, high: u64, low: u64, window_ms: u32, tally: &mut Tally) {
-    let Some(ifindex) = ctx.replay_ifindex() else {
-        return;
-    };
-    let frame = ctx.frame();
-    let limit = frame.packet_len();
-    let Ok(eth) = frame.header::<EthHdr>(0, limit) else {
-        return;
-    };
-    let ipv6 = match u16::from_be_bytes(eth.ethertype) {
-        ETH_P_IPV6 => true,
-        ETH_P_IP => false,
-        // Tagged: the tags would have to be replayed too.
-        _ => return,
-    };
-    let (network_len, declared) = if ipv6 {
-        let Ok(ip) = frame.header::<Ipv6Hdr>(NETWORK, limit) else {
-            return;
-        };
-        if ip.next_header != IPPROTO_TCP {
-            return;
-        }
-        (
-            size_of::<Ipv6Hdr>(),
-            size_of::<Ipv6Hdr>() + u16::from_be_bytes(ip.payload_len) as usize,
-        )
-    } else {
-        let Ok(ip) = frame.header::<Ipv4Hdr>(NETWORK, limit) else {
-            return;
-        };
-        if ip.version_ihl != IPV4_PLAIN
-            || u16::from_be_bytes(ip.flags_frag_off) & IPV4_MORE_OR_OFFSET != 0
-        {
-            return;
-        }
-        (
-            size_of::<Ipv4Hdr>(),
-            u16::from_be_bytes(ip.total_len) as usize,
-        )
-    };
-    let transport = NETWORK + network_len;
-    let Ok(tcp) = frame.header::<[u8; 20]>(transport, limit) else {
-        return;
-    };
-    let option_words = ((tcp[12] >> 4) as usize).saturating_sub(5);
-    // A segment with data is not a SYN to replay without it.
-    if declared != network_len + size_of::<TcpHdr>() + option_words * 4 {
-        return;
-    }
-    let Ok(macs) = frame.header::<[u8; 12]>(0, limit) else {
-        return;
-    };
     let (index, tag) = replay::slot(KeyWords { high, low });
     let Some(slot) = REFUSED_SYNS.get_ptr_mut(index) else {
         return;
@@ -99,42 +57,69 @@ pub fn record<C: Arrival>(ctx: &C, high: u64, low: u64, window_ms: u32, tally: &
     let slot = unsafe { &mut *slot };
     let now = now_ns();
     let before = slot.refused_ns;
+    let window = u64::from(window_ms) * 1_000_000;
+    let age = now.saturating_sub(before);
     if before != 0 {
-        if now.saturating_sub(before) > u64::from(window_ms) * 1_000_000 {
-            tally.add(Counter::ReplayExpired);
-        } else if slot.source_tag != tag {
-            tally.add(Counter::ReplayDisplaced);
+        if slot.source_tag != tag && age <= window {
+            tally.add(Counter::ReplaySlotBusy);
+            return;
         }
+        if slot.source_tag == tag && age < window.min(HOLD_NS) {
+            return;
+        }
+    }
+    let (Some(ifindex), Some(len)) = (ctx.replay_ifindex(), headers_len(ctx)) else {
+        return;
+    };
+    if before != 0 && age > window {
+        tally.add(Counter::ReplayExpired);
     }
     // SAFETY: an aligned field of the slot.
     unsafe { core::ptr::write_volatile(&mut slot.refused_ns, 0) };
-    slot.ifindex = ifindex;
-    slot.source_tag = tag;
-    slot.macs = *macs;
-    let copied = if ipv6 {
-        frame
-            .header::<[u8; 40]>(NETWORK, limit)
-            .map(|ip| slot.network = *ip)
-    } else {
-        frame
-            .header::<[u8; 20]>(NETWORK, limit)
-            .map(|ip| slot.network[..20].copy_from_slice(ip))
-    };
-    if copied.is_err() {
+    if !ctx.copy_headers(len, &mut slot.frame) {
         return;
     }
-    slot.tcp = *tcp;
-    let options = transport + size_of::<TcpHdr>();
-    for i in 0..MAX_OPTIONS / 4 {
-        if i >= option_words {
-            break;
-        }
-        let Ok(word) = frame.header::<[u8; 4]>(options + i * 4, limit) else {
-            return;
-        };
-        slot.options[i] = *word;
-    }
+    slot.ifindex = ifindex;
+    slot.source_tag = tag;
     // SAFETY: as above; last, so that the record is whole once it shows.
     unsafe { core::ptr::write_volatile(&mut slot.refused_ns, now) };
     tally.add(Counter::SynsRecorded);
+}
+
+/// How many bytes of the frame are its headers, if it is an untagged SYN
+/// that can be replayed as it came.
+#[inline(always)]
+fn headers_len<C: Arrival>(ctx: &C) -> Option<usize> {
+    let frame = ctx.frame();
+    let limit = frame.packet_len();
+    let eth = frame.header::<EthHdr>(0, limit).ok()?;
+    let (network_len, declared) = match u16::from_be_bytes(eth.ethertype) {
+        ETH_P_IPV6 => {
+            let ip = frame.header::<Ipv6Hdr>(NETWORK, limit).ok()?;
+            if ip.next_header != IPPROTO_TCP {
+                return None;
+            }
+            let payload = u16::from_be_bytes(ip.payload_len) as usize;
+            (size_of::<Ipv6Hdr>(), size_of::<Ipv6Hdr>() + payload)
+        }
+        ETH_P_IP => {
+            let ip = frame.header::<Ipv4Hdr>(NETWORK, limit).ok()?;
+            if ip.version_ihl != IPV4_PLAIN
+                || u16::from_be_bytes(ip.flags_frag_off) & IPV4_MORE_OR_OFFSET != 0
+            {
+                return None;
+            }
+            (
+                size_of::<Ipv4Hdr>(),
+                u16::from_be_bytes(ip.total_len) as usize,
+            )
+        }
+        // Tagged: the tags would have to be replayed too.
+        _ => return None,
+    };
+    let tcp = frame.header::<TcpHdr>(NETWORK + network_len, limit).ok()?;
+    let tcp_len = (tcp.offset_reserved >> 4) as usize * 4;
+    // A segment with data is not a SYN to replay without it.
+    let len = NETWORK + network_len + tcp_len;
+    (declared == network_len + tcp_len && len <= FRAME_BYTES && len <= limit).then_some(len)
 }

@@ -390,7 +390,6 @@ fn describe(
     use KernelCounter::*;
     const VERDICTS: &str = "Gated SYNs and doubtful frames by verdict";
     const UNJUDGED: &str = "Frames passed without a verdict, by reason";
-    const LOST: &str = "Recorded SYNs never replayed, counted when their slot was taken: older than the replay window, or displaced within it by another source";
     let verdict = |name| ("smtpgate_syn_verdicts", VERDICTS, Some(("verdict", name)));
     match counter {
         Frames => ("smtpgate_frames", "Frames the kernel program saw", None),
@@ -407,8 +406,8 @@ fn describe(
         UnparsedTruncated => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "truncated"))),
         UnparsedMalformed => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "malformed"))),
         SynsRecorded => ("smtpgate_syns_recorded", "Refused SYNs recorded for replay once their source's grant lands", None),
-        ReplayExpired => ("smtpgate_recorded_syns_lost", LOST, Some(("reason", "expired"))),
-        ReplayDisplaced => ("smtpgate_recorded_syns_lost", LOST, Some(("reason", "displaced"))),
+        ReplayExpired => ("smtpgate_recorded_syns_expired", "Recorded SYNs never replayed, found older than the replay window when their slot was taken for another", None),
+        ReplaySlotBusy => ("smtpgate_syns_unrecorded_slot_busy", "Refused SYNs not recorded for replay: their slot held another source's SYN, refused within the window", None),
     }
 }
 

@@ -117,40 +117,54 @@ pub fn grant_key(ip: IpAddr, v6_prefix: u8) -> AddrKey {
     }
 }
 
-/// Whether the recorded IP header is IPv6 (else IPv4).
-fn is_ipv6(syn: &RefusedSyn) -> Option<bool> {
-    match syn.network[0] >> 4 {
-        4 => Some(false),
-        6 => Some(true),
-        _ => None,
-    }
+/// Where the network header starts: the frame is untagged.
+const NETWORK: usize = 14;
+
+/// The recorded IP header and whether it is IPv6 (else IPv4).
+fn network(syn: &RefusedSyn) -> Option<(&[u8], bool)> {
+    let ipv6 = match u16::from_be_bytes([syn.frame[12], syn.frame[13]]) {
+        0x0800 => false,
+        0x86dd => true,
+        _ => return None,
+    };
+    Some((&syn.frame[NETWORK..], ipv6))
 }
 
 /// The SYN's source address.
 pub fn source(syn: &RefusedSyn) -> Option<IpAddr> {
-    let n = &syn.network;
-    Some(match is_ipv6(syn)? {
-        false => IpAddr::V4(Ipv4Addr::new(n[12], n[13], n[14], n[15])),
-        true => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&n[8..24]).ok()?)),
-    })
+    address(syn, 12, 8)
 }
 
 /// The SYN's destination address.
 pub fn destination(syn: &RefusedSyn) -> Option<IpAddr> {
-    let n = &syn.network;
-    Some(match is_ipv6(syn)? {
-        false => IpAddr::V4(Ipv4Addr::new(n[16], n[17], n[18], n[19])),
-        true => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&n[24..40]).ok()?)),
+    address(syn, 16, 24)
+}
+
+/// The address at `v4` or `v6` bytes into the IP header.
+fn address(syn: &RefusedSyn, v4: usize, v6: usize) -> Option<IpAddr> {
+    let (n, ipv6) = network(syn)?;
+    Some(match ipv6 {
+        false => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&n[v4..v4 + 4]).ok()?)),
+        true => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&n[v6..v6 + 16]).ok()?)),
     })
 }
 
+/// Where the TCP header starts, and where the headers end.
+fn tcp_bounds(syn: &RefusedSyn) -> Option<(usize, usize)> {
+    let (_, ipv6) = network(syn)?;
+    let tcp = NETWORK + if ipv6 { 40 } else { 20 };
+    let end = tcp + usize::from(syn.frame[tcp + 12] >> 4) * 4;
+    (end >= tcp + 20 && end <= syn.frame.len()).then_some((tcp, end))
+}
+
 /// The SYN's source and destination port.
-fn ports(syn: &RefusedSyn) -> (u16, u16) {
-    let t = &syn.tcp;
-    (
+fn ports(syn: &RefusedSyn) -> Option<(u16, u16)> {
+    let (tcp, _) = tcp_bounds(syn)?;
+    let t = &syn.frame[tcp..];
+    Some((
         u16::from_be_bytes([t[0], t[1]]),
         u16::from_be_bytes([t[2], t[3]]),
-    )
+    ))
 }
 
 /// The SYN's Ethernet frame as it arrived, but for the TCP checksum,
@@ -159,25 +173,15 @@ fn ports(syn: &RefusedSyn) -> (u16, u16) {
 /// carries only the pseudo-header's part of it, which a frame entering the
 /// stack anew would fail.
 pub fn frame(syn: &RefusedSyn) -> Option<Vec<u8>> {
-    let ipv6 = is_ipv6(syn)?;
-    let (ethertype, network): (u16, &[u8]) = match ipv6 {
-        false => (0x0800, &syn.network[..20]),
-        true => (0x86dd, &syn.network),
+    let (network, ipv6) = network(syn)?;
+    let (tcp, end) = tcp_bounds(syn)?;
+    let addresses = if ipv6 {
+        &network[8..40]
+    } else {
+        &network[12..20]
     };
-    let option_words = usize::from(syn.tcp[12] >> 4)
-        .saturating_sub(5)
-        .min(syn.options.len());
-    let mut frame = Vec::with_capacity(128);
-    frame.extend_from_slice(&syn.macs);
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(network);
-    let transport = frame.len();
-    frame.extend_from_slice(&syn.tcp);
-    frame.extend(syn.options[..option_words].iter().flatten());
-    let (addresses, segment) = match ipv6 {
-        false => (&network[12..20], &mut frame[transport..]),
-        true => (&network[8..40], &mut frame[transport..]),
-    };
+    let mut frame = syn.frame[..end].to_vec();
+    let segment = &mut frame[tcp..];
     segment[16..18].fill(0);
     let pseudo = ones_sum(addresses, u32::from(IPPROTO_TCP) + segment.len() as u32);
     let checksum = !fold(ones_sum(segment, pseudo));
@@ -353,11 +357,11 @@ impl Replay {
             return;
         };
         let age = Duration::from_nanos(clock::monotonic_ns().saturating_sub(syn.refused_ns));
-        let (Some(from), Some(to), Some(frame)) = (source(&syn), destination(&syn), frame(&syn))
+        let (Some(from), Some(to), Some((sport, dport)), Some(frame)) =
+            (source(&syn), destination(&syn), ports(&syn), frame(&syn))
         else {
             return;
         };
-        let (sport, dport) = ports(&syn);
         let (from, to) = (SocketAddr::new(from, sport), SocketAddr::new(to, dport));
         match self.hand_back(&syn, &frame) {
             Ok(true) => {
