@@ -54,6 +54,9 @@ fn worst<'a>(rows: impl Iterator<Item = &'a Row>) -> (f64, Option<String>) {
         })
 }
 
+/// What recording a refused SYN for replay may add to the refused path.
+const RECORDING_LIMIT: f64 = 1.1;
+
 pub fn evaluate(
     per_packet: Option<&PerPacket>,
     agent: Option<&Agent>,
@@ -86,6 +89,24 @@ pub fn evaluate(
             1.3,
             (p.budget.ratio, None),
         ));
+        let recording = p
+            .recording
+            .rows
+            .iter()
+            .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
+            .map_or((0.0, None), |r| {
+                let sources = if r.hot_key {
+                    "one source"
+                } else {
+                    "rotating sources"
+                };
+                (r.ratio, Some(format!("{}, {sources}", r.case)))
+            });
+        goals.push(Goal::ratio_at_most(
+            "refused SYN recorded for replay vs not recorded",
+            RECORDING_LIMIT,
+            recording,
+        ));
     }
     if let Some(f) = flood {
         let cpu_vs = |label: &str| {
@@ -94,6 +115,18 @@ pub fn evaluate(
                 .find(|c| c.label == label)
                 .map(|c| 1.0 / c.cpu_vs_smtpgate_xdp)
         };
+        if let (Some(on), Some(off)) = (
+            f.contenders.iter().find(|c| c.label == "smtpgate XDP"),
+            f.contenders
+                .iter()
+                .find(|c| c.label == "smtpgate XDP, replay off"),
+        ) {
+            goals.push(Goal::ratio_at_most(
+                "SYN flood: smtpgate XDP CPU per drop, recording for replay vs not",
+                RECORDING_LIMIT,
+                (on.cpu_ms_per_million / off.cpu_ms_per_million, None),
+            ));
+        }
         for (label, goal, limit) in [
             ("nftables (input)", "SYN flood: smtpgate XDP CPU per drop vs nftables (input hook)", 0.5),
             ("xdp-filter", "SYN flood, 1,000,000 grants and 1,000 allowlist prefixes: smtpgate XDP CPU per drop vs xdp-filter", 1.0),
@@ -110,6 +143,16 @@ pub fn evaluate(
             target: "≥ 1,000,000 lines/s".into(),
             measured: format!("{rate:.0} lines/s"),
             met: rate >= 1e6,
+        });
+        let replayed = &a.send_receive.with_replay;
+        goals.push(Goal {
+            goal: "send and receive: SMTP connect delay p50, the refused SYN replayed",
+            target: "< 50 ms".into(),
+            measured: format!(
+                "{:.1} ms (without replay {:.0} ms)",
+                replayed.p50_ms, a.send_receive.retransmission.p50_ms
+            ),
+            met: replayed.p50_ms < 50.0,
         });
         for (goal, delay) in [
             ("grant delay p99", &a.grant_delay),

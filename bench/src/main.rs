@@ -148,6 +148,7 @@ fn agent_plan(quick: bool) -> agent::Plan {
         log_lines: if quick { 1_000_000 } else { 2_000_000 },
         logins: if quick { 1_000 } else { 2_000 },
         full_map: 1_000_000,
+        send_receive: if quick { (50, 4) } else { (200, 10) },
     }
 }
 

@@ -70,16 +70,7 @@ pub fn block(bit: u32) -> (u64, u64) {
 /// counted from [`bloom_start`]) and its bits there.
 #[inline(always)]
 pub fn probe(words: KeyWords) -> (u64, u64) {
-    let KeyWords { high, low } = words;
-    // MurmurHash3's 64-bit finalizer over both halves of the address: IPv4
-    // sources differ only in the last four bytes, and every output bit must
-    // depend on them.
-    let mut hash = high ^ low.rotate_left(31);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^= hash >> 33;
+    let hash = words.hash();
     let bits = (1u64 << (hash & 63)) | (1u64 << ((hash >> 6) & 63)) | (1u64 << ((hash >> 12) & 63));
     (hash >> 32, bits)
 }

@@ -37,9 +37,14 @@ pub const GRANT_OWNERS_MAP: &str = "GRANT_OWNERS";
 /// [`UserKey`] -> [`CooldownUntil`]: users who went over a quota and earn
 /// no grant until then. Pinned so that `smtpgate pardon` can lift one.
 pub const COOLDOWNS_MAP: &str = "COOLDOWNS";
+/// Array of [`replay::RefusedSyn`]: the latest refused SYN of each source
+/// (by hash), for the agent to hand back to the gate once the source's
+/// grant lands. Memory-mappable, so that the agent claims a slot with one
+/// atomic exchange.
+pub const REFUSED_SYNS_MAP: &str = "REFUSED_SYNS_V1";
 
 /// Every map smtpgate pins, by name.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     GRANTS_MAP,
     COUNTERS_MAP,
     CONFIG_MAP,
@@ -49,6 +54,7 @@ pub const PINNED_MAPS: [&str; 9] = [
     GRANT_FILTER_MAP,
     GRANT_OWNERS_MAP,
     COOLDOWNS_MAP,
+    REFUSED_SYNS_MAP,
 ];
 
 /// Grant maps of older layouts, oldest first. `run` carries every live
@@ -80,6 +86,7 @@ pub mod address_block;
 pub mod allow_filter;
 pub mod grant;
 pub mod grant_filter;
+pub mod replay;
 
 pub use grant::{CooldownUntil, Grant, GrantOwner, SynBudget, UserKey};
 
@@ -94,6 +101,19 @@ pub struct KeyWords {
 }
 
 impl KeyWords {
+    /// MurmurHash3's 64-bit finalizer over both words: IPv4 sources differ
+    /// only in the last four bytes, and every output bit must depend on
+    /// them.
+    #[inline(always)]
+    pub fn hash(self) -> u64 {
+        let mut hash = self.high ^ self.low.rotate_left(31);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^ (hash >> 33)
+    }
+
     #[inline(always)]
     pub const fn of(key: &AddrKey) -> Self {
         let [h0, h1, h2, h3, h4, h5, h6, h7, l0, l1, l2, l3, l4, l5, l6, l7] = *key;
@@ -135,8 +155,10 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub struct GateConfig {
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Keeps the layout free of implicit padding.
-    pub reserved: u32,
+    /// How long a refused SYN is kept for replay, in milliseconds; zero:
+    /// refused SYNs are not recorded (see [`replay`]). Was a reserved zero
+    /// before replay existed, so an older agent's configuration means off.
+    pub replay_window_ms: u32,
     /// Bitmap of gated destination ports: bit `p % 64` of word `p / 64`.
     pub ports: [u64; PORT_WORDS],
     /// The IPv6 grant prefix as a mask over an IPv6 source's [`KeyWords`]:
@@ -151,7 +173,7 @@ impl GateConfig {
     pub fn new(flags: u32, ports: &[u16]) -> Self {
         let mut config = GateConfig {
             flags,
-            reserved: 0,
+            replay_window_ms: 0,
             ports: [0; PORT_WORDS],
             v6_mask: [u64::MAX; 2],
         };
@@ -276,6 +298,14 @@ counters! {
     /// Gated SYNs dropped: the source holds a grant but opens connections
     /// faster than its SYN budget allows.
     DroppedOverBudget = "dropped_over_budget",
+    /// Refused SYNs recorded for replay (see [`replay`]).
+    SynsRecorded = "syns_recorded",
+    /// Recorded SYNs never replayed, found older than the replay window
+    /// when their slot was taken for another.
+    ReplayExpired = "replay_expired",
+    /// Refused SYNs not recorded for replay: their slot holds a SYN of
+    /// another source, refused within the replay window (a flood).
+    ReplaySlotBusy = "replay_slot_busy",
 }
 
 /// Counters in a [`CounterBlock`]. More than there are, so that a newer

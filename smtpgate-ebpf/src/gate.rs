@@ -11,14 +11,15 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use smtpgate_common::{
-    address_block, allow_filter, grant_filter, AddrKey, CooldownUntil, Counter, CounterBlock,
-    GateConfig, Grant, GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS, FLAG_DEST_FILTER,
-    FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
+    address_block, allow_filter, grant_filter, replay::FRAME_BYTES, AddrKey, CooldownUntil,
+    Counter, CounterBlock, GateConfig, Grant, GrantOwner, KeyWords, UserKey, DEFAULT_MAX_GRANTS,
+    FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET, MAX_ALLOWLIST, MAX_GATED_DESTS,
 };
 
 use crate::{
     frame::Frame,
     parse::{self, Look, PlainHeaders, Segment},
+    replay,
 };
 
 /// Source key -> [`Grant`]: its expiry (ns, CLOCK_MONOTONIC) and SYN budget.
@@ -95,7 +96,7 @@ static SMTPGATE_COARSE_CLOCK: Global<u8> = Global::new(0);
 /// clocksource read, which in a VM is an indirect call into kvmclock. Being
 /// up to a tick (at most 10 ms) behind only lengthens a grant by as much.
 #[inline(always)]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     // SAFETY: both helpers take no arguments.
     unsafe {
         if SMTPGATE_COARSE_CLOCK.load() != 0 {
@@ -289,11 +290,26 @@ impl WordAligned {
     }
 }
 
+/// What the gate asks of its hook about the frame it holds.
+pub trait Arrival: EbpfContext {
+    /// The frame, as far as the program can read it.
+    fn frame(&self) -> Frame;
+
+    /// The interface a replay of the frame would enter on; `None` where
+    /// the frame cannot be replayed as the program reads it.
+    fn replay_ifindex(&self) -> Option<u32>;
+
+    /// Copies the frame's first `len` bytes (at most `to`'s) into `to`;
+    /// false if it could not.
+    fn copy_headers(&self, len: usize, to: &mut [u8; FRAME_BYTES]) -> bool;
+}
+
 /// Judges one frame: a SYN to a gated destination, or a frame that could
 /// be one, passes only from a source with a live grant or on the allowlist.
 #[inline(always)]
-pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdict {
+pub fn judge<C: Arrival>(ctx: &C, tally: &mut Tally) -> Verdict {
     tally.add(Counter::Frames);
+    let frame = ctx.frame();
     let segment = match parse::look(&frame) {
         Look::Pass => return Verdict::Pass,
         Look::Counted(reason) => {
@@ -324,15 +340,34 @@ pub fn judge<C: EbpfContext>(ctx: &C, frame: Frame, tally: &mut Tally) -> Verdic
     let Some(mut src) = segment.source(&frame).map(WordAligned) else {
         return refuse(config.flags, Counter::DroppedNoGrant, None, tally);
     };
-    let refusal = match standing(&mut src, segment.headers.ipv6, config) {
+    let ipv6 = segment.headers.ipv6;
+    let refusal = match standing(&mut src, ipv6, config) {
         Ok(allowed) => {
             tally.add(allowed);
             return Verdict::Pass;
         }
         Err(refusal) => segment.doubt.unwrap_or(refusal),
     };
-    log_refusal(ctx, Some(&src.0), segment.headers.ipv6);
+    log_refusal(ctx, Some(&src.0), ipv6);
+    if records(config, refusal) {
+        let exact = src.words();
+        let key = if ipv6 { config.mask_v6(exact) } else { exact };
+        replay::record(ctx, key.high, key.low, config.replay_window_ms, tally);
+        // No reply either way (`records` rules out reset): with nothing of
+        // the walk live across the call, its paths converge in it.
+        return refuse(config.flags, refusal, None, tally);
+    }
     refuse(config.flags, refusal, segment.reply(), tally)
+}
+
+/// Whether a SYN refused for `refusal` is recorded for replay: with replay
+/// on, when it is dropped silently, and only for a source without a live
+/// grant (one over its budget gains nothing by a replay).
+#[inline(always)]
+fn records(config: &GateConfig, refusal: Counter) -> bool {
+    config.replay_window_ms != 0
+        && config.flags & (FLAG_MONITOR | FLAG_RESET) == 0
+        && matches!(refusal, Counter::DroppedNoGrant | Counter::DroppedExpired)
 }
 
 /// Nonzero when each refusal is logged (`run -v`). Fixed at load, so the

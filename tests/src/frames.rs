@@ -189,6 +189,31 @@ pub fn tcp_fields(frame: &[u8]) -> Option<(u16, u16, u32, u32, u8)> {
     ))
 }
 
+/// The TCP options of a frame [`tcp_fields`] reads, as (kind, data)
+/// pairs in their order; padding (NOP, end of list) left out.
+pub fn tcp_options(frame: &[u8]) -> Option<Vec<(u8, Vec<u8>)>> {
+    let l4 = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        ETH_P_IP => 14 + usize::from(frame.get(14)? & 0x0f) * 4,
+        ETH_P_IPV6 => 14 + 40,
+        _ => return None,
+    };
+    let header_len = usize::from(frame.get(l4 + 12)? >> 4) * 4;
+    let mut options = frame.get(l4 + 20..l4 + header_len)?;
+    let mut found = Vec::new();
+    while let [kind, rest @ ..] = options {
+        match kind {
+            0 => break,
+            1 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                found.push((*kind, rest.get(1..len.checked_sub(1)?)?.to_vec()));
+                options = options.get(len..)?;
+            }
+        }
+    }
+    Some(found)
+}
+
 /// The Internet checksum's 16-bit one's-complement sum of `bytes`, added to
 /// `init`, not yet folded.
 pub fn ones_sum(bytes: &[u8], init: u32) -> u32 {
@@ -205,19 +230,24 @@ pub fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// Fills in the IPv4 header checksum and the TCP checksum of an untagged,
-/// option-free IPv4 frame, as a sending stack would.
-pub fn fill_ipv4_checksums(frame: &mut [u8]) {
+/// Fills in the checksums of an untagged, option-free IPv4 or IPv6 frame
+/// as a sending stack would: IPv4's header checksum, and TCP's.
+pub fn fill_checksums(frame: &mut [u8]) {
     const IP: usize = 14;
-    const L4: usize = IP + 20;
-    frame[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
-    let ip_sum = !fold(ones_sum(&frame[IP..L4], 0));
-    frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-    let tcp_len = frame.len() - L4;
-    frame[L4 + 16..L4 + 18].copy_from_slice(&[0, 0]);
-    let pseudo = ones_sum(&frame[IP + 12..IP + 20], u32::from(TCP) + tcp_len as u32);
-    let tcp_sum = !fold(ones_sum(&frame[L4..], pseudo));
-    frame[L4 + 16..L4 + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    let (pseudo, l4) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IPV6 => (IP + 8..IP + 40, IP + 40),
+        _ => {
+            frame[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+            let ip_sum = !fold(ones_sum(&frame[IP..IP + 20], 0));
+            frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
+            (IP + 12..IP + 20, IP + 20)
+        }
+    };
+    let tcp_len = frame.len() - l4;
+    frame[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+    let pseudo = ones_sum(&frame[pseudo], u32::from(TCP) + tcp_len as u32);
+    let tcp_sum = !fold(ones_sum(&frame[l4..], pseudo));
+    frame[l4 + 16..l4 + 18].copy_from_slice(&tcp_sum.to_be_bytes());
 }
 
 /// Whether the IPv4 header checksum and the TCP checksum of an untagged,

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod frames;
 pub mod fuzz;
+pub mod handshake;
 pub mod journal;
 pub mod logs;
 pub mod mail;

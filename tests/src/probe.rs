@@ -34,10 +34,37 @@ pub struct Probed {
     pub longest_gap: Duration,
 }
 
+/// A SYN flood from the lab's client, running until [`Flood::end`].
+pub struct Flood {
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<Result<u64>>,
+}
+
+impl Flood {
+    /// Starts a flood of SYNs to port 25 from 256 IPv4 strangers in turn
+    /// (203.0.113.0/24), out of the lab's client.
+    pub fn start(lab: &Lab) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = lab.client.spawn({
+            let (iface, stop) = (lab.client_iface.clone(), stop.clone());
+            move || flood(&iface, &stop)
+        });
+        Self { stop, sender }
+    }
+
+    /// Stops the flood; how many frames it sent.
+    pub fn end(self) -> Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?
+    }
+}
+
 /// The flood and the probes of one lab, running until [`Around::end`].
 pub struct Around {
     stop: Arc<AtomicBool>,
-    flood: JoinHandle<Result<u64>>,
+    flood: Flood,
     granted: JoinHandle<Result<Probed>>,
     stranger: JoinHandle<Result<Probed>>,
 }
@@ -59,10 +86,7 @@ impl Around {
     /// over IPv6 (no grant).
     pub fn start(lab: &Lab) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flood = lab.client.spawn({
-            let (iface, stop) = (lab.client_iface.clone(), stop.clone());
-            move || flood(&iface, &stop)
-        });
+        let flood = Flood::start(lab);
         let prober = |server: &str, wait| {
             let (to, stop) = (SocketAddr::new(server.parse().unwrap(), SMTP), stop.clone());
             lab.client.spawn(move || probe(to, wait, &stop))
@@ -86,10 +110,7 @@ impl Around {
                 .map_err(|_| anyhow::anyhow!("a probe thread panicked"))?
         };
         Ok(Seen {
-            flood: self
-                .flood
-                .join()
-                .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??,
+            flood: self.flood.end()?,
             granted: joined(self.granted)?,
             stranger: joined(self.stranger)?,
         })
@@ -159,6 +180,12 @@ fn probe(to: SocketAddr, wait: Duration, stop: &AtomicBool) -> Probed {
     probed
 }
 
+/// The sources of [`flood`]'s SYNs, in turn.
+pub fn flood_source(sent: u64) -> Ipv4Addr {
+    let [_, _, c, d] = (sent as u32).to_be_bytes();
+    Ipv4Addr::new(203, 0, 113, c ^ d)
+}
+
 /// SYNs to the gated port from ever new strangers until `stop`; how many.
 /// While the interface is gone (or down) sending fails: the socket is
 /// opened again until it is back.
@@ -174,8 +201,7 @@ fn flood(iface: &str, stop: &AtomicBool) -> u64 {
             }
             continue;
         };
-        let [_, _, c, d] = (sent as u32).to_be_bytes();
-        let source = Ipv4Addr::new(203, 0, 113, c ^ d);
+        let source = flood_source(sent);
         match open.send(&Packet::syn(&source.to_string(), SERVER_V4, SMTP).build()) {
             Ok(()) => sent += 1,
             Err(_) => socket = None,

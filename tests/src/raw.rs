@@ -125,6 +125,35 @@ impl RawSocket {
         Ok(false)
     }
 
+    /// Has the kernel stamp each frame as it passes, for
+    /// [`RawSocket::last_stamp`]: the socket's first stamp request turns
+    /// stamping on (and finds no frame yet).
+    pub fn stamping(self) -> Result<Self> {
+        let _ = self.stamp_request();
+        Ok(self)
+    }
+
+    /// When the frame [`RawSocket::recv`] returned last passed the
+    /// interface, by the kernel's clock (`CLOCK_REALTIME`), on a socket
+    /// that is [`RawSocket::stamping`].
+    pub fn last_stamp(&self) -> Result<Duration> {
+        self.stamp_request().context("SIOCGSTAMPNS")
+    }
+
+    fn stamp_request(&self) -> io::Result<Duration> {
+        /// `SIOCGSTAMPNS`, which answers a `timespec` on 64-bit machines.
+        const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+        let mut stamp = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the ioctl writes one timespec into valid memory.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS as _, &mut stamp) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Duration::new(stamp.tv_sec as u64, stamp.tv_nsec as u32))
+    }
+
     /// The next frame into `buf`, waiting at most `wait`; `None` if none came.
     pub fn recv(&self, buf: &mut [u8], wait: Duration) -> Result<Option<usize>> {
         let timeout = libc::timeval {

@@ -11,7 +11,7 @@ use aya::{
 };
 use smtpgate::gate::{
     allowlist::{self, Allowlist, Origin},
-    attach::{self, GateClock},
+    attach::{self, Variant},
     gate_maps::GateMaps,
     maps::{Config, Counters, GatedDests, Grants},
     pins::PinDir,
@@ -52,29 +52,31 @@ impl LoadedGate {
     /// Loads the program with `flags` and the gated `ports`, on the clock
     /// the agent would pick.
     pub fn new(flags: u32, ports: &[u16]) -> Result<Self> {
-        Self::load(&GateConfig::new(flags, ports), None)
+        Self::configured(&GateConfig::new(flags, ports), None)
     }
 
-    /// Like [`LoadedGate::new`], on the given clock.
-    pub fn on_clock(flags: u32, ports: &[u16], clock: GateClock) -> Result<Self> {
-        Self::load(&GateConfig::new(flags, ports), Some(clock))
+    /// Like [`LoadedGate::new`], the given variant of the program.
+    pub fn variant(flags: u32, ports: &[u16], variant: Variant) -> Result<Self> {
+        Self::configured(&GateConfig::new(flags, ports), Some(variant))
     }
 
     /// Like [`LoadedGate::new`], granting each IPv6 login its `/prefix`.
     pub fn with_v6_grant_prefix(flags: u32, ports: &[u16], prefix: u8) -> Result<Self> {
         let mut config = GateConfig::new(flags, ports);
         config.set_v6_grant_prefix(prefix);
-        Self::load(&config, None)
+        Self::configured(&config, None)
     }
 
-    fn load(config: &GateConfig, clock: Option<GateClock>) -> Result<Self> {
+    /// Like [`LoadedGate::new`], configured with `config`, the variant of
+    /// the program `variant` (the agent's choice without).
+    pub fn configured(config: &GateConfig, variant: Option<Variant>) -> Result<Self> {
         let bpffs = BpfFs::new(&unique_name())?;
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare(None)?;
         let (grants, level) = (1 << 20, attach::KernelLogLevel::Info);
-        let mut ebpf = match clock {
+        let mut ebpf = match variant {
             None => attach::load(&pins, grants, level)?,
-            Some(clock) => attach::load_with_clock(&pins, grants, level, clock)?,
+            Some(variant) => attach::load_variant(&pins, grants, level, variant)?,
         };
         let GateMaps {
             grants,
@@ -102,7 +104,12 @@ impl LoadedGate {
     /// Rewrites the configuration with other `flags` and `ports` (each
     /// IPv6 address granted for itself).
     pub fn configure(&mut self, flags: u32, ports: &[u16]) -> Result<()> {
-        self.config.write(&GateConfig::new(flags, ports))
+        self.reconfigure(&GateConfig::new(flags, ports))
+    }
+
+    /// Rewrites the configuration with `config`.
+    pub fn reconfigure(&mut self, config: &GateConfig) -> Result<()> {
+        self.config.write(config)
     }
 
     /// Where the program's maps are pinned, for opening them as other

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use smtpgate::gate::attach::GateClock;
+use smtpgate::gate::attach::Variant;
 use smtpgate_common::{FLAG_DEST_FILTER, FLAG_MONITOR, FLAG_RESET};
 use smtpgate_tests::{
     frames::{
@@ -959,17 +959,18 @@ fn grants_change_verdicts_live() -> Result<()> {
     .map(drop)
 }
 
-/// This kernel (5.11 or later) takes the program on the coarse clock, and
-/// kernels before 5.11 get it on the precise one: both must judge alike.
+/// This kernel takes every variant of the program (the coarse clock from
+/// 5.11, `bpf_xdp_load_bytes` from 5.18), and older kernels get the older
+/// ones: all must judge alike.
 #[test]
-fn both_clocks_judge_alike() -> Result<()> {
+fn every_variant_judges_alike() -> Result<()> {
     let rows = header_rows();
-    for clock in [GateClock::Coarse, GateClock::Precise] {
-        let loaded = LoadedGate::on_clock(0, &[25, 587], clock)
-            .with_context(|| format!("loading on {clock:?}"))?;
+    for variant in Variant::ALL {
+        let loaded = LoadedGate::variant(0, &[25, 587], variant)
+            .with_context(|| format!("loading {variant:?}"))?;
         let gate = grants_and_allowlist(loaded)?;
-        check(&gate, Hook::Xdp, &rows).with_context(|| format!("XDP on {clock:?}"))?;
-        check(&gate, Hook::Tc, &rows).with_context(|| format!("TC on {clock:?}"))?;
+        check(&gate, Hook::Xdp, &rows).with_context(|| format!("XDP, {variant:?}"))?;
+        check(&gate, Hook::Tc, &rows).with_context(|| format!("TC, {variant:?}"))?;
     }
     Ok(())
 }
@@ -981,8 +982,8 @@ fn both_clocks_judge_alike() -> Result<()> {
 fn a_grant_the_agent_calls_expired_no_longer_passes() -> Result<()> {
     const ROUNDS: usize = 50;
     let frame = syn(STRANGER, SERVER).build();
-    for clock in [GateClock::Coarse, GateClock::Precise] {
-        let mut gate = LoadedGate::on_clock(0, &[25], clock)?;
+    for variant in Variant::ALL {
+        let mut gate = LoadedGate::variant(0, &[25], variant)?;
         for round in 0..ROUNDS {
             let expiry = gate
                 .grants
@@ -996,7 +997,7 @@ fn a_grant_the_agent_calls_expired_no_longer_passes() -> Result<()> {
                 );
             }
             let action = gate.run_xdp(&frame)?.action;
-            ensure!(action == XDP_DROP, "{clock:?}, round {round}: the agent calls the grant expired, yet the program returned {action}");
+            ensure!(action == XDP_DROP, "{variant:?}, round {round}: the agent calls the grant expired, yet the program returned {action}");
         }
     }
     Ok(())

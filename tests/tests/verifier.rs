@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Result};
 
-use smtpgate::gate::attach::GateClock;
+use smtpgate::gate::attach::Variant;
 use smtpgate_tests::testrun::LoadedGate;
 
 /// A quarter of the verifier's limit.
@@ -14,13 +14,13 @@ const BUDGET: u32 = 250_000;
 
 #[test]
 fn each_program_stays_within_a_quarter_of_the_verifier_budget() -> Result<()> {
-    for clock in [GateClock::Coarse, GateClock::Precise] {
-        let gate = LoadedGate::on_clock(0, &[25], clock)?;
+    for variant in Variant::ALL {
+        let gate = LoadedGate::variant(0, &[25], variant)?;
         for (name, count) in gate.verified_instruction_counts()? {
-            eprintln!("{clock:?} {name}: the verifier processed {count} instructions");
+            eprintln!("{variant:?} {name}: the verifier processed {count} instructions");
             ensure!(
                 count < BUDGET,
-                "{clock:?} {name}: {count} instructions verified, over the budget of {BUDGET}"
+                "{variant:?} {name}: {count} instructions verified, over the budget of {BUDGET}"
             );
         }
     }

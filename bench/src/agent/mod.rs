@@ -1,10 +1,13 @@
 //! Part 3: the agent. How fast it parses login lines, how soon a login in
-//! the mail log becomes a grant in the kernel, and how much memory it takes.
+//! the mail log becomes a grant in the kernel, how much memory it takes,
+//! and how long a mail client's "send and receive" waits for its SMTP
+//! connect, with the refused SYN replayed and without.
 //! (The grant map's kernel memory is measured in part 1, where the map is
 //! filled to a million grants.)
 
 mod delay;
 mod log;
+mod send_receive;
 mod throughput;
 
 use anyhow::Result;
@@ -12,6 +15,7 @@ use serde::Serialize;
 
 use crate::table::Table;
 pub use delay::GrantDelay;
+pub use send_receive::SendReceive;
 pub use throughput::Throughput;
 
 pub struct Plan {
@@ -21,6 +25,8 @@ pub struct Plan {
     pub logins: usize,
     /// Grants in the map for the second grant delay measurement.
     pub full_map: u32,
+    /// Send-and-receives timed with replay, and without (a second each).
+    pub send_receive: (usize, usize),
 }
 
 #[derive(Serialize)]
@@ -28,6 +34,7 @@ pub struct Agent {
     pub throughput: Throughput,
     pub grant_delay: GrantDelay,
     pub grant_delay_full_map: GrantDelay,
+    pub send_receive: SendReceive,
 }
 
 pub fn run(plan: &Plan) -> Result<Agent> {
@@ -43,10 +50,14 @@ pub fn run(plan: &Plan) -> Result<Agent> {
         plan.logins, plan.full_map
     );
     let grant_delay_full_map = delay::measure(plan.logins, plan.full_map)?;
+    let (with_replay, without) = plan.send_receive;
+    eprintln!("bench: {with_replay} send-and-receives with replay, {without} without");
+    let send_receive = send_receive::measure(with_replay, without)?;
     Ok(Agent {
         throughput,
         grant_delay,
         grant_delay_full_map,
+        send_receive,
     })
 }
 
@@ -93,13 +104,40 @@ impl Agent {
             ),
             None => String::new(),
         };
+        let mut send_receive = Table::new(&[
+            "SYN refused before the grant",
+            "connects",
+            "replayed",
+            "p50 ms",
+            "p90 ms",
+            "max ms",
+        ]);
+        let sr = &self.send_receive;
+        for (way, d) in [
+            ("replayed (the default)", &sr.with_replay),
+            ("retransmitted (--replay-window off)", &sr.retransmission),
+        ] {
+            send_receive.row(vec![
+                way.into(),
+                d.connects.to_string(),
+                d.replayed.to_string(),
+                format!("{:.1}", d.p50_ms),
+                format!("{:.1}", d.p90_ms),
+                format!("{:.1}", d.max_ms),
+            ]);
+        }
         format!(
             "## 3. The agent\n\n\
              A generated Dovecot log of {lines} lines, 3 in 10 of them successful POP3/IMAP logins \
              ({grants} grants), the rest failed and aborted logins and session lines:\n\n{rates}\n\
              Grant delay, from appending a login line to the log `smtpgate run --log` follows until the \
              grant is in the pinned kernel map, over {logins} logins from distinct addresses, {gap} ms apart, \
-             with the agent sweeping every {sweep}; the agent's resident memory after those logins:\n\n{delays}\n{read_all}",
+             with the agent sweeping every {sweep}; the agent's resident memory after those logins:\n\n{delays}\n{read_all}\n\
+             Send and receive: the client's SMTP connect begins, and its POP3 login line is appended to the \
+             log {login_after:.0} ms later (about what a login takes over a LAN); the connect's delay, from its \
+             start to its completion, through the gate on XDP. The gate refuses the first SYN; the login's \
+             grant replays it, or without replay the client's retransmission a second later finds the \
+             grant. The grant is revoked after each connect.\n\n{send_receive}",
             lines = t.lines,
             grants = t.grants,
             rates = rates.render(),
@@ -107,6 +145,8 @@ impl Agent {
             gap = delay::GAP.as_millis(),
             sweep = delay::SWEEP_EVERY,
             delays = delays.render(),
+            login_after = sr.login_after_ms,
+            send_receive = send_receive.render(),
         )
     }
 }

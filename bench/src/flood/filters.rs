@@ -13,7 +13,10 @@ use crate::xdp_filter::XdpFilter;
 #[derive(Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Filter {
+    /// As the agent runs by default: refused SYNs recorded for replay.
     SmtpgateXdp,
+    /// `--replay-window off`: the same without the recording.
+    SmtpgateXdpReplayOff,
     SmtpgateTc,
     /// xdp-filter, from xdp-tools.
     XdpTools,
@@ -25,8 +28,9 @@ pub enum Filter {
 }
 
 impl Filter {
-    pub const ALL: [Filter; 6] = [
+    pub const ALL: [Filter; 7] = [
         Filter::SmtpgateXdp,
+        Filter::SmtpgateXdpReplayOff,
         Filter::SmtpgateTc,
         Filter::XdpTools,
         Filter::NftablesInput,
@@ -37,6 +41,7 @@ impl Filter {
     pub fn label(self) -> &'static str {
         match self {
             Filter::SmtpgateXdp => "smtpgate XDP",
+            Filter::SmtpgateXdpReplayOff => "smtpgate XDP, replay off",
             Filter::SmtpgateTc => "smtpgate TC",
             Filter::XdpTools => "xdp-filter",
             Filter::NftablesInput => "nftables (input)",
@@ -45,11 +50,12 @@ impl Filter {
         }
     }
 
-    /// `--attach` of the smtpgate contenders: their agent runs in the lab.
-    pub fn smtpgate_hook(self) -> Option<&'static str> {
+    /// The flags of the smtpgate contenders' agent, which runs in the lab.
+    pub fn smtpgate_flags(self) -> Option<&'static [&'static str]> {
         match self {
-            Filter::SmtpgateXdp => Some("xdp"),
-            Filter::SmtpgateTc => Some("tc"),
+            Filter::SmtpgateXdp => Some(&["--attach", "xdp"]),
+            Filter::SmtpgateXdpReplayOff => Some(&["--attach", "xdp", "--replay-window", "off"]),
+            Filter::SmtpgateTc => Some(&["--attach", "tc"]),
             _ => None,
         }
     }
@@ -69,7 +75,9 @@ pub enum Installed<'a> {
 impl<'a> Installed<'a> {
     pub fn new(filter: Filter, lab: &'a Lab) -> Result<Self> {
         Ok(match filter {
-            Filter::SmtpgateXdp | Filter::SmtpgateTc => Installed::Smtpgate(lab),
+            Filter::SmtpgateXdp | Filter::SmtpgateXdpReplayOff | Filter::SmtpgateTc => {
+                Installed::Smtpgate(lab)
+            }
             Filter::XdpTools => {
                 Installed::XdpFilter(XdpFilter::load(&lab.server, &lab.server_iface, "native")?)
             }

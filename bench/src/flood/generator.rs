@@ -18,7 +18,7 @@ use aya::{
     EbpfLoader,
 };
 use smtpgate_tests::{
-    frames::{fill_ipv4_checksums, Packet},
+    frames::{fill_checksums, Packet},
     SERVER_V4, SMTP,
 };
 
@@ -47,7 +47,7 @@ pub struct Progress {
 /// checksums the generator patches for each new source.
 pub fn template() -> Vec<u8> {
     let mut frame = Packet::syn("198.18.0.0", SERVER_V4, SMTP).build();
-    fill_ipv4_checksums(&mut frame);
+    fill_checksums(&mut frame);
     frame
 }
 

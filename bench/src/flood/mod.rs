@@ -1,5 +1,5 @@
 //! Part 2: a SYN flood over veth, the same for every contender: smtpgate in
-//! XDP and in TC mode, xdp-filter, nftables (input and ingress hooks) and no
+//! XDP mode (with and without recording refused SYNs) and in TC mode, xdp-filter, nftables (input and ingress hooks) and no
 //! filter at all. For each: how many flood packets it drops per second, the
 //! CPU its receive path spends per million of them, and whether the granted
 //! client's session to port 25 still completes during the flood. smtpgate
@@ -132,13 +132,13 @@ fn flood_all(plan: &Plan) -> Result<Flood> {
 
 /// Sets up one contender, floods it, and takes it away again.
 fn contend(lab: &mut Lab, filter: Filter, plan: &Plan) -> Result<Window> {
-    if let Some(hook) = filter.smtpgate_hook() {
-        lab.start_agent(&["--attach", hook])?;
+    if let Some(flags) = filter.smtpgate_flags() {
+        lab.start_agent(flags)?;
         lab.smtpgate_ok(&["allow", CLIENT_V4])?;
         fill_gate(lab, plan.load).context("filling the agent's gate")?;
     }
     let measured = Installed::new(filter, lab).and_then(|installed| flood(lab, &installed, plan));
-    if filter.smtpgate_hook().is_some() {
+    if filter.smtpgate_flags().is_some() {
         lab.stop_agent()?;
         lab.smtpgate_ok(&["detach"])?;
     }
@@ -306,7 +306,8 @@ impl Flood {
              spend. Each contender lets the granted client 192.0.2.2 through and drops every other SYN \
              to port 25 (xdp-filter cannot grant: it drops the port for everyone). smtpgate runs with \
              {grants} further grants and {prefixes} allowlist prefixes loaded (those of the per-packet \
-             bench), none of them for the flood's sources. Without a filter the \
+             bench), none of them for the flood's sources; it records each refused SYN for replay as the \
+             agent does by default, except in the row with replay off. Without a filter the \
              kernel answers the flood with SYN cookies. {rounds} rounds over all contenders, each with a \
              window of {secs} s after {warm} s of warm-up, pooled. \"offered pps\" is what the generator \
              made; what the receiving veth had no room for was lost on the way, as on a wire. \

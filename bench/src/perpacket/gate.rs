@@ -19,6 +19,14 @@ use crate::{
     sources::{self, Family, Sources},
 };
 
+/// The gate's configuration: port 25 gated, refused SYNs recorded for
+/// `window_ms`.
+fn config(window_ms: u32) -> GateConfig {
+    let mut config = GateConfig::new(0, &[SMTP]);
+    config.replay_window_ms = window_ms;
+    config
+}
+
 pub struct Gate {
     ebpf: Ebpf,
     maps: GateMaps,
@@ -34,7 +42,7 @@ impl Gate {
         let pins = PinDir::new(bpffs.pin_dir());
         pins.prepare(None)?;
         let mut ebpf = attach::load(&pins, DEFAULT_MAX_GRANTS, attach::KernelLogLevel::Info)?;
-        let mut maps = GateMaps::take(&mut ebpf, &pins, &GateConfig::new(0, &[SMTP]))?;
+        let mut maps = GateMaps::take(&mut ebpf, &pins, &config(0))?;
         // As the agent does at start: the loopback entries on the
         // allowlist, and the grant filter built.
         maps.allowlist.sync_config(&[])?;
@@ -65,6 +73,11 @@ impl Gate {
             .grants
             .grant_until(ip, clock::expiry_after(GRANT_TTL), budget, None)
             .map(drop)
+    }
+
+    /// Records refused SYNs for replay for `window_ms`, or (0) not at all.
+    pub fn set_replay_window(&mut self, window_ms: u32) -> Result<()> {
+        self.maps.config.write(&config(window_ms))
     }
 
     pub fn program(&self) -> Result<&ProgramFd> {

@@ -10,6 +10,7 @@
 mod budget;
 mod cases;
 mod gate;
+mod recording;
 mod reference;
 
 use anyhow::{ensure, Context, Result};
@@ -42,6 +43,7 @@ pub struct PerPacket {
     pub rows: Vec<Row>,
     pub grant_map: GrantMap,
     pub budget: budget::BudgetCost,
+    pub recording: recording::RecordingCost,
 }
 
 /// One case at one fill level. Times are nanoseconds per packet.
@@ -111,6 +113,8 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         rows.extend(subjects.iter().map(|s| Row::new(&s.case, load, &s.samples)));
     }
     let budget = budget::measure(&mut gate, plan.rounds, plan.repeat)?;
+    eprintln!("bench: recording refused SYNs for replay, on and off");
+    let recording = recording::measure(&mut gate, plan.rounds, plan.repeat)?;
     let (capacity, memlock_bytes) = gate.map_memory()?;
     let entries = gate.granted_per_family() * 2;
     let grant_map = GrantMap {
@@ -126,6 +130,7 @@ pub fn run(plan: &Plan) -> Result<PerPacket> {
         rows,
         grant_map,
         budget,
+        recording,
     })
 }
 
@@ -287,6 +292,29 @@ impl PerPacket {
                 format!("{:.0} %", r.line_rate_share * 100.0),
             ]);
         }
+        let mut recording = Table::new(&[
+            "case",
+            "sources",
+            "replay off ns",
+            "replay on ns",
+            "÷ off",
+            "SYNs recorded",
+        ]);
+        for r in &self.recording.rows {
+            recording.row(vec![
+                r.case.to_string(),
+                if r.hot_key {
+                    "one (hot key)"
+                } else {
+                    "rotating"
+                }
+                .into(),
+                format!("{:.1}", r.without_recording_ns),
+                format!("{:.1}", r.with_recording_ns),
+                format!("{:.2}x", r.ratio),
+                format!("{:.2} %", r.recorded_share * 100.0),
+            ]);
+        }
         let m = &self.grant_map;
         format!(
             "## 1. Per-packet cost (BPF_PROG_TEST_RUN)\n\n\
@@ -308,7 +336,14 @@ impl PerPacket {
              {per_million:.1} MiB per million grant slots. The LRU map is preallocated: it takes this much \
              from the start, however full it is.\n\n\
              SYN budget ({budget_case}, hot key): {without:.1} ns without a budget, {with:.1} ns with \
-             one ({ratio:.2}x), the same grant switched between the two round by round.\n",
+             one ({ratio:.2}x), the same grant switched between the two round by round.\n\n\
+             Recording refused SYNs for replay (the agent's default, --replay-window 3s), with the maps \
+             as full as the last level above: the same refused frames with the gate's replay window \
+             switched off and on round by round. A slot of the 4,096 keeps its SYN for the window, and \
+             a source's SYN for half a second against the same source's next: rotating sources, as \
+             in a flood, soon find their slots taken and cost a read of the slot, one source finds its \
+             own SYN held. \"SYNs recorded\" is the share of the runs with replay on that copied their \
+             SYN into the table.\n\n{recording}",
             rounds = self.rounds,
             repeat = self.repeat,
             budget = self.line_rate_budget_ns,
@@ -321,6 +356,7 @@ impl PerPacket {
             without = self.budget.without_budget_ns,
             with = self.budget.with_budget_ns,
             ratio = self.budget.ratio,
+            recording = recording.render(),
         )
     }
 }

@@ -26,7 +26,10 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::{agent::accept::AcceptErrors, gate::maps::Counters};
+use crate::{
+    agent::accept::AcceptErrors,
+    gate::{maps::Counters, replay::ReplayPath},
+};
 
 /// Scrapes answered at once.
 const MAX_SCRAPES: usize = 16;
@@ -52,6 +55,13 @@ pub struct PolicyLabels {
 pub struct QuotaLabels {
     /// user or address.
     pub quota: &'static str,
+}
+
+/// Labels of `smtpgate_syns_replayed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabels {
+    /// live_frame or raw_socket.
+    pub path: &'static str,
 }
 
 /// Labels of `smtpgate_stream_events_applied_total`.
@@ -126,6 +136,7 @@ pub struct Metrics {
     pub last_sweep: Gauge,
     pub cooldown_refusals: Counter,
     pub grants_evicted: Counter,
+    pub syns_replayed: Family<ReplayLabels, Counter>,
     pub policy_requests: Family<PolicyLabels, Counter>,
     pub policy_malformed: Counter,
     pub quota_exceeded: Family<QuotaLabels, Counter>,
@@ -197,6 +208,12 @@ impl Metrics {
             "Live grants the full grant map evicted for fresh ones (at least this many)",
             grants_evicted.clone(),
         );
+        let syns_replayed = Family::<ReplayLabels, Counter>::default();
+        registry.register(
+            "smtpgate_syns_replayed",
+            "Refused SYNs handed back to the gate once their source's grant was written, by how",
+            syns_replayed.clone(),
+        );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
         registry.register(
@@ -220,6 +237,7 @@ impl Metrics {
             last_sweep,
             cooldown_refusals,
             grants_evicted,
+            syns_replayed,
             policy_requests,
             policy_malformed,
             quota_exceeded,
@@ -240,6 +258,12 @@ impl Metrics {
     pub fn record_quota_exceeded(&self, quota: &'static str) {
         self.quota_exceeded
             .get_or_create(&QuotaLabels { quota })
+            .inc();
+    }
+
+    pub fn record_replay(&self, path: ReplayPath) {
+        self.syns_replayed
+            .get_or_create(&ReplayLabels { path: path.name() })
             .inc();
     }
 
@@ -381,6 +405,9 @@ fn describe(
         PassedFragment => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "later_fragment"))),
         UnparsedTruncated => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "truncated"))),
         UnparsedMalformed => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "malformed"))),
+        SynsRecorded => ("smtpgate_syns_recorded", "Refused SYNs recorded for replay once their source's grant lands", None),
+        ReplayExpired => ("smtpgate_recorded_syns_expired", "Recorded SYNs never replayed, found older than the replay window when their slot was taken for another", None),
+        ReplaySlotBusy => ("smtpgate_syns_unrecorded_slot_busy", "Refused SYNs not recorded for replay: their slot held another source's SYN, refused within the window", None),
     }
 }
 

@@ -8,6 +8,10 @@
 //! * `CAP_NET_ADMIN`: attaching the loaded program again, to an interface
 //!   that comes back.
 //!
+//! What needs more only when it is opened, such as the raw sockets that
+//! replay refused SYNs on kernels without live frames (`CAP_NET_RAW`), is
+//! opened before the drop.
+//!
 //! Everything else is dropped from every set, the bounding set included,
 //! so that nothing the agent runs later (`journalctl`) regains it. Linux
 //! keeps capabilities per thread: this runs on the runtime's thread before

@@ -34,6 +34,7 @@ use crate::{
         gate_maps::GateMaps,
         maps::Grants,
         pins::PinDir,
+        replay::Replay,
         upgrade,
     },
 };
@@ -107,6 +108,7 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         tracing::info!("carried {carried} live grants over from an older smtpgate's pins");
     }
     upgrade::retire(pins)?;
+    replay_refused_syns(&mut ebpf, pins, &mut grants, &metrics)?;
 
     if grants.capacity() != settings.max_grants {
         tracing::warn!(
@@ -196,6 +198,33 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
         state.flush()?;
         result
     })
+}
+
+/// Has `grants` replay the SYN each source was refused just before its
+/// grant, where the configuration asks for it: pins the program for that
+/// (every writer of grants runs it) and opens what replays need while the
+/// agent still holds every capability. Replays that cannot be set up are
+/// no reason to stop: the clients still retransmit.
+fn replay_refused_syns(
+    ebpf: &mut Ebpf,
+    pins: &PinDir,
+    grants: &mut Grants,
+    metrics: &Metrics,
+) -> Result<()> {
+    attach::pin_program(ebpf, pins)?;
+    match Replay::open(pins) {
+        Ok(Some(replay)) => {
+            tracing::info!(
+                "SYNs refused just before a grant are replayed ({})",
+                replay.path().name()
+            );
+            let metrics = metrics.clone();
+            grants.replay_with(replay.reporting(move |path| metrics.record_replay(path)));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("SYNs refused just before a grant are not replayed: {e:#}"),
+    }
+    Ok(())
 }
 
 /// The kernel program's log records, if the program has a log.

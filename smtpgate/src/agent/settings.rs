@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_grants: u32,
     pub metrics_listen: Option<SocketAddr>,
     pub sweep_interval: Duration,
+    /// How long a refused SYN is kept for replay; `None`: not recorded.
+    pub replay_window: Option<Duration>,
     pub allowlist: Vec<IpNet>,
     /// The group given the pin directory (`--pin-group`), as a gid.
     pub pin_group: Option<u32>,
@@ -138,6 +140,9 @@ impl Settings {
             &self.ports,
         );
         config.set_v6_grant_prefix(self.grants.ipv6_prefix);
+        config.replay_window_ms = self.replay_window.map_or(0, |window| {
+            window.as_millis().try_into().unwrap_or(u32::MAX)
+        });
         config
     }
 }

@@ -236,6 +236,12 @@ pub struct RunArgs {
     /// the pins, nobody else but the agent's user and root.
     #[arg(long, value_name = "GROUP")]
     pub pin_group: Option<String>,
+    /// How long a SYN refused for want of a grant is kept, to be replayed
+    /// the moment its source's grant lands, or off [default: 3s]. A mail
+    /// client's "send and receive" then connects at once instead of after
+    /// its retransmission a second later.
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_replay_window)]
+    pub replay_window: Option<Duration>,
 
     #[command(flatten)]
     pub sources: SourceArgs,
@@ -421,6 +427,25 @@ impl<T: FromStr<Err = String>> FromStr for Switch<T> {
             text => text.parse().map(|value| Self(Some(value))),
         }
     }
+}
+
+/// The longest replay window: a client gives up on a connection long
+/// before, and whatever it still retransmits is recorded afresh.
+const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(60);
+
+/// A replay window, `off` or `0` for none (then [`Duration::ZERO`]).
+pub fn parse_replay_window(text: &str) -> Result<Duration, String> {
+    if matches!(text.trim(), "off" | "0") {
+        return Ok(Duration::ZERO);
+    }
+    let window = parse_duration(text)?;
+    if window > MAX_REPLAY_WINDOW || window < Duration::from_millis(1) {
+        return Err(format!(
+            "'{text}' is not a replay window from 1ms to {}s, or off",
+            MAX_REPLAY_WINDOW.as_secs()
+        ));
+    }
+    Ok(window)
 }
 
 /// An IPv6 grant prefix length. Shorter than /48 would grant more than one

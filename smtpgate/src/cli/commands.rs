@@ -24,6 +24,7 @@ use crate::{
         maps::{self, Counters, Grants, LiveGrant, Terms},
         owners::{Cooldowns, Owner, Source},
         pins::PinDir,
+        replay::Replay,
     },
 };
 
@@ -233,7 +234,14 @@ fn allow(pins: &PinDir, ip: &str, ttl: Duration, user: Option<&str>) -> Result<(
         ttl,
         budget: SynBudget::UNLIMITED,
     };
-    let expiry = open_grants(pins)?.grant_for(ip, terms, &owner)?;
+    let mut grants = open_grants(pins)?;
+    // The SYN a customer was refused just before goes through too.
+    match Replay::open(pins) {
+        Ok(Some(replay)) => grants.replay_with(replay),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("the SYN refused before this grant is not replayed: {e:#}"),
+    }
+    let expiry = grants.grant_for(ip, terms, &owner)?;
     let whose = user
         .map(|user| format!(" (user {user})"))
         .unwrap_or_default();
@@ -466,7 +474,8 @@ fn detach(pins: &PinDir, iface: Option<&str>) -> Result<()> {
         println!("detached {iface} ({})", hook.name());
     }
     if pins.attachments()?.is_empty() {
-        for map in pins.maps().into_iter().chain(pins.retired_maps()) {
+        let pinned = pins.maps().into_iter().chain(pins.retired_maps());
+        for map in pinned.chain([pins.program()]) {
             std::fs::remove_file(&map).ok();
         }
         std::fs::remove_dir(pins.path()).ok();

@@ -30,8 +30,9 @@ use crate::{
         },
     },
     cli::args::{
-        ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_socket_addr,
-        parse_timezone, GrantArgs, ParserArgs, RunArgs, SourceArgs, StreamArgs, Switch, WatchArgs,
+        ipv6_grant_prefix, parse_octal_mode, parse_policy_listen, parse_replay_window,
+        parse_socket_addr, parse_timezone, GrantArgs, ParserArgs, RunArgs, SourceArgs, StreamArgs,
+        Switch, WatchArgs,
     },
     gate::{
         addr,
@@ -48,6 +49,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/smtpgate";
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Three seconds: a SYN refused while its client's login was in flight is
+/// younger than that when the grant lands (the login takes milliseconds),
+/// and the client has not retransmitted it twice yet (at 1 and 3 s).
+const DEFAULT_REPLAY_WINDOW: Duration = Duration::from_secs(3);
 /// A /64 is one customer's network (RFC 6177), and privacy addresses
 /// (RFC 8981) rotate inside it: granting the one address that logged in
 /// would lock the customer out at the next rotation.
@@ -92,6 +97,8 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "text::sweep_interval")]
     pub sweep_interval: Option<Duration>,
     pub pin_group: Option<String>,
+    #[serde(default, deserialize_with = "text::replay_window")]
+    pub replay_window: Option<Duration>,
     #[serde(default, deserialize_with = "text::allowlist")]
     pub allowlist: Option<Vec<IpNet>>,
     pub logs: Option<Vec<PathBuf>>,
@@ -216,6 +223,7 @@ mod text {
         dests: Vec<IpAddr> = list("dests", addr::parse);
         metrics_listen: SocketAddr = one("metrics-listen", parse_socket_addr);
         sweep_interval: Duration = one("sweep-interval", parse_duration);
+        replay_window: Duration = one("replay-window", parse_replay_window);
         allowlist: Vec<IpNet> = list("allowlist", parse_prefix);
         listen_unix_mode: u32 = one("listen-unix-mode", parse_octal_mode);
         ttl: Duration = one("ttl", parse_duration);
@@ -359,6 +367,12 @@ pub fn from_parts(args: RunArgs, mut file: ConfigFile, verbose: u8) -> Result<Se
             .sweep_interval
             .or(file.sweep_interval)
             .unwrap_or(DEFAULT_SWEEP_INTERVAL),
+        replay_window: Some(
+            args.replay_window
+                .or(file.replay_window)
+                .unwrap_or(DEFAULT_REPLAY_WINDOW),
+        )
+        .filter(|window| !window.is_zero()),
         allowlist: file.allowlist.unwrap_or_default(),
         pin_group,
         kernel_log_level: if verbose > 0 {
@@ -720,6 +734,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(s.ifaces, ["eth1"]);
         assert_eq!(s.grants.default.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_replay_window_defaults_to_three_seconds_and_turns_off() {
+        let window =
+            |text: &str| config(&format!("iface = [\"eth0\"]\n{text}")).map(|s| s.replay_window);
+        assert_eq!(window("").unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            window("replay-window = \"250ms\"\n").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        for off in ["off", "0"] {
+            let s = config(&format!("iface = [\"eth0\"]\nreplay-window = \"{off}\"\n")).unwrap();
+            assert_eq!(
+                (s.replay_window, s.gate_config().replay_window_ms),
+                (None, 0)
+            );
+        }
+        let err = format!("{:#}", window("replay-window = \"2m\"\n").unwrap_err());
+        assert!(
+            err.contains("replay-window: '2m' is not a replay window"),
+            "{err}"
+        );
     }
 
     #[test]

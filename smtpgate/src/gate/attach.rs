@@ -39,6 +39,8 @@ pub use aya_log::Level as KernelLogLevel;
 const XDP_PROGRAM: &str = "smtpgate_xdp";
 /// The program's switch between the two clocks (see [`GateClock`]).
 const COARSE_CLOCK: &str = "SMTPGATE_COARSE_CLOCK";
+/// The program's switch for copying refused SYNs with `bpf_xdp_load_bytes`.
+const XDP_LOAD_BYTES: &str = "SMTPGATE_XDP_LOAD_BYTES";
 /// The program's switch for logging each refusal (debug level).
 const LOG_REFUSALS: &str = "SMTPGATE_LOG_REFUSALS";
 const TC_PROGRAM: &str = "smtpgate_tc";
@@ -52,36 +54,64 @@ pub enum GateClock {
     Precise,
 }
 
+/// What the program uses of kernels newer than 5.10, chosen before load:
+/// the verifier removes the branches of what is not chosen, and a kernel
+/// that lacks a helper chosen rejects the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub clock: GateClock,
+    /// `bpf_xdp_load_bytes` (Linux 5.18) copies a refused SYN for replay
+    /// in one call; without it, byte by byte.
+    pub xdp_load_bytes: bool,
+}
+
+impl Variant {
+    /// For Linux 5.18, 5.11 and 5.10 on: the order `load` tries them in.
+    pub const ALL: [Variant; 3] = [
+        Variant {
+            clock: GateClock::Coarse,
+            xdp_load_bytes: true,
+        },
+        Variant {
+            clock: GateClock::Coarse,
+            xdp_load_bytes: false,
+        },
+        Variant {
+            clock: GateClock::Precise,
+            xdp_load_bytes: false,
+        },
+    ];
+}
+
 /// Loads the object, creating the pinned maps or reusing those already there,
 /// and has the verifier check both programs. Programs refer to maps by fd at
 /// load time, so this happens before any map is taken out of the object.
 ///
-/// The cheaper coarse clock is tried first; a kernel without it (5.10)
-/// rejects that load, and the program is loaded again on the precise clock.
+/// The newest [`Variant`] is tried first; a kernel without what it uses
+/// rejects that load, and the next one is loaded.
 pub fn load(pins: &PinDir, max_grants: u32, kernel_log_level: aya_log::Level) -> Result<Ebpf> {
-    let coarse = load_with_clock(pins, max_grants, kernel_log_level, GateClock::Coarse);
-    let (ebpf, clock) = match coarse {
-        Ok(ebpf) => (ebpf, GateClock::Coarse),
-        Err(err) => {
-            tracing::debug!(
-                "the coarse clock was refused ({err:#}); loading again on the precise one"
-            );
-            (
-                load_with_clock(pins, max_grants, kernel_log_level, GateClock::Precise)?,
-                GateClock::Precise,
-            )
+    let mut refused = None;
+    for variant in Variant::ALL {
+        match load_variant(pins, max_grants, kernel_log_level, variant) {
+            Ok(ebpf) => {
+                tracing::debug!(?variant, "program loaded");
+                return Ok(ebpf);
+            }
+            Err(err) => {
+                tracing::debug!("{variant:?} was refused ({err:#}); loading the next variant");
+                refused = Some(err);
+            }
         }
-    };
-    tracing::debug!(?clock, "program loaded");
-    Ok(ebpf)
+    }
+    Err(refused.expect("there are variants to try"))
 }
 
-/// [`load`] with the clock chosen by the caller.
-pub fn load_with_clock(
+/// [`load`] of the variant the caller chose.
+pub fn load_variant(
     pins: &PinDir,
     max_grants: u32,
     kernel_log_level: aya_log::Level,
-    clock: GateClock,
+    variant: Variant,
 ) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
@@ -91,7 +121,12 @@ pub fn load_with_clock(
             grant_filter::map_words(max_grants),
         )
         .override_global(aya_log::LEVEL, &(kernel_log_level as u8), false)
-        .override_global(COARSE_CLOCK, &u8::from(clock == GateClock::Coarse), true)
+        .override_global(
+            COARSE_CLOCK,
+            &u8::from(variant.clock == GateClock::Coarse),
+            true,
+        )
+        .override_global(XDP_LOAD_BYTES, &u8::from(variant.xdp_load_bytes), true)
         .override_global(
             LOG_REFUSALS,
             &u8::from(kernel_log_level as u8 >= aya_log::Level::Debug as u8),
@@ -104,6 +139,16 @@ pub fn load_with_clock(
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
     tc.load().context("the kernel rejected the TC program")?;
     Ok(ebpf)
+}
+
+/// Pins the loaded XDP program where [`PinDir::program`] says, in place of
+/// an earlier run's.
+pub fn pin_program(ebpf: &mut Ebpf, pins: &PinDir) -> Result<()> {
+    let pin = pins.program();
+    remove_if_present(&pin)?;
+    let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?.try_into()?;
+    xdp.pin(&pin)
+        .with_context(|| format!("pinning {}", pin.display()))
 }
 
 /// Fails unless `iface` exists in this network namespace and carries

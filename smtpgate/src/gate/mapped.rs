@@ -31,19 +31,25 @@ impl MappedWords {
     /// Maps `map`, which must be an array of `u64` created with
     /// `BPF_F_MMAPABLE`; `what` names it in errors.
     pub fn new(map: Map, what: &str) -> Result<Self> {
+        Self::of_values(map, what, size_of::<u64>())
+    }
+
+    /// Maps `map`, an array of `value_size`-byte values (a multiple of 8)
+    /// created with `BPF_F_MMAPABLE`, as the words of its values in a row.
+    pub fn of_values(map: Map, what: &str, value_size: usize) -> Result<Self> {
         let Map::Array(map) = map else {
             bail!("the {what} map has an unexpected type");
         };
         let info = map
             .info()
             .with_context(|| format!("reading the {what}'s layout"))?;
-        if info.value_size() != 8 {
+        if info.value_size() as usize != value_size {
             bail!(
                 "the {what} map has an unexpected layout (values of {} bytes)",
                 info.value_size()
             );
         }
-        let len = info.max_entries() as usize;
+        let len = info.max_entries() as usize * value_size / size_of::<u64>();
         // SAFETY: maps the array's values (offset 0), shared with the kernel;
         // the result is checked before use and unmapped on drop.
         let at = unsafe {

@@ -15,6 +15,7 @@ use crate::gate::{
     filter::GrantFilter,
     owners::{Owner, Owners},
     pins::PinDir,
+    replay::{self, Replay},
 };
 
 /// Opens a pinned map, whatever its type.
@@ -43,6 +44,9 @@ pub struct Grants {
     /// Every IPv6 grant covers this prefix of its address: the gate looks
     /// IPv6 sources up masked to it (see `GateConfig::v6_mask`).
     v6_prefix: u8,
+    /// Where this handle writes grants for customers (the agent, `allow`):
+    /// what replays the SYN each grant's source was refused just before.
+    replay: Option<Replay>,
 }
 
 /// How long a new grant lasts and how fast it may open connections.
@@ -111,7 +115,14 @@ impl Grants {
             entries: 0,
             evictions: 0,
             v6_prefix,
+            replay: None,
         })
+    }
+
+    /// Replays, after each grant this handle writes, the SYN refused just
+    /// before it.
+    pub fn replay_with(&mut self, replay: Replay) {
+        self.replay = Some(replay);
     }
 
     /// Opens the pinned grant map, its filter and its owners, with the
@@ -138,10 +149,7 @@ impl Grants {
 
     /// The key `ip`'s grant is stored under.
     fn key(&self, ip: IpAddr) -> AddrKey {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => addr::key(IpAddr::V6(addr::v6_prefix_start(v6, self.v6_prefix))),
-            v4 => addr::key(v4),
-        }
+        replay::grant_key(ip, self.v6_prefix)
     }
 
     /// Grants `ip` until `ttl` from now, with no SYN budget and no record
@@ -220,6 +228,9 @@ impl Grants {
         match &self.filter {
             Some(filter) => filter.admit(&key, insert)?,
             None => insert()?,
+        }
+        if let Some(replay) = &self.replay {
+            replay.after_grant(&key, self.v6_prefix);
         }
         Ok(grant.expiry_ns)
     }

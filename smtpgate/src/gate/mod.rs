@@ -17,4 +17,5 @@ pub mod maps;
 pub mod options;
 pub mod owners;
 pub mod pins;
+pub mod replay;
 pub mod upgrade;

@@ -87,6 +87,13 @@ impl PinDir {
         self.dir.join(format!("link-{}-{iface}", hook.name()))
     }
 
+    /// The gate's XDP program, pinned so that every process that writes a
+    /// grant can replay the SYN refused before it (see `replay`), whichever
+    /// hook the gate is attached through.
+    pub fn program(&self) -> PathBuf {
+        self.dir.join("prog-xdp")
+    }
+
     /// Where the legacy (netlink) TC filter of `iface` is recorded. Netlink
     /// filters are not bpf_links and cannot be pinned; their priority and
     /// handle are kept here (as a symlink's target) so a later run can find
