@@ -37,14 +37,17 @@ pub const GRANT_OWNERS_MAP: &str = "GRANT_OWNERS";
 /// [`UserKey`] -> [`CooldownUntil`]: users who went over a quota and earn
 /// no grant until then. Pinned so that `smtpgate pardon` can lift one.
 pub const COOLDOWNS_MAP: &str = "COOLDOWNS";
-/// Array of [`replay::RefusedSyn`]: the latest refused SYN of each source
-/// (by hash), for the agent to hand back to the gate once the source's
-/// grant lands. Memory-mappable, so that the agent claims a slot with one
-/// atomic exchange.
+/// Array of `u64`: the state of each slot of the replay table (see
+/// [`replay::slot_word`]). Memory-mappable, so that the agent claims a slot
+/// with one atomic exchange.
+pub const REPLAY_SLOTS_MAP: &str = "REPLAY_SLOTS_V1";
+/// Array of [`replay::RefusedSyn`]: the first refused SYN of each source
+/// (by hash) whose slot was free, for the agent to hand back to the gate
+/// once the source's grant lands. Memory-mappable, for the agent to read.
 pub const REFUSED_SYNS_MAP: &str = "REFUSED_SYNS_V1";
 
 /// Every map smtpgate pins, by name.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     GRANTS_MAP,
     COUNTERS_MAP,
     CONFIG_MAP,
@@ -54,6 +57,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     GRANT_FILTER_MAP,
     GRANT_OWNERS_MAP,
     COOLDOWNS_MAP,
+    REPLAY_SLOTS_MAP,
     REFUSED_SYNS_MAP,
 ];
 
@@ -155,9 +159,10 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub struct GateConfig {
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// How long a refused SYN is kept for replay, in milliseconds; zero:
-    /// refused SYNs are not recorded (see [`replay`]). Was a reserved zero
-    /// before replay existed, so an older agent's configuration means off.
+    /// How long a refused SYN is kept for replay, in milliseconds (the
+    /// agent frees older ones); zero: refused SYNs are not recorded (see
+    /// [`replay`]). Was a reserved zero before replay existed, so an older
+    /// agent's configuration means off.
     pub replay_window_ms: u32,
     /// Bitmap of gated destination ports: bit `p % 64` of word `p / 64`.
     pub ports: [u64; PORT_WORDS],
@@ -300,11 +305,8 @@ counters! {
     DroppedOverBudget = "dropped_over_budget",
     /// Refused SYNs recorded for replay (see [`replay`]).
     SynsRecorded = "syns_recorded",
-    /// Recorded SYNs never replayed, found older than the replay window
-    /// when their slot was taken for another.
-    ReplayExpired = "replay_expired",
-    /// Refused SYNs not recorded for replay: their slot holds a SYN of
-    /// another source, refused within the replay window (a flood).
+    /// Refused SYNs not recorded for replay: their slot holds another
+    /// source's SYN (a flood's, most of them).
     ReplaySlotBusy = "replay_slot_busy",
 }
 

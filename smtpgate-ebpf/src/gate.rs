@@ -352,9 +352,9 @@ pub fn judge<C: Arrival>(ctx: &C, tally: &mut Tally) -> Verdict {
     if records(config, refusal) {
         let exact = src.words();
         let key = if ipv6 { config.mask_v6(exact) } else { exact };
-        replay::record(ctx, key.high, key.low, config.replay_window_ms, tally);
+        replay::record(ctx, key, tally);
         // No reply either way (`records` rules out reset): with nothing of
-        // the walk live across the call, its paths converge in it.
+        // the walk live across the copy, its paths converge in it.
         return refuse(config.flags, refusal, None, tally);
     }
     refuse(config.flags, refusal, segment.reply(), tally)

@@ -19,7 +19,12 @@ use crate::{
     gate::{now_ns, Arrival, Tally},
 };
 
-/// Named after its layout, like every map.
+/// Each slot's state (see `replay::slot_word`). Named after its layout,
+/// like every map.
+#[map(name = "REPLAY_SLOTS_V1")]
+static REPLAY_SLOTS: Array<u64> = Array::pinned(SLOTS, BPF_F_MMAPABLE);
+
+/// Each slot's SYN.
 #[map(name = "REFUSED_SYNS_V1")]
 static REFUSED_SYNS: Array<RefusedSyn> = Array::pinned(SLOTS, BPF_F_MMAPABLE);
 
@@ -30,60 +35,61 @@ const IPV4_PLAIN: u8 = 0x45;
 /// IPv4's flags and fragment offset, of which only DF may be set.
 const IPV4_MORE_OR_OFFSET: u16 = 0x3fff;
 
-/// A source's SYN younger than this is kept in its slot rather than
-/// replaced by the same source's next one: a retransmission (a second
-/// later) replaces it, a burst of SYNs (a flood, parallel connects, any of
-/// which a replay serves) is recorded once.
-const HOLD_NS: u64 = 500_000_000;
-
 /// Records the refused SYN the hook holds, from the source whose grant key
-/// reads `key` (`high`, `low`), unless its slot holds a SYN to keep: one
-/// of another source refused within the window, or one of this source
-/// refused less than [`HOLD_NS`] ago. So a flood, whose sources take every
-/// slot, costs a read of the slot per SYN, and a copy only once a window.
+/// reads `key`, if its slot is free: a slot keeps the first SYN it takes
+/// until the agent claims it or finds it older than the window. So a
+/// flood, whose sources soon hold every slot, costs a read of a word of 32
+/// KiB per SYN (no clock: the helper call alone cost a third of what
+/// recording added), and a copy only as slots come free.
+#[inline(always)]
+pub fn record<C: Arrival>(ctx: &C, key: KeyWords, tally: &mut Tally) {
+    let (index, tag) = replay::slot(key);
+    let Some(&word) = REPLAY_SLOTS.get(index) else {
+        return;
+    };
+    if word != 0 {
+        // The same source's later SYNs serve no better than its first.
+        if replay::slot_parts(word).1 != tag {
+            tally.add(Counter::ReplaySlotBusy);
+        }
+        return;
+    }
+    if copy_into(ctx, index, tag) {
+        tally.add(Counter::SynsRecorded);
+    }
+}
+
+/// Copies the SYN into slot `index`, as refused now by the source tagged
+/// `tag`; false if it could not.
 ///
 /// A function of its own that reads the frame afresh from the context:
 /// inlined, the verifier walked it once for every path of the header walk
 /// that ends in a refusal, and the program's verification grew by half.
+/// It returns a value so that what its return register last held (a stack
+/// pointer, say) is never what it returns: the verifier refuses that.
 #[inline(never)]
-pub fn record<C: Arrival>(ctx: &C, high: u64, low: u64, window_ms: u32, tally: &mut Tally) {
-    let (index, tag) = replay::slot(KeyWords { high, low });
-    let Some(slot) = REFUSED_SYNS.get_ptr_mut(index) else {
-        return;
+fn copy_into<C: Arrival>(ctx: &C, index: u32, tag: u16) -> bool {
+    let (Some(ifindex), Some(len)) = (ctx.replay_ifindex(), headers_len(ctx)) else {
+        return false;
+    };
+    let (Some(word), Some(syn)) = (
+        REPLAY_SLOTS.get_ptr_mut(index),
+        REFUSED_SYNS.get_ptr_mut(index),
+    ) else {
+        return false;
     };
     // SAFETY: a value of the array, alive while the program runs. Another
-    // CPU may write the same slot at once; the agent checks what it
+    // CPU may write the same free slot at once; the agent checks what it
     // replays, so a torn record costs a replay, never a wrong one.
-    let slot = unsafe { &mut *slot };
-    let now = now_ns();
-    let before = slot.refused_ns;
-    let window = u64::from(window_ms) * 1_000_000;
-    let age = now.saturating_sub(before);
-    if before != 0 {
-        if slot.source_tag != tag && age <= window {
-            tally.add(Counter::ReplaySlotBusy);
-            return;
-        }
-        if slot.source_tag == tag && age < window.min(HOLD_NS) {
-            return;
-        }
+    let syn = unsafe { &mut *syn };
+    if !ctx.copy_headers(len, &mut syn.frame) {
+        return false;
     }
-    let (Some(ifindex), Some(len)) = (ctx.replay_ifindex(), headers_len(ctx)) else {
-        return;
-    };
-    if before != 0 && age > window {
-        tally.add(Counter::ReplayExpired);
-    }
-    // SAFETY: an aligned field of the slot.
-    unsafe { core::ptr::write_volatile(&mut slot.refused_ns, 0) };
-    if !ctx.copy_headers(len, &mut slot.frame) {
-        return;
-    }
-    slot.ifindex = ifindex;
-    slot.source_tag = tag;
-    // SAFETY: as above; last, so that the record is whole once it shows.
-    unsafe { core::ptr::write_volatile(&mut slot.refused_ns, now) };
-    tally.add(Counter::SynsRecorded);
+    syn.ifindex = ifindex;
+    // SAFETY: an aligned value of the array; last, so that the record is
+    // whole once its slot shows it.
+    unsafe { core::ptr::write_volatile(word, replay::slot_word(now_ns(), tag)) };
+    true
 }
 
 /// How many bytes of the frame are its headers, if it is an untagged SYN

@@ -74,6 +74,10 @@ pub fn measure(logins: usize, preload: u32) -> Result<GrantDelay> {
         path_str(dir.path())?,
         "--sweep-interval",
         SWEEP_EVERY,
+        // Each IPv6 login its own grant, as each IPv4 one is: with the
+        // default /64 they would all share one.
+        "--ipv6-grant-prefix",
+        "128",
     ])?;
     let pins = PinDir::new(lab.bpffs.pin_dir());
     let grants: HashMap<MapData, AddrKey, Grant> =

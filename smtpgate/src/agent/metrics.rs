@@ -137,6 +137,7 @@ pub struct Metrics {
     pub cooldown_refusals: Counter,
     pub grants_evicted: Counter,
     pub syns_replayed: Family<ReplayLabels, Counter>,
+    pub recorded_syns_expired: Counter,
     pub policy_requests: Family<PolicyLabels, Counter>,
     pub policy_malformed: Counter,
     pub quota_exceeded: Family<QuotaLabels, Counter>,
@@ -214,6 +215,12 @@ impl Metrics {
             "Refused SYNs handed back to the gate once their source's grant was written, by how",
             syns_replayed.clone(),
         );
+        let recorded_syns_expired = Counter::default();
+        registry.register(
+            "smtpgate_recorded_syns_expired",
+            "Refused SYNs recorded for replay whose window passed unreplayed (their slots freed)",
+            recorded_syns_expired.clone(),
+        );
         let started: Gauge = Gauge::default();
         started.set(unix_now() as i64);
         registry.register(
@@ -238,6 +245,7 @@ impl Metrics {
             cooldown_refusals,
             grants_evicted,
             syns_replayed,
+            recorded_syns_expired,
             policy_requests,
             policy_malformed,
             quota_exceeded,
@@ -406,7 +414,6 @@ fn describe(
         UnparsedTruncated => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "truncated"))),
         UnparsedMalformed => ("smtpgate_frames_unjudged", UNJUDGED, Some(("reason", "malformed"))),
         SynsRecorded => ("smtpgate_syns_recorded", "Refused SYNs recorded for replay once their source's grant lands", None),
-        ReplayExpired => ("smtpgate_recorded_syns_expired", "Recorded SYNs never replayed, found older than the replay window when their slot was taken for another", None),
         ReplaySlotBusy => ("smtpgate_syns_unrecorded_slot_busy", "Refused SYNs not recorded for replay: their slot held another source's SYN, refused within the window", None),
     }
 }

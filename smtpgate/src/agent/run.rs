@@ -188,6 +188,14 @@ pub fn run(pins: &PinDir, settings: Settings) -> Result<()> {
             };
             policy::spawn(listener, policy, &settings.grants, gate);
         }
+        let replay_window = grants
+            .lock()
+            .expect("grant map lock")
+            .replay()
+            .map(|replay| replay.window());
+        if let Some(window) = replay_window {
+            tokio::spawn(sweep::refused_syns(grants.clone(), metrics.clone(), window));
+        }
         let sweeper = tokio::spawn(sweep::forever(
             scanner,
             grants,

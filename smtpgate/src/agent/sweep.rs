@@ -1,6 +1,7 @@
 //! Sweeping expired grants out of the grant map, so that its capacity (an
 //! LRU map evicts the least recently used grant when full) goes to live
-//! grants, and reporting how full it is.
+//! grants, and reporting how full it is; and freeing the slots of refused
+//! SYNs too old to replay.
 
 use std::{
     sync::{Arc, Mutex},
@@ -17,6 +18,9 @@ use crate::{
 
 /// Share of the grant map's capacity above which each sweep warns.
 const CAPACITY_WARNING: f64 = 0.9;
+/// How often the slots of refused SYNs are freed at most, whatever the
+/// window: each time reads all of them.
+const FREE_AT_MOST_EVERY: Duration = Duration::from_millis(50);
 /// Expired grants removed per hold of the grant lock, so that a login waits
 /// at most a few milliseconds behind a sweep.
 const REMOVALS_PER_LOCK: usize = 1024;
@@ -99,5 +103,23 @@ fn report(sweep: &Sweep, capacity: u32, metrics: &Metrics) {
             capacity,
             "the grant map is nearly full; the least recently used grants are being evicted (raise --max-grants)"
         );
+    }
+}
+
+/// Frees the slots of refused SYNs older than the replay window, twice a
+/// window (at most every [`FREE_AT_MOST_EVERY`]), so that each takes the
+/// next refused SYN: the gate writes only free slots. Runs as long as the
+/// agent does.
+pub async fn refused_syns(grants: Arc<Mutex<Grants>>, metrics: Metrics, window: Duration) {
+    let mut tick = tokio::time::interval((window / 2).max(FREE_AT_MOST_EVERY));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let freed = grants
+            .lock()
+            .expect("grant map lock")
+            .replay()
+            .map_or(0, |replay| replay.free_expired());
+        metrics.recorded_syns_expired.inc_by(freed as u64);
     }
 }

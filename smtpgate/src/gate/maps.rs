@@ -125,6 +125,11 @@ impl Grants {
         self.replay = Some(replay);
     }
 
+    /// The replay this handle's grants end in, if any.
+    pub fn replay(&self) -> Option<&Replay> {
+        self.replay.as_ref()
+    }
+
     /// Opens the pinned grant map, its filter and its owners, with the
     /// IPv6 grant prefix of the pinned configuration.
     pub fn open_pinned(pins: &PinDir) -> Result<Self> {

@@ -38,8 +38,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use smtpgate_common::{
-    replay::{self, RefusedSyn, SLOTS},
-    AddrKey, KeyWords, CONFIG_MAP, REFUSED_SYNS_MAP,
+    replay::{self, slot_parts, RefusedSyn, SLOTS},
+    AddrKey, KeyWords, CONFIG_MAP, REFUSED_SYNS_MAP, REPLAY_SLOTS_MAP,
 };
 
 use crate::gate::{
@@ -49,8 +49,8 @@ use crate::gate::{
     pins::PinDir,
 };
 
-/// Words of one slot.
-const SLOT_WORDS: u64 = (size_of::<RefusedSyn>() / size_of::<u64>()) as u64;
+/// Words of one record.
+const RECORD_WORDS: u64 = (size_of::<RefusedSyn>() / size_of::<u64>()) as u64;
 /// The verdict of an XDP program that passes a frame.
 const XDP_PASS: u32 = 2;
 /// One more frame than a live test run takes at once (`TEST_XDP_MAX_BATCH`).
@@ -59,53 +59,87 @@ const PROBE_BATCH: u32 = 257;
 /// frames work, so that the older kernels' path runs on a new one too.
 const FORCE_RAW: &str = "SMTPGATE_REPLAY_RAW";
 
-/// The table of refused SYNs, mapped into this process.
+/// The table of refused SYNs, mapped into this process: each slot's word
+/// and its record.
 pub struct RefusedSyns {
-    words: MappedWords,
+    slots: MappedWords,
+    records: MappedWords,
 }
 
 impl RefusedSyns {
-    pub fn new(map: Map) -> Result<Self> {
-        let words = MappedWords::of_values(map, "refused SYNs", size_of::<RefusedSyn>())?;
-        if words.word_count() as u64 != u64::from(SLOTS) * SLOT_WORDS {
-            bail!("the refused SYNs map has an unexpected size");
+    pub fn new(slots: Map, records: Map) -> Result<Self> {
+        let slots = MappedWords::new(slots, "replay slots")?;
+        let records = MappedWords::of_values(records, "refused SYNs", size_of::<RefusedSyn>())?;
+        if slots.word_count() as u64 != u64::from(SLOTS)
+            || records.word_count() as u64 != u64::from(SLOTS) * RECORD_WORDS
+        {
+            bail!("the replay table has an unexpected size");
         }
-        Ok(Self { words })
+        Ok(Self { slots, records })
     }
 
     pub fn open_pinned(pins: &PinDir) -> Result<Self> {
-        Self::new(open_pinned(&pins.map(REFUSED_SYNS_MAP))?)
+        Self::new(
+            open_pinned(&pins.map(REPLAY_SLOTS_MAP))?,
+            open_pinned(&pins.map(REFUSED_SYNS_MAP))?,
+        )
+    }
+
+    /// Frees every slot whose SYN was refused longer ago than `window`, so
+    /// that the slot takes the next refused SYN; returns how many.
+    pub fn free_expired(&self, window: Duration) -> usize {
+        let now = clock::monotonic_ns();
+        (0..u64::from(SLOTS))
+            .map(|index| self.slots.word(index))
+            .filter(|slot| {
+                let word = slot.load(Ordering::Relaxed);
+                word != 0
+                    && older_than(slot_parts(word).0, now, window)
+                    && slot
+                        .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            })
+            .count()
     }
 
     /// Takes the SYN in the slot of grant key `key`, if it came from a
     /// source the key covers (IPv6: its first `v6_prefix` bits) and was
-    /// refused within `window`. The slot is emptied by an exchange of its
-    /// time with zero: of any number of claimants, one gets the SYN.
-    pub fn claim(&self, key: &AddrKey, v6_prefix: u8, window: Duration) -> Option<RefusedSyn> {
+    /// refused within `window`; with when it was refused. The slot is
+    /// freed by an exchange of its word with zero: of any number of
+    /// claimants, one gets the SYN.
+    pub fn claim(
+        &self,
+        key: &AddrKey,
+        v6_prefix: u8,
+        window: Duration,
+    ) -> Option<(RefusedSyn, u64)> {
         let (index, tag) = replay::slot(KeyWords::of(key));
-        let base = u64::from(index) * SLOT_WORDS;
-        let refused = self.words.word(base).load(Ordering::Acquire);
-        let age = clock::monotonic_ns().saturating_sub(refused);
-        if refused == 0 || u128::from(age) > window.as_nanos() {
+        let slot = self.slots.word(u64::from(index));
+        let word = slot.load(Ordering::Acquire);
+        let (refused, holder) = slot_parts(word);
+        if word == 0 || holder != tag || older_than(refused, clock::monotonic_ns(), window) {
             return None;
         }
-        let mut words = [0u64; SLOT_WORDS as usize];
+        let base = u64::from(index) * RECORD_WORDS;
+        let mut words = [0u64; RECORD_WORDS as usize];
         for (i, word) in words.iter_mut().enumerate() {
-            *word = self.words.word(base + i as u64).load(Ordering::Relaxed);
+            *word = self.records.word(base + i as u64).load(Ordering::Relaxed);
         }
         let syn: RefusedSyn = bytemuck::cast(words);
-        let source = source(&syn)?;
-        if syn.source_tag != tag || grant_key(source, v6_prefix) != *key {
+        if grant_key(source(&syn)?, v6_prefix) != *key {
             return None;
         }
-        // The gate zeroes the time before it writes a slot and sets it
-        // last: the same time now means the same SYN was read.
-        self.words
-            .word(base)
-            .compare_exchange(refused, 0, Ordering::AcqRel, Ordering::Relaxed)
+        // The gate writes only a free slot's record, and its word last:
+        // the same word now means the record read is the one it stands for.
+        slot.compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
-        Some(syn)
+        Some((syn, refused))
     }
+}
+
+/// Whether `refused` lies more than `window` before `now`.
+fn older_than(refused: u64, now: u64, window: Duration) -> bool {
+    u128::from(now.saturating_sub(refused)) > window.as_nanos()
 }
 
 /// The key of the grant that covers `ip`, whose IPv6 grants cover a
@@ -314,7 +348,7 @@ impl Replay {
     /// records nothing, is pinned there.
     pub fn open(pins: &PinDir) -> Result<Option<Self>> {
         let config = Config::new(open_pinned(&pins.map(CONFIG_MAP))?)?.read()?;
-        let (table, program) = (pins.map(REFUSED_SYNS_MAP), pins.program());
+        let (table, program) = (pins.map(REPLAY_SLOTS_MAP), pins.program());
         if config.replay_window_ms == 0 || !table.exists() || !program.exists() {
             return Ok(None);
         }
@@ -335,6 +369,17 @@ impl Replay {
         }))
     }
 
+    /// How long a refused SYN is kept.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Frees the slots of SYNs older than the window; returns how many
+    /// went unreplayed so.
+    pub fn free_expired(&self) -> usize {
+        self.table.free_expired(self.window)
+    }
+
     /// How SYNs are replayed here.
     pub fn path(&self) -> ReplayPath {
         match self.inject {
@@ -353,10 +398,10 @@ impl Replay {
     /// written: replays the SYN recorded for it, if any. A replay that
     /// fails is logged; the client still has its retransmission.
     pub fn after_grant(&self, key: &AddrKey, v6_prefix: u8) {
-        let Some(syn) = self.table.claim(key, v6_prefix, self.window) else {
+        let Some((syn, refused)) = self.table.claim(key, v6_prefix, self.window) else {
             return;
         };
-        let age = Duration::from_nanos(clock::monotonic_ns().saturating_sub(syn.refused_ns));
+        let age = Duration::from_nanos(clock::monotonic_ns().saturating_sub(refused));
         let (Some(from), Some(to), Some((sport, dport)), Some(frame)) =
             (source(&syn), destination(&syn), ports(&syn), frame(&syn))
         else {
