@@ -49,8 +49,8 @@ impl Arrival for XdpContext {
         Some(unsafe { (*self.ctx).ingress_ifindex })
     }
 
-    /// One helper call where the kernel has it; else byte by byte, which
-    /// costs the refused path several times as much (see the README).
+    /// One helper call where the kernel has it (5.18); else two bytes at
+    /// a time.
     #[inline(always)]
     fn copy_headers(&self, len: usize, to: &mut [u8; FRAME_BYTES]) -> bool {
         if len > FRAME_BYTES {

@@ -12,7 +12,8 @@
 //!   had arrived on the interface the SYN came in on, and a frame it
 //!   passes enters the stack there: the kernel cannot tell it from the
 //!   client's retransmission, and rp_filter, netfilter and the SYN budget
-//!   treat it alike;
+//!   treat it alike (where the gate hooks in after XDP, TC or XDP in skb
+//!   mode, it passes the hook too, and is judged twice);
 //! * **judged, then raw** (older kernels): an ordinary test run of the
 //!   program gives the verdict (and charges the budget); a SYN it passes is
 //!   sent to the local stack through a raw socket. It arrives on the
@@ -448,6 +449,15 @@ impl Replay {
                 Ok(true)
             }
             Inject::Raw(sockets) => {
+                let (Some(from), Some(to)) = (source(syn), destination(syn)) else {
+                    return Ok(false);
+                };
+                if matches!(from, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+                    bail!("a link-local source is not replayed through the loopback device");
+                }
+                // Binding fails unless the address is this host's own.
+                UdpSocket::bind(SocketAddr::new(to, 0))
+                    .with_context(|| format!("{to} is not a local address"))?;
                 let verdict = self
                     .gate
                     .test_run(TestRunOptions {
@@ -459,16 +469,7 @@ impl Replay {
                 if verdict != XDP_PASS {
                     return Ok(false);
                 }
-                let (Some(from), Some(to)) = (source(syn), destination(syn)) else {
-                    return Ok(false);
-                };
-                if matches!(from, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
-                    bail!("a link-local source is not replayed through the loopback device");
-                }
-                // Binding fails unless the address is this host's own.
-                UdpSocket::bind(SocketAddr::new(to, 0))
-                    .with_context(|| format!("{to} is not a local address"))?;
-                sockets.send(&frame[14..], to)?;
+                sockets.send(&frame[NETWORK..], to)?;
                 Ok(true)
             }
         }
