@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{ensure, Result};
 
+use smtpgate::gate::errno::errno;
+
 use crate::{frames::Packet, raw::RawSocket, Lab, ANSWERED, SERVER_V4, SERVER_V6, SMTP};
 
 /// Bounds on the flood and the probes.
@@ -171,15 +173,21 @@ pub fn flood_source(sent: u64) -> Ipv4Addr {
     Ipv4Addr::new(203, 0, 113, c ^ d)
 }
 
-/// SYNs to the gated port from ever new strangers until `stop`; how many.
+/// SYNs to the gated port from ever new strangers until `stop`; how many
+/// went out.
 fn flood(iface: &str, stop: &AtomicBool) -> Result<u64> {
     let socket = RawSocket::sender(iface)?;
     let began = Instant::now();
     let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) && sent < MAX_FLOOD_FRAMES && began.elapsed() < MAX_RUN {
         let source = flood_source(sent);
-        socket.send(&Packet::syn(&source.to_string(), SERVER_V4, SMTP).build())?;
-        sent += 1;
+        match socket.send(&Packet::syn(&source.to_string(), SERVER_V4, SMTP).build()) {
+            Ok(()) => sent += 1,
+            // The server's receive ring was full (a busy machine, an agent
+            // loading its program): the frame is lost, as on a wire.
+            Err(e) if errno(&e) == Some(libc::ENOBUFS) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(sent)
 }
