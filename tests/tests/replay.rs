@@ -95,7 +95,7 @@ fn run(gate: &LoadedGate, hook: Hook, frame: &[u8]) -> Result<bool> {
     })
 }
 
-/// The grant key of `ip` and its slot's table.
+/// The grant key of `ip`.
 fn key(ip: &str) -> [u8; 16] {
     replay::grant_key(ip.parse().unwrap(), V6_PREFIX)
 }
