@@ -33,7 +33,7 @@ use smtpgate::gate::{maps::Grants, pins::PinDir};
 use crate::{
     logs,
     mail::{self, Dovecot, Login, Postfix, Sent, PASSWORD},
-    sh, smtpgate_bin, tools, unique_name, BpfFs, Netns, Scratch, SMTP,
+    sh, smtpgate_bin, stdout_of, tools, unique_name, BpfFs, Netns, Scratch, SMTP,
 };
 
 pub const ROUTER_SITE: &str = "192.0.2.1";
@@ -654,15 +654,10 @@ impl Relay {
             .arg("--bpffs-dir")
             .arg(self.bpffs.pin_dir())
             .output()?;
-        if !out.status.success() {
-            bail!(
-                "smtpgate {} on {}: {}",
-                args.join(" "),
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of(
+            &format!("smtpgate {} on {}", args.join(" "), self.name),
+            out,
+        )
     }
 }
 
@@ -803,14 +798,7 @@ impl PopHost {
             .arg("--redis-auth-file")
             .arg(auth)
             .output()?;
-        if !out.status.success() {
-            bail!(
-                "smtpgate {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of(&format!("smtpgate {}", args.join(" ")), out)
     }
 }
 

@@ -72,10 +72,15 @@ pub fn sh(program: &str, args: &[&str]) -> Result<String> {
         .args(args)
         .output()
         .with_context(|| format!("starting {program}"))?;
+    stdout_of(&format!("{program} {}", args.join(" ")), out)
+}
+
+/// The standard output of a command that succeeded; otherwise an error
+/// naming the command (`what`) with what it wrote to standard error.
+pub fn stdout_of(what: &str, out: std::process::Output) -> Result<String> {
     if !out.status.success() {
         bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
