@@ -12,7 +12,7 @@ use aya::{
     programs::{links::FdLink, Xdp, XdpMode},
     EbpfLoader,
 };
-use smtpgate::gate::{addr, clock, maps::open_pinned, options::Hook, pins::PinDir};
+use smtpgate::gate::{addr, attach, clock, maps::open_pinned, options::Hook, pins::PinDir};
 use smtpgate_common::{AddrKey, Grant, GRANTS_MAP, OLDER_GRANT_MAPS, RETIRED_MAPS};
 use smtpgate_tests::{probe::Around, sh, Lab, ANSWERED, CLIENT_V4, SMTP};
 
@@ -91,7 +91,7 @@ fn set_up_v1_gate(pins: &PinDir, iface: &str) -> Result<Vec<(String, u64)>> {
         .program_mut("smtpgate_xdp")
         .context("v1 XDP program")?
         .try_into()?;
-    program.load()?;
+    attach::load_uninterrupted(|| program.load())?;
     let id = program.attach(iface, XdpMode::Driver)?;
     let link = FdLink::try_from(program.take_link(id)?)?;
     link.pin(pins.link(Hook::Xdp, iface))?;

@@ -17,6 +17,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
     EbpfLoader,
 };
+use smtpgate::gate::attach::load_uninterrupted;
 use smtpgate_tests::{
     frames::{fill_checksums, Packet},
     SERVER_V4, SMTP,
@@ -66,9 +67,7 @@ pub fn send(iface: &str, progress: &Progress) -> Result<()> {
         .program_mut("bench_flood")
         .context("bench_flood")?
         .try_into()?;
-    generator
-        .load()
-        .context("the kernel rejected the flood generator")?;
+    load_uninterrupted(|| generator.load()).context("the kernel rejected the flood generator")?;
     let frame = template();
     while !progress.stop.load(Ordering::Relaxed) {
         generator
@@ -106,7 +105,7 @@ mod tests {
             .program_mut("bench_flood")
             .context("bench_flood")?
             .try_into()?;
-        generator.load()?;
+        load_uninterrupted(|| generator.load())?;
         let template = template();
         assert!(smtpgate_tests::frames::checksums_valid(&template));
         let mut sources = HashSet::new();

@@ -8,6 +8,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 
+use smtpgate::gate::attach::load_uninterrupted;
+
 use super::cases::Rotation;
 use crate::{cputime::thread_cpu_ns, programs::BENCH_PROGRAMS as OBJECT};
 
@@ -21,8 +23,7 @@ impl Baselines {
         let mut ebpf = Ebpf::load(OBJECT).context("loading the reference programs")?;
         for name in ["bench_pass", "bench_parse"] {
             let program: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
-            program
-                .load()
+            load_uninterrupted(|| program.load())
                 .with_context(|| format!("the kernel rejected {name}"))?;
         }
         Ok(Self { ebpf })
@@ -70,7 +71,7 @@ impl Harness {
             .program_mut("bench_rotate")
             .context("bench_rotate")?
             .try_into()?;
-        program.load().context("the kernel rejected the harness")?;
+        load_uninterrupted(|| program.load()).context("the kernel rejected the harness")?;
         Ok(Self { ebpf })
     }
 

@@ -17,7 +17,7 @@ use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle},
-        SchedClassifier, Xdp,
+        ProgramError, SchedClassifier, Xdp,
     },
     util::KernelVersion,
     Ebpf, EbpfLoader,
@@ -135,10 +135,36 @@ pub fn load_variant(
         .load(PROGRAM)
         .context("loading the smtpgate BPF object")?;
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
-    xdp.load().context("the kernel rejected the XDP program")?;
+    load_uninterrupted(|| xdp.load()).context("the kernel rejected the XDP program")?;
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
-    tc.load().context("the kernel rejected the TC program")?;
+    load_uninterrupted(|| tc.load()).context("the kernel rejected the TC program")?;
     Ok(ebpf)
+}
+
+/// How often a program is loaded before a run of interruptions counts as
+/// a failure (libbpf's number).
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Runs `load` again while the verifier gives up with EAGAIN: it does so
+/// when a signal reaches the loading thread mid-check (a SIGCHLD to tokio's
+/// handler, a SIGHUP), which says nothing about the program.
+pub fn load_uninterrupted(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                tracing::debug!(
+                    "a signal interrupted the verifier (attempt {attempt}); loading again"
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Pins the loaded XDP program where [`PinDir::program`] says, in place of
@@ -427,4 +453,63 @@ fn tcx_supported() -> bool {
         return false;
     }
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, Ordering},
+        thread,
+        time::Duration,
+    };
+
+    use super::*;
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// The real program, loaded while signals rain on the loading thread
+    /// through its first two attempts: each fails with EAGAIN, and the
+    /// third, left in peace, loads.
+    #[test]
+    fn a_load_interrupted_by_signals_is_attempted_again() -> Result<()> {
+        // SAFETY: a handler that does nothing; without SA_RESTART, as an
+        // unprepared caller's would be.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as usize;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let mut ebpf = EbpfLoader::new()
+            .load(PROGRAM)
+            .context("loading the smtpgate BPF object")?;
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
+        // SAFETY: plain syscalls without arguments.
+        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        let (storm, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let mut attempts = 0;
+        let result = thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if storm.load(Ordering::SeqCst) {
+                        // SAFETY: a signal with a handler, to a thread of this process.
+                        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let result = load_uninterrupted(|| {
+                attempts += 1;
+                storm.store(attempts <= 2, Ordering::SeqCst);
+                xdp.load()
+            });
+            done.store(true, Ordering::SeqCst);
+            result
+        });
+        result.context("the load after two interrupted attempts")?;
+        assert_eq!(attempts, 3, "the interrupted attempts were not made again");
+        Ok(())
+    }
 }
