@@ -476,7 +476,7 @@ mod tests {
         // unprepared caller's would be.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = ignore_signal as usize;
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
             assert_eq!(
                 libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
                 0
