@@ -20,8 +20,21 @@ pub const TARGETS: [&str; 4] = ["login_lines", "tail_lines", "notify_report", "c
 const MALLOC_LIMIT_MB: u32 = 64;
 const RSS_LIMIT_MB: u32 = 1024;
 
-/// Runs each of `targets` (every target if empty) for `seconds`.
-pub fn run(targets: &[String], seconds: u64) -> Result<()> {
+/// How the targets are compiled.
+#[derive(Clone, Copy)]
+pub enum Build {
+    /// Optimised, as cargo-fuzz builds by default: for long runs, where
+    /// executions per second count.
+    Optimised,
+    /// Without optimisation (debug assertions and overflow checks stay on):
+    /// half the cold build time of the whole agent under the sanitizer, for
+    /// the test suite's few seconds per target.
+    Quick,
+}
+
+/// Runs each of `targets` (every target if empty) for `seconds`, built as
+/// `build` says.
+pub fn run(targets: &[String], seconds: u64, build: Build) -> Result<()> {
     if probe(Command::new("rustup").args(["run", "nightly", "cargo", "fuzz", "--version"]))
         .is_none()
     {
@@ -55,7 +68,12 @@ pub fn run(targets: &[String], seconds: u64) -> Result<()> {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
         run_command(
             Command::new("rustup")
-                .args(["run", "nightly", "cargo", "fuzz", "run", "--fuzz-dir"])
+                .args(["run", "nightly", "cargo", "fuzz", "run"])
+                .arg(match build {
+                    Build::Optimised => "--release",
+                    Build::Quick => "--dev",
+                })
+                .arg("--fuzz-dir")
                 .arg(root.join("fuzz"))
                 .arg(target)
                 .arg(&corpus)
@@ -254,7 +272,7 @@ mod tests {
     /// Part of `cargo xtask test`: every target, briefly.
     #[test]
     fn every_fuzz_target_runs_clean_for_a_while() {
-        run(&[], SMOKE_SECONDS)
+        run(&[], SMOKE_SECONDS, Build::Quick)
             .expect("a fuzz target failed; see its artifact under target/fuzz/artifacts/");
     }
 }

@@ -65,6 +65,10 @@ enum Command {
     Fuzz {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
+        /// Build without optimisation, as the test suite does: half the
+        /// cold build time, fewer executions per second.
+        #[arg(long)]
+        quick: bool,
         targets: Vec<String>,
     },
     /// A narrated, throw-away lab: Dovecot and Postfix behind the gate, a
@@ -101,7 +105,18 @@ fn main() -> Result<()> {
             deb::run_deb(binary.as_deref(), output.as_deref()).map(drop)
         }
         Command::Bench { args } => bench::run(&args),
-        Command::Fuzz { seconds, targets } => fuzz::run(&targets, seconds),
+        Command::Fuzz {
+            seconds,
+            quick,
+            targets,
+        } => {
+            let build = if quick {
+                fuzz::Build::Quick
+            } else {
+                fuzz::Build::Optimised
+            };
+            fuzz::run(&targets, seconds, build)
+        }
     }
 }
 
