@@ -127,6 +127,15 @@ impl LoadedGate {
             .add(allowlist::parse_prefix(prefix)?, Origin::Cli)
     }
 
+    /// The loaded XDP program, to unload and load again.
+    pub fn xdp_mut(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut("smtpgate_xdp")
+            .context("xdp program")?
+            .try_into()?)
+    }
+
     pub fn run_xdp(&self, frame: &[u8]) -> Result<Outcome> {
         let program: &Xdp = self
             .ebpf

@@ -12,12 +12,8 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
-use aya::programs::Xdp;
-use smtpgate::gate::{
-    attach::{self, Variant},
-    pins::PinDir,
-};
-use smtpgate_tests::{testrun::LoadedGate, unique_name, BpfFs};
+use smtpgate::gate::attach::{self, Variant};
+use smtpgate_tests::testrun::LoadedGate;
 
 /// A quarter of the verifier's limit.
 const BUDGET: u32 = 250_000;
@@ -56,14 +52,8 @@ fn a_load_interrupted_by_signals_is_attempted_again() -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    let bpffs = BpfFs::new(&unique_name())?;
-    let pins = PinDir::new(bpffs.pin_dir());
-    pins.prepare(None)?;
-    let mut ebpf = attach::load(&pins, 1024, attach::KernelLogLevel::Info)?;
-    let xdp: &mut Xdp = ebpf
-        .program_mut("smtpgate_xdp")
-        .context("xdp program")?
-        .try_into()?;
+    let mut gate = LoadedGate::new(0, &[25])?;
+    let xdp = gate.xdp_mut()?;
     xdp.unload()?;
     // SAFETY: plain syscalls without arguments.
     let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
